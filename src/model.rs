@@ -1,0 +1,263 @@
+//! Domain types: what a feed item is once understood, exact decimal prices,
+//! local times, plan identity and the reasons an item can be skipped.
+//!
+//! This module owns the domain rules that need no I/O (identity, price
+//! folding, date validation). It must not read files, sockets or the store.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use chrono::NaiveDateTime;
+use uuid::Uuid;
+
+/// Namespace of every plan id planbox hands out. Never change it: ids are
+/// promised to be stable across restarts, re-imports, machines and versions.
+pub const PLAN_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8d3b_5e7a_9c10_b2d4_f6a8_0e13);
+
+/// The provider name used when none is configured.
+pub const DEFAULT_PROVIDER: &str = "provider";
+
+/// The API id of a plan: UUID v5 of (provider, base plan id, plan id).
+///
+/// The three parts are joined with U+001F, a character XML 1.0 cannot carry
+/// (not even as a character reference), so two different triples can never
+/// produce the same name.
+pub fn plan_uuid(provider: &str, base_plan_id: &str, plan_id: &str) -> Uuid {
+    let name = format!("{provider}\u{1f}{base_plan_id}\u{1f}{plan_id}");
+    Uuid::new_v5(&PLAN_ID_NAMESPACE, name.as_bytes())
+}
+
+/// A wall-clock date-time in the provider's time zone, without offset.
+pub type LocalDateTime = NaiveDateTime;
+
+/// Seconds of a [`LocalDateTime`] on a proleptic UTC-like scale. Used as the
+/// sortable integer form of local times in the store and in queries.
+pub fn local_seconds(t: &LocalDateTime) -> i64 {
+    t.and_utc().timestamp()
+}
+
+/// Inverse of [`local_seconds`].
+pub fn from_local_seconds(secs: i64) -> Option<LocalDateTime> {
+    chrono::DateTime::from_timestamp(secs, 0).map(|d| d.naive_utc())
+}
+
+/// Parses a feed date-time (`2021-06-30T21:00:00`, optional fraction).
+/// Impossible dates such as `2021-09-31T20:00:00` are `None`.
+pub fn parse_feed_datetime(s: &str) -> Option<LocalDateTime> {
+    let s = s.trim();
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
+/// An exact, non-negative decimal amount as written by the provider
+/// (`55.00`, `9.9`, `100`). Never a float: comparisons are exact and the
+/// value is rendered with the scale it was written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Price {
+    units: u64,
+    scale: u8,
+}
+
+impl Price {
+    /// Most digits after the point we keep exactly.
+    const MAX_SCALE: usize = 9;
+
+    /// Parses `digits[.digits]` (surrounding white space allowed). Anything
+    /// else (signs, exponents, `NaN`, too many digits) is not a usable price.
+    pub fn parse(s: &str) -> Option<Price> {
+        let s = s.trim();
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (s, ""),
+        };
+        if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > Self::MAX_SCALE {
+            return None;
+        }
+        if s.contains('.') && frac.is_empty() {
+            return None;
+        }
+        let mut units: u64 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            units = units.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        Some(Price {
+            units,
+            scale: frac.len() as u8,
+        })
+    }
+
+    fn scaled_to(&self, scale: u8) -> u128 {
+        u128::from(self.units) * 10u128.pow(u32::from(scale - self.scale))
+    }
+}
+
+impl Ord for Price {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let scale = self.scale.max(other.scale);
+        self.scaled_to(scale)
+            .cmp(&other.scaled_to(scale))
+            // Equal amounts: the one written with fewer digits first, so
+            // that min/max folding is deterministic.
+            .then(self.scale.cmp(&other.scale))
+    }
+}
+
+impl PartialOrd for Price {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Price {
+    /// Canonical form, also a valid JSON number: no leading zeros, the
+    /// fraction digits as written (`55.00`, `0.5`, `100`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pow = 10u64.pow(u32::from(self.scale));
+        let (int, frac) = (self.units / pow, self.units % pow);
+        if self.scale == 0 {
+            write!(f, "{int}")
+        } else {
+            write!(f, "{int}.{frac:0width$}", width = usize::from(self.scale))
+        }
+    }
+}
+
+/// Minimum and maximum over a plan's usable zone prices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PriceRange {
+    pub min: Option<Price>,
+    pub max: Option<Price>,
+}
+
+impl PriceRange {
+    /// Folds one more zone price in. Duplicate zones simply count again.
+    pub fn add(&mut self, p: Price) {
+        self.min = Some(self.min.map_or(p, |m| m.min(p)));
+        // For equal amounts keep the longer spelling as max so that
+        // `min <= max` also holds for the rendered forms' ordering.
+        self.max = Some(self.max.map_or(p, |m| m.max(p)));
+    }
+}
+
+/// One plan as understood from one feed, with the values that feed gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedPlan {
+    pub base_plan_id: String,
+    pub plan_id: String,
+    /// From the base plan.
+    pub title: String,
+    /// The base plan's `sell_mode` was `online` in this feed.
+    pub online: bool,
+    pub start: LocalDateTime,
+    pub end: Option<LocalDateTime>,
+    pub prices: PriceRange,
+}
+
+/// Why an item (or a zone) was left out. Counted per fetch and journaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// The item or its base plan has no id.
+    MissingId,
+    /// No start date-time attribute.
+    MissingStart,
+    /// The start is not a real date-time (`2021-09-31T20:00:00`).
+    InvalidStart,
+    /// The end is present but not a real date-time.
+    InvalidEnd,
+    /// The end lies before the start.
+    EndBeforeStart,
+    /// A zone whose price is missing or not a decimal (the zone, not the plan,
+    /// is skipped).
+    ZoneInvalidPrice,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::MissingId,
+        SkipReason::MissingStart,
+        SkipReason::InvalidStart,
+        SkipReason::InvalidEnd,
+        SkipReason::EndBeforeStart,
+        SkipReason::ZoneInvalidPrice,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::MissingId => "missing_id",
+            SkipReason::MissingStart => "missing_start",
+            SkipReason::InvalidStart => "invalid_start",
+            SkipReason::InvalidEnd => "invalid_end",
+            SkipReason::EndBeforeStart => "end_before_start",
+            SkipReason::ZoneInvalidPrice => "zone_invalid_price",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Price {
+        Price::parse(s).unwrap()
+    }
+
+    #[test]
+    fn price_parse_accepts_plain_decimals_only() {
+        for ok in ["0", "55.00", "9.9", "100", " 7.5 ", "007.50"] {
+            assert!(Price::parse(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "", "-1", "+1", "1e3", "NaN", "abc", "1.", ".5", "1.2.3", "1,5", "1.0000000001",
+            "99999999999999999999",
+        ] {
+            assert!(Price::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn price_renders_canonically_with_written_scale() {
+        assert_eq!(p("55.00").to_string(), "55.00");
+        assert_eq!(p("007.50").to_string(), "7.50");
+        assert_eq!(p("0.05").to_string(), "0.05");
+        assert_eq!(p("100").to_string(), "100");
+    }
+
+    #[test]
+    fn price_range_is_exact() {
+        let mut r = PriceRange::default();
+        for s in ["10.10", "9.90", "100"] {
+            r.add(p(s));
+        }
+        assert_eq!(r.min.unwrap().to_string(), "9.90");
+        assert_eq!(r.max.unwrap().to_string(), "100");
+        assert!(p("0.1") < p("0.11") && p("2") > p("1.99"));
+    }
+
+    #[test]
+    fn plan_uuid_is_stable_and_distinguishes_parts() {
+        let a = plan_uuid("provider", "322", "1642");
+        assert_eq!(a, plan_uuid("provider", "322", "1642"));
+        assert_ne!(a, plan_uuid("provider", "1591", "1642"));
+        assert_ne!(plan_uuid("p", "1", "23"), plan_uuid("p", "12", "3"));
+        assert_eq!(a.get_version_num(), 5);
+        // Pinned: changing this breaks every client's stored ids.
+        assert_eq!(a.to_string(), "d15fb038-ee28-5248-86d0-4764c3f38782");
+    }
+
+    #[test]
+    fn feed_dates_reject_impossible_days() {
+        assert!(parse_feed_datetime("2021-06-30T21:00:00").is_some());
+        assert!(parse_feed_datetime("2021-09-31T20:00:00").is_none());
+        assert!(parse_feed_datetime("2021-06-30").is_none());
+        let t = parse_feed_datetime("0001-01-01T00:00:00").unwrap();
+        assert_eq!(from_local_seconds(local_seconds(&t)), Some(t));
+    }
+}
