@@ -3,4 +3,11 @@
 //!
 //! See `ARCHITECTURE.md` for the codemap and the data path.
 
+pub mod api;
+pub mod digest;
+pub mod log;
+pub mod metrics;
 pub mod model;
+pub mod query;
+pub mod status_page;
+pub mod store;

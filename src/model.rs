@@ -201,6 +201,163 @@ impl fmt::Display for SkipReason {
     }
 }
 
+/// A search window in provider-local seconds: `start >= starts_at` and
+/// `end <= ends_at`, both inclusive, either side unbounded when `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub starts_at: Option<i64>,
+    pub ends_at: Option<i64>,
+}
+
+impl Window {
+    /// `starts_at` after `ends_at` is a well-formed query with no answer.
+    pub fn is_empty(&self) -> bool {
+        matches!((self.starts_at, self.ends_at), (Some(s), Some(e)) if s > e)
+    }
+}
+
+impl FeedPlan {
+    /// Digest of every value planbox keeps for the plan, to skip rewriting
+    /// a plan the provider sent again unchanged.
+    pub fn content_hash(&self) -> u64 {
+        let mut d = crate::digest::Digest::new();
+        d.field(self.title.as_bytes());
+        d.field(&[u8::from(self.online)]);
+        d.field(&local_seconds(&self.start).to_le_bytes());
+        d.field(
+            &self
+                .end
+                .map_or(i64::MIN, |e| local_seconds(&e))
+                .to_le_bytes(),
+        );
+        for p in [self.prices.min, self.prices.max] {
+            d.field(p.map(|p| p.to_string()).unwrap_or_default().as_bytes());
+        }
+        d.finish()
+    }
+
+    /// The upstream API's `EventSummary` object for this plan, as JSON text.
+    /// Dates and times are the provider's local wall-clock values, unchanged.
+    pub fn event_summary_json(&self, id: &Uuid) -> String {
+        use std::fmt::Write;
+        let title = serde_json::to_string(&self.title).unwrap_or_else(|_| "\"\"".into());
+        let mut out = String::with_capacity(200 + title.len());
+        let _ = write!(
+            out,
+            r#"{{"id":"{id}","title":{title},"start_date":"{}","start_time":"{}","#,
+            self.start.format("%Y-%m-%d"),
+            self.start.format("%H:%M:%S"),
+        );
+        match self.end {
+            Some(e) => {
+                let _ = write!(
+                    out,
+                    r#""end_date":"{}","end_time":"{}","#,
+                    e.format("%Y-%m-%d"),
+                    e.format("%H:%M:%S")
+                );
+            }
+            None => out.push_str(r#""end_date":null,"end_time":null,"#),
+        }
+        let price = |p: Option<Price>| p.map_or_else(|| "null".to_string(), |p| p.to_string());
+        let _ = write!(
+            out,
+            r#""min_price":{},"max_price":{}}}"#,
+            price(self.prices.min),
+            price(self.prices.max)
+        );
+        out
+    }
+}
+
+/// How one fetch or import attempt ended (PRODUCT.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    NotModified,
+    Unchanged,
+    HttpError,
+    Timeout,
+    NetworkError,
+    ParseError,
+    TooLarge,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::NotModified,
+        Outcome::Unchanged,
+        Outcome::HttpError,
+        Outcome::Timeout,
+        Outcome::NetworkError,
+        Outcome::ParseError,
+        Outcome::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotModified => "not_modified",
+            Outcome::Unchanged => "unchanged",
+            Outcome::HttpError => "http_error",
+            Outcome::Timeout => "timeout",
+            Outcome::NetworkError => "network_error",
+            Outcome::ParseError => "parse_error",
+            Outcome::TooLarge => "too_large",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The attempt reached the provider and learned its current state.
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            Outcome::Ok | Outcome::NotModified | Outcome::Unchanged
+        )
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Plan counts of one ingest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlanCounts {
+    pub plans_seen: u64,
+    pub plans_new: u64,
+    pub plans_updated: u64,
+    pub plans_unchanged: u64,
+}
+
+/// One journaled attempt, as `planbox status --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FetchRun {
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub source: String,
+    #[serde(serialize_with = "outcome_str")]
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub counts: PlanCounts,
+    /// Reason -> count; zone skips are counted as `zone_invalid_price`.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    pub error: Option<String>,
+}
+
+fn outcome_str<S: serde::Serializer>(o: &Outcome, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(o.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +372,17 @@ mod tests {
             assert!(Price::parse(ok).is_some(), "{ok}");
         }
         for bad in [
-            "", "-1", "+1", "1e3", "NaN", "abc", "1.", ".5", "1.2.3", "1,5", "1.0000000001",
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            "NaN",
+            "abc",
+            "1.",
+            ".5",
+            "1.2.3",
+            "1,5",
+            "1.0000000001",
             "99999999999999999999",
         ] {
             assert!(Price::parse(bad).is_none(), "{bad}");
@@ -250,6 +417,55 @@ mod tests {
         assert_eq!(a.get_version_num(), 5);
         // Pinned: changing this breaks every client's stored ids.
         assert_eq!(a.to_string(), "d15fb038-ee28-5248-86d0-4764c3f38782");
+    }
+
+    #[test]
+    fn event_json_follows_the_upstream_schema() {
+        let plan = FeedPlan {
+            base_plan_id: "291".into(),
+            plan_id: "291".into(),
+            title: "Camela \"en\" concierto".into(),
+            online: true,
+            start: parse_feed_datetime("2021-06-30T21:00:00").unwrap(),
+            end: None,
+            prices: PriceRange {
+                min: Price::parse("15.00"),
+                max: Price::parse("30.00"),
+            },
+        };
+        let id = plan_uuid("p", "291", "291");
+        let v: serde_json::Value = serde_json::from_str(&plan.event_summary_json(&id)).unwrap();
+        assert_eq!(v["id"], id.to_string());
+        assert_eq!(v["title"], "Camela \"en\" concierto");
+        assert_eq!(v["start_date"], "2021-06-30");
+        assert_eq!(v["start_time"], "21:00:00");
+        assert!(v["end_date"].is_null() && v["end_time"].is_null());
+        assert!(plan
+            .event_summary_json(&id)
+            .ends_with(r#""min_price":15.00,"max_price":30.00}"#));
+    }
+
+    #[test]
+    fn content_hash_sees_every_kept_value() {
+        let base = FeedPlan {
+            base_plan_id: "1".into(),
+            plan_id: "1".into(),
+            title: "t".into(),
+            online: true,
+            start: parse_feed_datetime("2021-06-30T21:00:00").unwrap(),
+            end: parse_feed_datetime("2021-06-30T22:00:00"),
+            prices: PriceRange::default(),
+        };
+        let mut other = base.clone();
+        assert_eq!(base.content_hash(), other.content_hash());
+        other.online = false;
+        assert_ne!(base.content_hash(), other.content_hash());
+        let mut other = base.clone();
+        other.end = None;
+        assert_ne!(base.content_hash(), other.content_hash());
+        let mut other = base.clone();
+        other.prices.add(Price::parse("1.0").unwrap());
+        assert_ne!(base.content_hash(), other.content_hash());
     }
 
     #[test]

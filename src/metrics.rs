@@ -1,0 +1,220 @@
+//! Process metrics and their Prometheus text rendering (PRODUCT.md §3).
+//!
+//! Owns the counters the HTTP workers and the fetch loop bump: requests by
+//! route and status, a request-duration histogram per route, fetch runs by
+//! outcome, plans searchable and the last successful fetch. Lock-free on the
+//! request path except one uncontended mutex for the (route, status) map.
+//! This module must not touch the store or the network.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::model::Outcome;
+
+/// The routes planbox serves, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Route {
+    Search,
+    Health,
+    Ready,
+    Metrics,
+    OpenApi,
+    Status,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 7] = [
+        Route::Search,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::OpenApi,
+        Route::Status,
+        Route::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Search => "/search",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.yaml",
+            Route::Status => "/",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(Route, u16), u64>>,
+    durations: [Histogram; Route::ALL.len()],
+    fetch_runs: [AtomicU64; Outcome::ALL.len()],
+    plans_searchable: AtomicU64,
+    /// Unix seconds of the last successful fetch; 0 = never.
+    last_success: AtomicI64,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn observe_request(&self, route: Route, status: u16, elapsed: Duration) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((route, status)).or_default() += 1;
+        }
+        let h = &self.durations[route as usize];
+        let secs = elapsed.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        h.count.fetch_add(1, Relaxed);
+        h.sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
+
+    pub fn observe_fetch(&self, outcome: Outcome, finished_unix: i64) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.fetch_runs[i].fetch_add(1, Relaxed);
+        if outcome.is_success() {
+            self.last_success.fetch_max(finished_unix, Relaxed);
+        }
+    }
+
+    /// Seeds the last-success time from the journal at start.
+    pub fn set_last_success(&self, unix: i64) {
+        self.last_success.fetch_max(unix, Relaxed);
+    }
+
+    pub fn last_success(&self) -> Option<i64> {
+        Some(self.last_success.load(Relaxed)).filter(|t| *t > 0)
+    }
+
+    pub fn set_plans_searchable(&self, n: u64) {
+        self.plans_searchable.store(n, Relaxed);
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP planbox_http_requests_total HTTP requests answered, by route and status.\n",
+        );
+        out.push_str("# TYPE planbox_http_requests_total counter\n");
+        if let Ok(map) = self.requests.lock() {
+            for ((route, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "planbox_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    route.label()
+                );
+            }
+        }
+        out.push_str(
+            "# HELP planbox_http_request_duration_seconds Time to answer an HTTP request.\n",
+        );
+        out.push_str("# TYPE planbox_http_request_duration_seconds histogram\n");
+        for route in Route::ALL {
+            let h = &self.durations[route as usize];
+            let count = h.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let label = route.label();
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "planbox_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"{le}\"}} {}",
+                    h.buckets[i].load(Relaxed)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "planbox_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "planbox_http_request_duration_seconds_sum{{route=\"{label}\"}} {}",
+                h.sum_nanos.load(Relaxed) as f64 / 1e9
+            );
+            let _ = writeln!(
+                out,
+                "planbox_http_request_duration_seconds_count{{route=\"{label}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP planbox_fetch_runs_total Fetch attempts since start, by outcome.\n");
+        out.push_str("# TYPE planbox_fetch_runs_total counter\n");
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "planbox_fetch_runs_total{{outcome=\"{o}\"}} {}",
+                self.fetch_runs[i].load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP planbox_plans_searchable Plans a search can return (ever seen online).\n",
+        );
+        out.push_str("# TYPE planbox_plans_searchable gauge\n");
+        let _ = writeln!(
+            out,
+            "planbox_plans_searchable {}",
+            self.plans_searchable.load(Relaxed)
+        );
+        out.push_str("# HELP planbox_last_fetch_success_timestamp_seconds Unix time of the last successful fetch (0: none yet).\n");
+        out.push_str("# TYPE planbox_last_fetch_success_timestamp_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "planbox_last_fetch_success_timestamp_seconds {}",
+            self.last_success.load(Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_counts_labelled() {
+        let m = Metrics::new();
+        m.observe_request(Route::Search, 200, Duration::from_micros(50));
+        m.observe_request(Route::Search, 200, Duration::from_millis(3));
+        m.observe_request(Route::Search, 400, Duration::from_millis(3));
+        m.observe_fetch(Outcome::Timeout, 10);
+        m.observe_fetch(Outcome::Ok, 20);
+        let text = m.render();
+        assert!(text.contains("planbox_http_requests_total{route=\"/search\",status=\"200\"} 2"));
+        assert!(text.contains("planbox_http_requests_total{route=\"/search\",status=\"400\"} 1"));
+        assert!(text.contains(
+            "planbox_http_request_duration_seconds_bucket{route=\"/search\",le=\"0.0001\"} 1"
+        ));
+        assert!(text.contains(
+            "planbox_http_request_duration_seconds_bucket{route=\"/search\",le=\"0.005\"} 3"
+        ));
+        assert!(text.contains("planbox_fetch_runs_total{outcome=\"timeout\"} 1"));
+        assert!(text.contains("planbox_last_fetch_success_timestamp_seconds 20"));
+    }
+}

@@ -1,0 +1,227 @@
+//! The status page for people (`GET /`): last fetches, counts, next fetch and
+//! a search form whose results render as a table, without JavaScript.
+//!
+//! Pure rendering from values handed in; every interpolated value is
+//! HTML-escaped. It must not read the store or the clock itself.
+
+use std::fmt::Write;
+
+use crate::api::ServiceInfo;
+use crate::model::FetchRun;
+use crate::query::percent_decode;
+use crate::store::StoreCounts;
+
+pub struct PageInput<'a> {
+    pub info: &'a ServiceInfo,
+    pub last_success: Option<i64>,
+    pub counts: Option<StoreCounts>,
+    pub runs: Vec<FetchRun>,
+    /// The raw query string, to refill the form.
+    pub query: &'a str,
+    /// The search answer (JSON envelope) or the error message, when the form
+    /// was submitted.
+    pub search: Option<Result<crate::api::Bytes, String>>,
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unix_to_text(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn param(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| percent_decode(&v.replace('+', " ")).ok())
+        .unwrap_or_default()
+}
+
+const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:70rem;\
+padding:0 1rem;color:#222}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}\
+table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;\
+padding:.3rem .5rem;border-bottom:1px solid #ddd}th{background:#f4f4f4}\
+.ok{color:#176b1f}.bad{color:#a31515}.muted{color:#777}dl{display:grid;\
+grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}\
+input{font:inherit;padding:.2rem .4rem;width:16rem}button{font:inherit;padding:.2rem .8rem}\
+.err{background:#fdecea;padding:.5rem .8rem;border-radius:4px}";
+
+pub fn render(p: &PageInput<'_>) -> String {
+    let mut h = String::with_capacity(8192);
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>planbox status</title><style>{STYLE}</style></head><body>\
+         <h1>planbox <span class=\"muted\">{}</span></h1><dl>",
+        esc(p.info.version)
+    );
+    let provider = if p.info.provider_url.is_empty() {
+        "(none configured)".to_string()
+    } else {
+        p.info.provider_url.clone()
+    };
+    let _ = write!(
+        h,
+        "<dt>Provider</dt><dd><code>{}</code></dd>",
+        esc(&provider)
+    );
+    let next = p.info.next_fetch.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = write!(
+        h,
+        "<dt>Next fetch</dt><dd>{}</dd><dt>Last successful fetch</dt><dd>{}</dd>",
+        if next > 0 {
+            unix_to_text(next)
+        } else {
+            "-".into()
+        },
+        p.last_success.map_or_else(|| "never".into(), unix_to_text)
+    );
+    match p.counts {
+        Some(c) => {
+            let _ = write!(
+                h,
+                "<dt>Plans stored</dt><dd>{}</dd><dt>Plans searchable</dt><dd>{}</dd>",
+                c.plans_stored, c.plans_searchable
+            );
+        }
+        None => h.push_str("<dt>Store</dt><dd class=\"bad\">unavailable</dd>"),
+    }
+    h.push_str("</dl>");
+
+    let (s, e) = (param(p.query, "starts_at"), param(p.query, "ends_at"));
+    let _ = write!(
+        h,
+        "<h2>Search</h2><form method=\"get\" action=\"/\">\
+         <label>starts_at <input name=\"starts_at\" value=\"{}\" placeholder=\"2021-06-30T00:00:00Z\"></label> \
+         <label>ends_at <input name=\"ends_at\" value=\"{}\" placeholder=\"2021-07-31T23:59:59\"></label> \
+         <button type=\"submit\">Search</button></form>\
+         <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset. \
+         The same query as JSON: <code>/search?…</code></p>",
+        esc(&s),
+        esc(&e)
+    );
+    match &p.search {
+        None => {}
+        Some(Err(msg)) => {
+            let _ = write!(h, "<p class=\"err\">{}</p>", esc(msg));
+        }
+        Some(Ok(body)) => render_results(&mut h, body),
+    }
+
+    h.push_str("<h2>Recent fetches</h2>");
+    if p.runs.is_empty() {
+        h.push_str("<p class=\"muted\">No fetch yet.</p>");
+    } else {
+        h.push_str(
+            "<table><thead><tr><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
+             <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
+             <th>Skipped</th><th>Error</th></tr></thead><tbody>",
+        );
+        for r in &p.runs {
+            let class = if r.outcome.is_success() { "ok" } else { "bad" };
+            let skipped: u64 = r.skipped.values().sum();
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.started_at),
+                r.outcome,
+                r.http_status.map_or_else(|| "-".into(), |s| s.to_string()),
+                r.bytes,
+                r.duration_ms,
+                r.counts.plans_seen,
+                r.counts.plans_new,
+                r.counts.plans_updated,
+                skipped,
+                esc(r.error.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str(
+        "<p class=\"muted\"><a href=\"/openapi.yaml\">OpenAPI</a> · <a href=\"/metrics\">metrics</a> · \
+         <a href=\"/health\">health</a> · <a href=\"/ready\">ready</a></p></body></html>",
+    );
+    h
+}
+
+fn render_results(h: &mut String, body: &[u8]) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let events = v["data"]["events"].as_array().cloned().unwrap_or_default();
+    let _ = write!(h, "<p>{} plan(s)</p>", events.len());
+    if events.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<table><thead><tr><th>Title</th><th>Start</th><th>End</th><th>Min price</th>\
+         <th>Max price</th><th>id</th></tr></thead><tbody>",
+    );
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for e in events.iter().take(1000) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{} {}</td><td>{} {}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(&text(&e["title"])),
+            esc(&text(&e["start_date"])),
+            esc(&text(&e["start_time"])),
+            esc(&text(&e["end_date"])),
+            esc(&text(&e["end_time"])),
+            esc(&text(&e["min_price"])),
+            esc(&text(&e["max_price"])),
+            esc(&text(&e["id"])),
+        );
+    }
+    h.push_str("</tbody></table>");
+    if events.len() > 1000 {
+        h.push_str("<p class=\"muted\">First 1000 shown; use /search for all.</p>");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_and_results_tabled() {
+        let info = ServiceInfo {
+            provider_url: "http://x/<script>".into(),
+            version: "1",
+            ..ServiceInfo::default()
+        };
+        let body = br#"{"data":{"events":[{"id":"a","title":"<b>Camela</b>","start_date":"2021-06-30","start_time":"21:00:00","end_date":null,"end_time":null,"min_price":15.00,"max_price":30.00}]},"error":null}"#;
+        let html = render(&PageInput {
+            info: &info,
+            last_success: None,
+            counts: Some(StoreCounts::default()),
+            runs: vec![],
+            query: "starts_at=%3Cx%3E",
+            search: Some(Ok(body[..].into())),
+        });
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;b&gt;Camela&lt;/b&gt;"));
+        assert!(html.contains("value=\"&lt;x&gt;\""));
+        assert!(html.contains("<td>15.00</td>") || html.contains("<td>15.0</td>"));
+    }
+}

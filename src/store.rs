@@ -1,0 +1,822 @@
+//! The SQLite store: all SQL lives here.
+//!
+//! Owns the schema (through the refinery migrations in `migrations/`), the
+//! single-writer ingest transaction, the fetch journal and the read path of
+//! `/search`. Invariants:
+//! - one fetch or import is one transaction: callers either `commit` an
+//!   [`Ingest`] or drop it, and a dropped ingest changes nothing;
+//! - nothing is ever deleted from `plans`; `ever_online` never goes back to 0;
+//! - a plan row is rewritten only when its content hash changes;
+//! - `meta.generation` grows in every commit that changes what a search can
+//!   return, and only then.
+//!
+//! This module must not know about HTTP, XML or the network, and it must not
+//! hold a write transaction open while waiting on anything but SQLite.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::model::{local_seconds, plan_uuid, FeedPlan, FetchRun, Outcome, PlanCounts, Window};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// `PRAGMA application_id` of a planbox store ("PLBX").
+pub const APPLICATION_ID: i32 = 0x504c_4258;
+
+/// How many journal rows are kept.
+pub const JOURNAL_LIMIT: i64 = 10_000;
+
+/// How long a writer waits for another writer (e.g. `import` while `serve`
+/// ingests) before failing with [`StoreError::Busy`].
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: not a planbox store ({reason}); refusing to touch it")]
+    Foreign { path: PathBuf, reason: String },
+    #[error("{path}: the store is damaged ({detail}); restore it from a backup")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: cannot open the store: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store is busy: another planbox process held the write lock for too long")]
+    Busy,
+    #[error("migrating the store failed: {0}")]
+    Migration(String),
+    #[error("store error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The writable store. There is one per process; SQLite's lock makes it one
+/// writer per file at a time across processes too.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Counts shown on the status page and in metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreCounts {
+    pub plans_stored: u64,
+    pub plans_searchable: u64,
+}
+
+/// What the last successful fetch of a provider told us.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedState {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub body_hash: Option<String>,
+}
+
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Classifies the errors SQLite gives for a file that is not a database or
+/// is damaged into the typed errors operators can act on.
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Foreign {
+            path: path.to_owned(),
+            reason: "the file is not an SQLite database".into(),
+        },
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        _ => StoreError::from(e),
+    }
+}
+
+impl Store {
+    /// Opens (creating if absent) and migrates the store at `path`, after
+    /// checking that an existing file is a healthy planbox store.
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut conn = open_conn(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
+        check_identity(&conn, path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| classify(path, e))?;
+        // FULL: a commit is on disk before `commit` returns, so a journaled
+        // ingest survives power loss too, not only `kill -9`.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        embedded::migrations::runner()
+            .run(&mut conn)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PRAGMA quick_check`: `Ok` when SQLite finds the file sound.
+    pub fn quick_check(&self) -> Result<()> {
+        integrity(&self.conn, &self.path, "quick_check")
+    }
+
+    /// `PRAGMA integrity_check`, the thorough one.
+    pub fn integrity_check(&self) -> Result<()> {
+        integrity(&self.conn, &self.path, "integrity_check")
+    }
+
+    /// Starts the one transaction of an ingest. Waits (up to a minute) for
+    /// another process's ingest to finish first.
+    pub fn begin_ingest(&mut self, provider: &str) -> Result<Ingest<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let run_marker: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM fetch_runs", [], |r| {
+                r.get(0)
+            })?;
+        Ok(Ingest {
+            tx,
+            provider: provider.to_owned(),
+            run_marker,
+            counts: PlanCounts::default(),
+        })
+    }
+
+    /// Journals an attempt that did not ingest (or ingested nothing).
+    pub fn record_run(&mut self, run: &FetchRun) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_run(&tx, run)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn feed_state(&self, provider: &str) -> Result<FeedState> {
+        feed_state(&self.conn, provider)
+    }
+
+    /// Records conditional-GET validators after a `304` (body unchanged).
+    pub fn set_validators(&mut self, provider: &str, state: &FeedState) -> Result<()> {
+        upsert_feed_state(&self.conn, provider, state)
+    }
+
+    /// The newest `limit` journal rows, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<FetchRun>> {
+        runs(&self.conn, limit)
+    }
+
+    pub fn counts(&self) -> Result<StoreCounts> {
+        counts(&self.conn)
+    }
+
+    pub fn generation(&self) -> Result<u64> {
+        generation(&self.conn)
+    }
+
+    /// The search body for `window` (same bytes as `GET /search`).
+    pub fn search(&self, window: &Window) -> Result<Vec<u8>> {
+        search_body(&self.conn, window)
+    }
+
+    /// A consistent online copy of the store at `dest` (which must not
+    /// exist), verified with `integrity_check` before this returns.
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(StoreError::Foreign {
+                path: dest.to_owned(),
+                reason: "the destination exists; backup never overwrites".into(),
+            });
+        }
+        let dest_str = dest.to_string_lossy();
+        self.conn.execute("VACUUM INTO ?1", [dest_str.as_ref()])?;
+        let copy = open_conn(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        integrity(&copy, dest, "integrity_check")?;
+        Ok(())
+    }
+}
+
+fn check_identity(conn: &Connection, path: &Path) -> Result<()> {
+    let app_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| classify(path, e))?;
+    if tables > 0 && app_id != APPLICATION_ID {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+            reason: format!(
+                "it is an SQLite database of another application (application_id {app_id:#x})"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn integrity(conn: &Connection, path: &Path, pragma: &str) -> Result<()> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA {pragma}"))
+        .map_err(|e| classify(path, e))?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| classify(path, e))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: rows.join("; "),
+        })
+    }
+}
+
+/// One ingest in progress: a write transaction. Dropping it rolls back.
+pub struct Ingest<'a> {
+    tx: rusqlite::Transaction<'a>,
+    provider: String,
+    run_marker: i64,
+    counts: PlanCounts,
+}
+
+impl Ingest<'_> {
+    /// Lands one plan: inserts it, rewrites it if its values changed, or
+    /// leaves it alone. `ever_online` only ever turns on.
+    pub fn upsert(&mut self, plan: &FeedPlan) -> Result<()> {
+        self.counts.plans_seen += 1;
+        let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
+        let id = uuid.to_string();
+        let hash = plan.content_hash() as i64;
+        let existing: Option<(i64, bool)> = self
+            .tx
+            .prepare_cached("SELECT content_hash, ever_online FROM plans WHERE id = ?1")?
+            .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let ever_online = match existing {
+            Some((old_hash, was_online)) if old_hash == hash && (was_online || !plan.online) => {
+                self.counts.plans_unchanged += 1;
+                return Ok(());
+            }
+            Some((_, was_online)) => {
+                self.counts.plans_updated += 1;
+                was_online || plan.online
+            }
+            None => {
+                self.counts.plans_new += 1;
+                plan.online
+            }
+        };
+        let json = plan.event_summary_json(&uuid);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at, end_at,
+                     min_price, max_price, online, ever_online, content_hash, json,
+                     first_seen_run, changed_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+                 ON CONFLICT (id) DO UPDATE SET
+                     title = excluded.title, start_at = excluded.start_at,
+                     end_at = excluded.end_at, min_price = excluded.min_price,
+                     max_price = excluded.max_price, online = excluded.online,
+                     ever_online = excluded.ever_online, content_hash = excluded.content_hash,
+                     json = excluded.json, changed_run = excluded.changed_run",
+            )?
+            .execute(params![
+                id,
+                self.provider,
+                plan.base_plan_id,
+                plan.plan_id,
+                plan.title,
+                local_seconds(&plan.start),
+                plan.end.as_ref().map(local_seconds),
+                plan.prices.min.map(|p| p.to_string()),
+                plan.prices.max.map(|p| p.to_string()),
+                plan.online,
+                ever_online,
+                hash,
+                json,
+                self.run_marker,
+            ])?;
+        Ok(())
+    }
+
+    pub fn counts(&self) -> PlanCounts {
+        self.counts
+    }
+
+    /// Commits the ingest together with its journal row and the provider's
+    /// new feed state, as one transaction.
+    pub fn commit(self, run: &FetchRun, state: Option<&FeedState>) -> Result<PlanCounts> {
+        if self.counts.plans_new + self.counts.plans_updated > 0 {
+            self.tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'generation'",
+                [],
+            )?;
+        }
+        if let Some(state) = state {
+            upsert_feed_state(&self.tx, &self.provider, state)?;
+        }
+        insert_run(&self.tx, run)?;
+        self.tx.commit()?;
+        Ok(self.counts)
+    }
+}
+
+fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
+    let skipped = serde_json::to_string(&run.skipped).unwrap_or_else(|_| "{}".into());
+    conn.prepare_cached(
+        "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, http_status, bytes,
+             plans_seen, plans_new, plans_updated, plans_unchanged, skipped, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        run.started_at,
+        run.duration_ms as i64,
+        run.source,
+        run.outcome.as_str(),
+        run.http_status,
+        run.bytes as i64,
+        run.counts.plans_seen as i64,
+        run.counts.plans_new as i64,
+        run.counts.plans_updated as i64,
+        run.counts.plans_unchanged as i64,
+        skipped,
+        run.error,
+    ])?;
+    conn.prepare_cached(
+        "DELETE FROM fetch_runs WHERE id <= (SELECT MAX(id) FROM fetch_runs) - ?1",
+    )?
+    .execute([JOURNAL_LIMIT])?;
+    Ok(())
+}
+
+fn upsert_feed_state(conn: &Connection, provider: &str, s: &FeedState) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO feed_state (provider, etag, last_modified, body_hash) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (provider) DO UPDATE SET etag = excluded.etag,
+             last_modified = excluded.last_modified,
+             body_hash = COALESCE(excluded.body_hash, feed_state.body_hash)",
+    )?
+    .execute(params![provider, s.etag, s.last_modified, s.body_hash])?;
+    Ok(())
+}
+
+fn feed_state(conn: &Connection, provider: &str) -> Result<FeedState> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT etag, last_modified, body_hash FROM feed_state WHERE provider = ?1",
+        )?
+        .query_row([provider], |r| {
+            Ok(FeedState {
+                etag: r.get(0)?,
+                last_modified: r.get(1)?,
+                body_hash: r.get(2)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT started_at, duration_ms, source, outcome, http_status, bytes, plans_seen,
+                plans_new, plans_updated, plans_unchanged, skipped, error
+         FROM fetch_runs ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        let outcome: String = r.get(3)?;
+        let skipped: String = r.get(10)?;
+        Ok(FetchRun {
+            started_at: r.get(0)?,
+            duration_ms: r.get::<_, i64>(1)?.max(0) as u64,
+            source: r.get(2)?,
+            outcome: Outcome::parse(&outcome).unwrap_or(Outcome::NetworkError),
+            http_status: r.get(4)?,
+            bytes: r.get::<_, i64>(5)?.max(0) as u64,
+            counts: PlanCounts {
+                plans_seen: r.get::<_, i64>(6)?.max(0) as u64,
+                plans_new: r.get::<_, i64>(7)?.max(0) as u64,
+                plans_updated: r.get::<_, i64>(8)?.max(0) as u64,
+                plans_unchanged: r.get::<_, i64>(9)?.max(0) as u64,
+            },
+            skipped: serde_json::from_str::<BTreeMap<String, u64>>(&skipped).unwrap_or_default(),
+            error: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn counts(conn: &Connection) -> Result<StoreCounts> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(ever_online), 0) FROM plans",
+        [],
+        |r| {
+            Ok(StoreCounts {
+                plans_stored: r.get::<_, i64>(0)?.max(0) as u64,
+                plans_searchable: r.get::<_, i64>(1)?.max(0) as u64,
+            })
+        },
+    )?)
+}
+
+fn generation(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?
+        .query_row([], |r| r.get::<_, i64>(0))?
+        .max(0) as u64)
+}
+
+const ENVELOPE_HEAD: &[u8] = br#"{"data":{"events":["#;
+const ENVELOPE_TAIL: &[u8] = br#"]},"error":null}"#;
+
+/// Appends the `/search` body for `window`: the upstream envelope around the
+/// stored `EventSummary` objects, in (start, end, id) order.
+fn search_body(conn: &Connection, window: &Window) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(4096);
+    body.extend_from_slice(ENVELOPE_HEAD);
+    if !window.is_empty() {
+        let lo = window.starts_at.unwrap_or(i64::MIN);
+        let mut stmt;
+        let mut rows = match window.ends_at {
+            // A plan with no end is left out when `ends_at` is given; since
+            // end >= start, `start_at <= ends_at` bounds the index range.
+            Some(hi) => {
+                stmt = conn.prepare_cached(
+                    "SELECT json FROM plans
+                     WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
+                       AND end_at IS NOT NULL AND end_at <= ?2
+                     ORDER BY start_at, end_at, id",
+                )?;
+                stmt.query(params![lo, hi])?
+            }
+            None => {
+                stmt = conn.prepare_cached(
+                    "SELECT json FROM plans WHERE ever_online = 1 AND start_at >= ?1
+                     ORDER BY start_at, end_at, id",
+                )?;
+                stmt.query(params![lo])?
+            }
+        };
+        let mut first = true;
+        while let Some(row) = rows.next()? {
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            body.extend_from_slice(row.get_ref(0)?.as_bytes().map_err(rusqlite::Error::from)?);
+        }
+    }
+    body.extend_from_slice(ENVELOPE_TAIL);
+    Ok(body)
+}
+
+/// A read-only connection for one HTTP worker. Reads never wait on an
+/// ingest: WAL gives each read transaction the last committed snapshot.
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A search answer and the generation of the snapshot it was read from.
+#[derive(Debug)]
+pub struct Answer {
+    pub generation: u64,
+    pub body: Vec<u8>,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader> {
+        let conn = open_conn(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(Reader {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current data generation (cheap: one row by primary key).
+    pub fn generation(&self) -> Result<u64> {
+        generation(&self.conn)
+    }
+
+    /// Searches one consistent snapshot: the generation and the rows come
+    /// from the same read transaction.
+    pub fn search(&mut self, window: &Window) -> Result<Answer> {
+        let tx = self.conn.transaction()?;
+        let generation = generation(&tx)?;
+        let body = search_body(&tx, window)?;
+        tx.finish()?;
+        Ok(Answer { generation, body })
+    }
+
+    pub fn counts(&self) -> Result<StoreCounts> {
+        counts(&self.conn)
+    }
+
+    pub fn runs(&self, limit: usize) -> Result<Vec<FetchRun>> {
+        runs(&self.conn, limit)
+    }
+
+    /// The store is open and migrated (the `/ready` check).
+    pub fn ready(&self) -> bool {
+        self.generation().is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{parse_feed_datetime, Price, PriceRange};
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "planbox-store-{}-{}-{name}",
+            std::process::id(),
+            std::thread::current()
+                .name()
+                .unwrap_or("t")
+                .replace("::", "_")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("planbox.db")
+    }
+
+    fn plan(base: &str, id: &str, start: &str, end: Option<&str>, online: bool) -> FeedPlan {
+        let mut prices = PriceRange::default();
+        prices.add(Price::parse("10.50").unwrap());
+        FeedPlan {
+            base_plan_id: base.into(),
+            plan_id: id.into(),
+            title: format!("plan {base}/{id}"),
+            online,
+            start: parse_feed_datetime(start).unwrap(),
+            end: end.map(|e| parse_feed_datetime(e).unwrap()),
+            prices,
+        }
+    }
+
+    fn run(outcome: Outcome) -> FetchRun {
+        FetchRun {
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 1,
+            source: "test".into(),
+            outcome,
+            http_status: Some(200),
+            bytes: 0,
+            counts: PlanCounts::default(),
+            skipped: BTreeMap::new(),
+            error: None,
+        }
+    }
+
+    fn ingest(store: &mut Store, plans: &[FeedPlan]) -> PlanCounts {
+        let mut tx = store.begin_ingest("p").unwrap();
+        for p in plans {
+            tx.upsert(p).unwrap();
+        }
+        tx.commit(&run(Outcome::Ok), None).unwrap()
+    }
+
+    fn ids(body: &[u8]) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["title"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let path = temp_db("migrate");
+        drop(Store::open(&path).unwrap());
+        let store = Store::open(&path).unwrap();
+        store.quick_check().unwrap();
+        assert_eq!(store.generation().unwrap(), 0);
+    }
+
+    #[test]
+    fn ever_online_is_sticky_and_latest_values_win() {
+        let path = temp_db("sticky");
+        let mut store = Store::open(&path).unwrap();
+        let a = plan(
+            "1",
+            "1",
+            "2021-01-01T10:00:00",
+            Some("2021-01-01T11:00:00"),
+            true,
+        );
+        let c = ingest(&mut store, std::slice::from_ref(&a));
+        assert_eq!((c.plans_new, c.plans_updated), (1, 0));
+        let mut a2 = a.clone();
+        a2.online = false;
+        a2.end = parse_feed_datetime("2021-01-01T12:00:00");
+        let c = ingest(&mut store, &[a2]);
+        assert_eq!(c.plans_updated, 1);
+        let body = store.search(&Window::default()).unwrap();
+        let s = String::from_utf8(body).unwrap();
+        assert!(s.contains(r#""end_time":"12:00:00""#), "{s}");
+        // Gone from the feed: still there.
+        ingest(&mut store, &[]);
+        assert_eq!(ids(&store.search(&Window::default()).unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn never_online_plans_are_not_searchable() {
+        let path = temp_db("offline");
+        let mut store = Store::open(&path).unwrap();
+        ingest(
+            &mut store,
+            &[plan("1", "1", "2021-01-01T10:00:00", None, false)],
+        );
+        assert!(ids(&store.search(&Window::default()).unwrap()).is_empty());
+        assert_eq!(store.counts().unwrap().plans_stored, 1);
+    }
+
+    #[test]
+    fn unchanged_plans_are_not_rewritten_and_generation_stays() {
+        let path = temp_db("unchanged");
+        let mut store = Store::open(&path).unwrap();
+        let plans = [
+            plan("1", "1", "2021-01-01T10:00:00", None, true),
+            plan("2", "1", "2021-01-02T10:00:00", None, true),
+        ];
+        ingest(&mut store, &plans);
+        let g = store.generation().unwrap();
+        let c = ingest(&mut store, &plans);
+        assert_eq!((c.plans_unchanged, c.plans_new, c.plans_updated), (2, 0, 0));
+        assert_eq!(store.generation().unwrap(), g);
+    }
+
+    #[test]
+    fn dropped_ingest_changes_nothing() {
+        let path = temp_db("rollback");
+        let mut store = Store::open(&path).unwrap();
+        {
+            let mut tx = store.begin_ingest("p").unwrap();
+            tx.upsert(&plan("1", "1", "2021-01-01T10:00:00", None, true))
+                .unwrap();
+        }
+        assert_eq!(store.counts().unwrap().plans_stored, 0);
+        assert!(store.runs(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn window_is_inclusive_and_ordered_by_start_end_id() {
+        let path = temp_db("window");
+        let mut store = Store::open(&path).unwrap();
+        ingest(
+            &mut store,
+            &[
+                plan(
+                    "b",
+                    "1",
+                    "2021-01-02T10:00:00",
+                    Some("2021-01-02T12:00:00"),
+                    true,
+                ),
+                plan(
+                    "a",
+                    "1",
+                    "2021-01-02T10:00:00",
+                    Some("2021-01-02T11:00:00"),
+                    true,
+                ),
+                plan("c", "1", "2021-01-01T10:00:00", None, true),
+            ],
+        );
+        let all = ids(&store.search(&Window::default()).unwrap());
+        assert_eq!(all, ["plan c/1", "plan a/1", "plan b/1"]);
+        let t = |s: &str| Some(local_seconds(&parse_feed_datetime(s).unwrap()));
+        let w = Window {
+            starts_at: t("2021-01-02T10:00:00"),
+            ends_at: t("2021-01-02T11:00:00"),
+        };
+        assert_eq!(ids(&store.search(&w).unwrap()), ["plan a/1"]);
+        // No end: left out once ends_at is given.
+        let w = Window {
+            starts_at: None,
+            ends_at: t("2030-01-01T00:00:00"),
+        };
+        assert_eq!(ids(&store.search(&w).unwrap()), ["plan a/1", "plan b/1"]);
+        let w = Window {
+            starts_at: t("2021-01-03T00:00:00"),
+            ends_at: t("2021-01-01T00:00:00"),
+        };
+        assert!(ids(&store.search(&w).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn journal_is_bounded_and_newest_first() {
+        let path = temp_db("journal");
+        let mut store = Store::open(&path).unwrap();
+        for outcome in [Outcome::Ok, Outcome::Timeout] {
+            store.record_run(&run(outcome)).unwrap();
+        }
+        let runs = store.runs(10).unwrap();
+        assert_eq!(runs[0].outcome, Outcome::Timeout);
+        assert_eq!(runs.len(), 2);
+    }
+
+    #[test]
+    fn foreign_files_are_refused_untouched() {
+        let path = temp_db("foreign");
+        std::fs::write(
+            &path,
+            b"this is not sqlite at all, just some text file content here",
+        )
+        .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::Foreign { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        let other = temp_db("other-app");
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch("CREATE TABLE notes (x TEXT); INSERT INTO notes VALUES ('mine');")
+            .unwrap();
+        drop(c);
+        assert!(matches!(
+            Store::open(&other),
+            Err(StoreError::Foreign { .. })
+        ));
+    }
+
+    #[test]
+    fn reader_sees_commits_and_generation() {
+        let path = temp_db("reader");
+        let mut store = Store::open(&path).unwrap();
+        let mut reader = Reader::open(&path).unwrap();
+        assert!(reader.ready());
+        let g0 = reader.search(&Window::default()).unwrap().generation;
+        ingest(
+            &mut store,
+            &[plan("1", "1", "2021-01-01T10:00:00", None, true)],
+        );
+        let a = reader.search(&Window::default()).unwrap();
+        assert_eq!(a.generation, g0 + 1);
+        assert_eq!(ids(&a.body).len(), 1);
+    }
+
+    #[test]
+    fn backup_is_a_verified_copy() {
+        let path = temp_db("backup");
+        let mut store = Store::open(&path).unwrap();
+        ingest(
+            &mut store,
+            &[plan("1", "1", "2021-01-01T10:00:00", None, true)],
+        );
+        let dest = path.with_file_name("copy.db");
+        store.backup_to(&dest).unwrap();
+        assert!(store.backup_to(&dest).is_err(), "never overwrites");
+        let copy = Store::open(&dest).unwrap();
+        assert_eq!(copy.counts().unwrap().plans_searchable, 1);
+    }
+}
