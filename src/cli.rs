@@ -1,0 +1,290 @@
+//! The command line (clap): subcommands, flags, their `PLANBOX_*` variables
+//! and defaults, mapped onto `config` types.
+//!
+//! Precedence is flag, then environment variable, then default. This module
+//! must not do anything but parse: no I/O, no store, no network.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{parse_duration, parse_size, parse_tz, ProviderConfig, ServeConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "planbox",
+    version,
+    about = "Mirror a flaky XML events feed into a fast, always-available search API",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANBOX_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate, start the fetch loop and the HTTP server; run until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Fetch and ingest once now; print the report; non-zero exit on failure.
+    Fetch(FetchArgs),
+    /// Ingest local feed files in order, each as if fetched.
+    Import(ImportArgs),
+    /// Query the local store.
+    Search(SearchArgs),
+    /// Show recent fetch runs and counts.
+    Status(StatusArgs),
+    /// Apply migrations to the store.
+    Migrate(DbArgs),
+    /// Write a consistent, verified copy of the store (safe while serving).
+    Backup(BackupArgs),
+    /// Exit 0 when the server at --listen answers /ready.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The SQLite store.
+    #[arg(long, env = "PLANBOX_DB", default_value = "planbox.db")]
+    pub db: PathBuf,
+}
+
+/// Provider settings shared by `serve` and `fetch`.
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// The provider's feed URL.
+    #[arg(long, env = "PLANBOX_PROVIDER_URL")]
+    pub provider_url: Option<String>,
+
+    /// The provider's name: part of every plan's identity (and so its id).
+    #[arg(long, env = "PLANBOX_PROVIDER_NAME", default_value = crate::model::DEFAULT_PROVIDER)]
+    pub provider_name: String,
+
+    /// IANA time zone of the feed's local times.
+    #[arg(long, env = "PLANBOX_PROVIDER_TIMEZONE", default_value = "UTC", value_parser = parse_tz)]
+    pub provider_timezone: Tz,
+
+    /// Deadline of one fetch attempt, body included.
+    #[arg(long, env = "PLANBOX_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// Connect timeout of one fetch attempt (at most --fetch-timeout).
+    #[arg(long, env = "PLANBOX_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Largest feed accepted (after decompression).
+    #[arg(long, env = "PLANBOX_MAX_FEED_BYTES", default_value = "512MiB", value_parser = parse_size)]
+    pub max_feed_bytes: u64,
+}
+
+impl ProviderArgs {
+    pub fn to_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            url: self.provider_url.clone(),
+            name: self.provider_name.clone(),
+            timezone: self.provider_timezone,
+            fetch_timeout: self.fetch_timeout,
+            connect_timeout: self.connect_timeout,
+            max_feed_bytes: self.max_feed_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "PLANBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Serve /metrics only on this address instead of the main listener.
+    #[arg(long, env = "PLANBOX_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+
+    /// Time between fetches.
+    #[arg(long, env = "PLANBOX_FETCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub fetch_interval: Duration,
+
+    /// Longest wait between attempts while the provider fails.
+    #[arg(long, env = "PLANBOX_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// HTTP worker threads (default: one per core, at least 2).
+    #[arg(long, env = "PLANBOX_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Serve the built-in sample feeds through an in-process provider (no network).
+    #[arg(long, env = "PLANBOX_DEMO")]
+    pub demo: bool,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Result<ServeConfig, String> {
+        if self.demo && self.provider.provider_url.is_some() {
+            return Err("--demo serves the built-in feeds; drop --provider-url".into());
+        }
+        if self.fetch_interval.is_zero() {
+            return Err("--fetch-interval must be above zero".into());
+        }
+        let workers = self.workers.unwrap_or_else(crate::server::default_workers);
+        if !(1..=1024).contains(&workers) {
+            return Err("--workers must be between 1 and 1024".into());
+        }
+        Ok(ServeConfig {
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            db: self.db.db.clone(),
+            provider: self.provider.to_config(),
+            fetch_interval: self.fetch_interval,
+            max_backoff: self.max_backoff.max(self.fetch_interval),
+            workers,
+            demo: self.demo,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The provider these feeds came from (part of every plan's id).
+    #[arg(long, env = "PLANBOX_PROVIDER_NAME", default_value = crate::model::DEFAULT_PROVIDER)]
+    pub provider_name: String,
+    /// Largest file accepted.
+    #[arg(long, env = "PLANBOX_MAX_FEED_BYTES", default_value = "512MiB", value_parser = parse_size)]
+    pub max_feed_bytes: u64,
+    /// Feed files, ingested in this order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Only plans starting at or after this (same forms as the API).
+    #[arg(long)]
+    pub starts_at: Option<String>,
+    /// Only plans ending at or before this.
+    #[arg(long)]
+    pub ends_at: Option<String>,
+    /// IANA time zone of the feed's local times.
+    #[arg(long, env = "PLANBOX_PROVIDER_TIMEZONE", default_value = "UTC", value_parser = parse_tz)]
+    pub provider_timezone: Tz,
+    /// Print the API's JSON envelope.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Print `{"runs": [...]}`, newest first.
+    #[arg(long)]
+    pub json: bool,
+    /// How many runs to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Destination file (must not exist).
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Address of the server to check.
+    #[arg(long, env = "PLANBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["planbox", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let c = args.to_config().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.db, PathBuf::from("planbox.db"));
+        assert_eq!(c.fetch_interval, Duration::from_secs(60));
+        assert_eq!(c.provider.fetch_timeout, Duration::from_secs(30));
+        assert_eq!(c.provider.max_feed_bytes, 512 << 20);
+        assert_eq!(c.max_backoff, Duration::from_secs(300));
+        assert_eq!(c.provider.timezone, Tz::UTC);
+        assert!(c.workers >= 2);
+    }
+
+    #[test]
+    fn flags_parse_their_syntaxes() {
+        let cli = Cli::try_parse_from([
+            "planbox",
+            "serve",
+            "--fetch-interval",
+            "500ms",
+            "--provider-timezone",
+            "Europe/Madrid",
+            "--max-feed-bytes",
+            "1GB",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.fetch_interval, Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["planbox", "serve", "--fetch-interval", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["planbox", "serve", "--provider-timezone", "X"]).is_err());
+    }
+}

@@ -1,0 +1,589 @@
+//! Fetch → parse → store, and the journal of every attempt.
+//!
+//! Owns the fetch loop (its own thread: fetch at start, then every interval,
+//! exponential backoff with full jitter after failures, `Retry-After`
+//! honoured), the ingest of one document as one transaction, the
+//! classification of every attempt into a journal outcome, and `import`.
+//!
+//! Invariants: a document that fails to parse, is truncated or is too large
+//! is rolled back whole; the journal row of a successful ingest commits in
+//! the same transaction as its plans; a failed attempt never stops the loop.
+//! This module must not contain SQL or HTTP details (see `store.rs`,
+//! `fetch.rs`).
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::api::ServiceInfo;
+use crate::fetch::{self, FetchConfig, FetchError, Fetched, Validators};
+use crate::metrics::Metrics;
+use crate::model::{FetchRun, Outcome, PlanCounts};
+use crate::parse::{FeedItem, FeedReader, ParseError};
+use crate::store::{FeedState, Store, StoreError};
+
+/// A stop request shared by the loops of a process.
+#[derive(Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+    flag: AtomicBool,
+}
+
+impl Stop {
+    pub fn new() -> Arc<Stop> {
+        Arc::new(Stop::default())
+    }
+
+    pub fn stop(&self) {
+        self.flag.store(true, Relaxed);
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = true;
+        }
+        self.cv.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Relaxed)
+    }
+
+    /// Sleeps up to `d`; returns `true` when stopped meanwhile.
+    pub fn wait(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let Ok(mut stopped) = self.stopped.lock() else {
+            return true;
+        };
+        while !*stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.cv.wait_timeout(stopped, left) {
+                Ok((g, _)) => stopped = g,
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+}
+
+/// The reader side of the body limit: errors once more than `limit` bytes
+/// were read, with a [`TooLarge`] inside the `io::Error`.
+pub struct Limited<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("feed is over the {0}-byte limit")]
+pub struct TooLarge(pub u64);
+
+impl<R: Read> Limited<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Limited {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Read one byte past the limit to tell "exactly at" from "over".
+        let max = (self.left.saturating_add(1)).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..max])?;
+        if n as u64 > self.left {
+            return Err(io::Error::other(TooLarge(self.limit)));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Why an ingest did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("interrupted by shutdown before commit")]
+    Interrupted,
+}
+
+impl IngestError {
+    /// The journal outcome of a failed ingest.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            IngestError::Parse(ParseError::Io(e))
+                if e.get_ref().is_some_and(|inner| inner.is::<TooLarge>()) =>
+            {
+                Outcome::TooLarge
+            }
+            _ => Outcome::ParseError,
+        }
+    }
+}
+
+/// How many skipped items are logged one by one per ingest (the rest are
+/// only counted).
+const SKIP_LOG_LIMIT: usize = 10;
+
+/// How an ingest reports and stops.
+pub struct IngestOptions<'a> {
+    /// The provider's feed state to commit with the plans.
+    pub state: Option<&'a FeedState>,
+    /// When the attempt started (for the journal's duration).
+    pub started: Instant,
+    /// Checked every 1024 items: a stop rolls the ingest back.
+    pub stop: Option<&'a Stop>,
+    /// Called with the parser's byte position as it advances.
+    pub progress: &'a mut dyn FnMut(u64),
+}
+
+/// Ingests one feed document from `reader` as one transaction, committed
+/// together with `run` (whose counts, skips and duration are filled in here)
+/// and the feed state. On any error nothing is written.
+pub fn ingest<R: BufRead>(
+    store: &mut Store,
+    provider: &str,
+    reader: R,
+    run: &mut FetchRun,
+    opts: IngestOptions<'_>,
+) -> Result<PlanCounts, IngestError> {
+    let IngestOptions {
+        state,
+        started,
+        stop,
+        progress,
+    } = opts;
+    let mut tx = store.begin_ingest(provider)?;
+    let mut feed = FeedReader::new(reader);
+    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut logged = 0;
+    let mut items: u64 = 0;
+    while let Some(item) = feed.next_item()? {
+        items += 1;
+        if items.is_multiple_of(1024) {
+            if stop.is_some_and(Stop::is_stopped) {
+                return Err(IngestError::Interrupted);
+            }
+            progress(feed.position());
+        }
+        match item {
+            FeedItem::Plan(plan) => tx.upsert(&plan)?,
+            FeedItem::Skipped(skip) => {
+                *skipped.entry(skip.reason.as_str().to_owned()).or_default() += 1;
+                if logged < SKIP_LOG_LIMIT {
+                    logged += 1;
+                    crate::log::log(
+                        crate::log::Level::Warn,
+                        "skipped feed item",
+                        &[
+                            ("reason", &skip.reason),
+                            ("base_plan_id", &skip.base_plan_id),
+                            ("plan_id", &skip.plan_id),
+                            ("detail", &skip.detail),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+    progress(feed.position());
+    run.counts = tx.counts();
+    run.skipped = skipped;
+    run.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(tx.commit(run, state)?)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn new_run(source: &str) -> FetchRun {
+    FetchRun {
+        started_at: now_rfc3339(),
+        duration_ms: 0,
+        source: source.to_owned(),
+        outcome: Outcome::Ok,
+        http_status: None,
+        bytes: 0,
+        counts: PlanCounts::default(),
+        skipped: BTreeMap::new(),
+        error: None,
+    }
+}
+
+/// What the fetch loop needs.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Provider name: part of every plan's identity.
+    pub provider: String,
+    pub fetch: FetchConfig,
+    pub interval: Duration,
+    pub max_backoff: Duration,
+    pub db: PathBuf,
+}
+
+/// The result of one attempt, for the loop's scheduling.
+#[derive(Debug)]
+pub struct Attempt {
+    pub run: FetchRun,
+    /// `Retry-After` from a 429/503.
+    pub retry_after: Option<Duration>,
+}
+
+/// Journals `run`, logs it and counts it in `metrics`. A journal write that
+/// fails is logged; it never stops the loop.
+fn finish(store: &mut Store, run: &FetchRun, journaled: bool, metrics: &Metrics) {
+    if !journaled {
+        if let Err(e) = store.record_run(run) {
+            crate::log::error(&format!("cannot journal the fetch run: {e}"));
+        }
+    }
+    metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+    log_run(run);
+}
+
+/// One line per fetch run.
+pub fn log_run(run: &FetchRun) {
+    let level = if run.outcome.is_success() {
+        crate::log::Level::Info
+    } else {
+        crate::log::Level::Warn
+    };
+    let skipped: u64 = run.skipped.values().sum();
+    let status = run
+        .http_status
+        .map_or_else(|| "-".into(), |s| s.to_string());
+    let error = run.error.clone().unwrap_or_default();
+    crate::log::log(
+        level,
+        "fetch run",
+        &[
+            ("source", &run.source),
+            ("outcome", &run.outcome),
+            ("http_status", &status),
+            ("bytes", &run.bytes),
+            ("ms", &run.duration_ms),
+            ("seen", &run.counts.plans_seen),
+            ("new", &run.counts.plans_new),
+            ("updated", &run.counts.plans_updated),
+            ("unchanged", &run.counts.plans_unchanged),
+            ("skipped", &skipped),
+            ("error", &error),
+        ],
+    );
+}
+
+/// One fetch attempt, journaled.
+pub fn fetch_once(
+    store: &mut Store,
+    cfg: &SyncConfig,
+    metrics: &Metrics,
+    stop: Option<&Stop>,
+) -> Attempt {
+    let started = Instant::now();
+    let mut run = new_run(&cfg.fetch.url);
+    let mut retry_after = None;
+    let state = store.feed_state(&cfg.provider).unwrap_or_default();
+    let validators = Validators {
+        etag: state.etag.clone(),
+        last_modified: state.last_modified.clone(),
+    };
+    let mut journaled = false;
+    match fetch::fetch(&cfg.fetch, &validators, &fetch::spool_path(&cfg.db)) {
+        Ok(Fetched::NotModified) => {
+            run.outcome = Outcome::NotModified;
+            run.http_status = Some(304);
+        }
+        Ok(Fetched::Body {
+            status,
+            body,
+            validators,
+        }) => {
+            run.http_status = Some(status);
+            run.bytes = body.bytes;
+            let new_state = FeedState {
+                etag: validators.etag,
+                last_modified: validators.last_modified,
+                body_hash: Some(body.hash.clone()),
+            };
+            if state.body_hash.as_deref() == Some(body.hash.as_str()) {
+                run.outcome = Outcome::Unchanged;
+                if let Err(e) = store.set_validators(&cfg.provider, &new_state) {
+                    crate::log::error(&format!("cannot record the feed validators: {e}"));
+                }
+            } else {
+                match body.open() {
+                    Ok(reader) => {
+                        let opts = IngestOptions {
+                            state: Some(&new_state),
+                            started,
+                            stop,
+                            progress: &mut |_| {},
+                        };
+                        match ingest(store, &cfg.provider, reader, &mut run, opts) {
+                            Ok(_) => journaled = true,
+                            Err(IngestError::Interrupted) => {
+                                crate::log::info("ingest interrupted by shutdown; nothing written");
+                                return Attempt { run, retry_after };
+                            }
+                            Err(e) => {
+                                run.outcome = e.outcome();
+                                run.counts = PlanCounts::default();
+                                run.skipped.clear();
+                                run.error = Some(e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        run.outcome = Outcome::NetworkError;
+                        run.error = Some(format!("cannot read the spooled feed: {e}"));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            run.http_status = e.http_status();
+            run.outcome = match &e {
+                FetchError::Http {
+                    retry_after: ra, ..
+                } => {
+                    retry_after = *ra;
+                    Outcome::HttpError
+                }
+                FetchError::Timeout(_) => Outcome::Timeout,
+                FetchError::TooLarge { .. } => Outcome::TooLarge,
+                FetchError::Network(_) | FetchError::Spool(_) => Outcome::NetworkError,
+            };
+            run.error = Some(e.to_string());
+        }
+    }
+    run.duration_ms = started.elapsed().as_millis() as u64;
+    finish(store, &run, journaled, metrics);
+    Attempt { run, retry_after }
+}
+
+/// A small xorshift generator for backoff jitter (no need for a crate).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Jitter(seed | 1)
+    }
+
+    /// Uniform in `0..=max`.
+    fn below(&mut self, max: Duration) -> Duration {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Duration::from_nanos(if nanos == 0 { 0 } else { x % (nanos + 1) })
+    }
+}
+
+/// The wait before the next attempt after `failures` consecutive failures:
+/// the interval after a success; after failures, full jitter between the
+/// interval and `min(max_backoff, interval * 2^failures)`; never shorter than
+/// a `Retry-After` (itself capped at the larger of interval and max backoff).
+pub fn next_delay(
+    interval: Duration,
+    max_backoff: Duration,
+    failures: u32,
+    retry_after: Option<Duration>,
+    rand: &mut dyn FnMut(Duration) -> Duration,
+) -> Duration {
+    let mut delay = if failures == 0 {
+        interval
+    } else {
+        let cap = interval
+            .saturating_mul(1u32 << failures.min(20))
+            .min(max_backoff)
+            .max(interval);
+        interval + rand(cap - interval)
+    };
+    if let Some(ra) = retry_after {
+        delay = delay.max(ra.min(max_backoff.max(interval)));
+    }
+    delay
+}
+
+/// The fetch loop: runs until `stop`. Owns the store's write connection.
+pub fn run_loop(
+    mut store: Store,
+    cfg: SyncConfig,
+    metrics: Arc<Metrics>,
+    info: Arc<ServiceInfo>,
+    stop: Arc<Stop>,
+    mut on_tick: impl FnMut(),
+) {
+    let mut failures: u32 = 0;
+    let mut jitter = Jitter::new();
+    while !stop.is_stopped() {
+        let attempt = fetch_once(&mut store, &cfg, &metrics, Some(&stop));
+        if attempt.run.outcome.is_success() {
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+        }
+        if let Ok(c) = store.counts() {
+            metrics.set_plans_searchable(c.plans_searchable);
+        }
+        on_tick();
+        let delay = next_delay(
+            cfg.interval,
+            cfg.max_backoff,
+            failures,
+            attempt.retry_after,
+            &mut |d| jitter.below(d),
+        );
+        let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
+        info.next_fetch.store(next, Relaxed);
+        if stop.wait(delay) {
+            break;
+        }
+    }
+}
+
+/// Imports local feed files in order, each as one transaction, as if fetched.
+/// `progress(file, position, total)` is called as the parse advances.
+pub fn import_file(
+    store: &mut Store,
+    provider: &str,
+    path: &Path,
+    max_bytes: u64,
+    metrics: &Metrics,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FetchRun, IngestError> {
+    let started = Instant::now();
+    let mut run = new_run(&path.display().to_string());
+    let file = std::fs::File::open(path).map_err(|e| IngestError::Parse(ParseError::Io(e)))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut hasher = HashingReader {
+        inner: Limited::new(file, max_bytes),
+        digest: crate::digest::Digest::new(),
+        bytes: 0,
+    };
+    let reader = BufReader::with_capacity(256 * 1024, &mut hasher);
+    // The digest is only known once the whole file was read; the journal
+    // still gets it, through the feed state written after the ingest.
+    let opts = IngestOptions {
+        state: None,
+        started,
+        stop: None,
+        progress: &mut |pos| progress(pos, total),
+    };
+    let result = ingest(store, provider, reader, &mut run, opts);
+    run.bytes = hasher.bytes;
+    match result {
+        Ok(_) => {
+            let state = FeedState {
+                etag: None,
+                last_modified: None,
+                body_hash: Some(hasher.digest.hex()),
+            };
+            if let Err(e) = store.set_validators(provider, &state) {
+                crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
+            }
+            metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+            log_run(&run);
+            Ok(run)
+        }
+        Err(e) => {
+            run.outcome = e.outcome();
+            run.error = Some(e.to_string());
+            run.counts = PlanCounts::default();
+            run.skipped.clear();
+            run.duration_ms = started.elapsed().as_millis() as u64;
+            finish(store, &run, false, metrics);
+            Err(e)
+        }
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    digest: crate::digest::Digest,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_between_interval_and_cap() {
+        let (i, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let mut top = |d: Duration| d;
+        let mut bottom = |_: Duration| Duration::ZERO;
+        assert_eq!(next_delay(i, max, 0, None, &mut top), i);
+        assert_eq!(
+            next_delay(i, max, 1, None, &mut top),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            next_delay(i, max, 3, None, &mut top),
+            Duration::from_secs(8)
+        );
+        assert_eq!(next_delay(i, max, 30, None, &mut top), max);
+        assert_eq!(next_delay(i, max, 30, None, &mut bottom), i);
+        // Retry-After is honoured, within the max backoff.
+        let ra = Some(Duration::from_secs(30));
+        assert_eq!(
+            next_delay(i, max, 1, ra, &mut bottom),
+            Duration::from_secs(30)
+        );
+        let ra = Some(Duration::from_secs(3600));
+        assert_eq!(next_delay(i, max, 1, ra, &mut bottom), max);
+        let mut j = Jitter::new();
+        for _ in 0..100 {
+            assert!(j.below(Duration::from_millis(5)) <= Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn limited_reader_allows_exactly_the_limit() {
+        let mut out = Vec::new();
+        Limited::new(&b"12345"[..], 5)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"12345");
+        let err = Limited::new(&b"123456"[..], 5)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.get_ref().unwrap().is::<TooLarge>());
+    }
+
+    #[test]
+    fn stop_wakes_a_waiting_loop() {
+        let stop = Stop::new();
+        let s = stop.clone();
+        let t = std::thread::spawn(move || s.wait(Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(20));
+        stop.stop();
+        assert!(t.join().unwrap());
+        assert!(!Stop::new().wait(Duration::from_millis(1)));
+    }
+}
