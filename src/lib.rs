@@ -19,3 +19,4 @@ pub mod server;
 pub mod status_page;
 pub mod store;
 pub mod sync;
+pub mod systemd;
