@@ -4,3 +4,4 @@
 //! See `ARCHITECTURE.md` for the codemap and the data path.
 
 pub mod model;
+pub mod parse;

@@ -1,0 +1,1055 @@
+//! Streaming parser for the provider's XML feed, in both dialects
+//! (`planList`/`base_plan`/`plan` and the older `eventList`/`base_event`/`event`).
+//!
+//! This module owns two decisions:
+//!
+//! * **per item**: turn each plan element into a [`FeedPlan`], or into a
+//!   counted [`Skip`] when it cannot be understood (no id, no or impossible
+//!   start, end before start, unusable zone price);
+//! * **per document**: whether the bytes are an acceptable feed at all. Any
+//!   `Err` from [`FeedReader::next_item`] means "reject the whole document"
+//!   (not well-formed, truncated, unknown root, a tag or text run over
+//!   [`MAX_EVENT_BYTES`], or the reader failed). `Ok(None)` is returned only
+//!   at the well-formed end of a complete document.
+//!
+//! Memory is bounded whatever the feed size: no DOM, one reusable event
+//! buffer, one fixed input chunk, and a cap on every single tag or text run
+//! and on element nesting.
+//!
+//! It must not do I/O of its own (it reads only the reader it is given), touch
+//! the store or the network, or know about fetching, time zones or identity.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, BufRead, Read};
+
+use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
+use quick_xml::escape::{resolve_predefined_entity, EscapeError};
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::reader::Reader;
+use quick_xml::XmlVersion;
+
+use crate::model::{parse_feed_datetime, FeedPlan, Price, PriceRange, SkipReason};
+
+/// Bound on any single tag (with all its attributes) or text run, in bytes.
+/// A document with a longer one is rejected with [`ParseError::TooLarge`]
+/// before the parser buffers it.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Deepest element nesting accepted. Real feeds nest five levels; the bound
+/// only keeps the parser's stack of open elements small on hostile input.
+const MAX_DEPTH: usize = 256;
+
+/// Size of the fixed chunk the input is read through.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Longest piece of feed text quoted in an error or skip message.
+const MAX_QUOTED_CHARS: usize = 80;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+// ---------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------
+
+/// The two spellings of the feed, decided by the root element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Current dialect: root `planList`.
+    Plans,
+    /// Older dialect: root `eventList`.
+    Events,
+}
+
+impl Dialect {
+    /// The dialect whose root element is `name`, if any.
+    pub fn from_root(name: &str) -> Option<Dialect> {
+        [Dialect::Plans, Dialect::Events]
+            .into_iter()
+            .find(|d| d.vocabulary().root == name)
+    }
+
+    /// Name of the root element (`planList` / `eventList`).
+    pub fn root_element(self) -> &'static str {
+        self.vocabulary().root
+    }
+
+    fn vocabulary(self) -> &'static Vocabulary {
+        match self {
+            Dialect::Plans => &PLANS,
+            Dialect::Events => &EVENTS,
+        }
+    }
+}
+
+/// An item (or one zone of an item) left out, with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skip {
+    pub reason: SkipReason,
+    /// As written in the feed; empty when absent.
+    pub base_plan_id: String,
+    /// As written in the feed; empty when absent.
+    pub plan_id: String,
+    /// One human sentence for the logs, quoting the offending value.
+    pub detail: String,
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (base plan {}, plan {}): {}",
+            self.reason,
+            shown_id(&self.base_plan_id),
+            shown_id(&self.plan_id),
+            self.detail
+        )
+    }
+}
+
+/// What [`FeedReader::next_item`] yields, in document order. Zone skips of a
+/// plan come right before that plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedItem {
+    Plan(FeedPlan),
+    Skipped(Skip),
+}
+
+/// Why a whole document is rejected. Messages are meant for people (fetch
+/// journal, logs).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The underlying reader failed; its error is passed through unchanged.
+    #[error("reading the feed failed: {0}")]
+    Io(std::io::Error),
+    /// The document is not well-formed XML.
+    #[error("the feed is not well-formed XML (at byte {position}): {message}")]
+    Xml { position: u64, message: String },
+    /// Well-formed so far, but the root element is not a feed.
+    #[error("the document is not a plans feed: its root element is <{root}>, expected <planList> or <eventList>")]
+    NotAFeed { root: String },
+    /// The input ended before the root element was closed (or was empty).
+    #[error("the feed is truncated: the input ended at byte {position} before the root element was closed")]
+    Truncated { position: u64 },
+    /// One tag or text run is longer than `limit` bytes.
+    #[error("the feed has a tag or text run longer than {limit} bytes (starting at byte {position})")]
+    TooLarge { position: u64, limit: usize },
+}
+
+impl ParseError {
+    /// A copy to answer later calls with after the reader has failed.
+    /// (`io::Error` is not `Clone`; the copy keeps its kind and message.)
+    fn duplicate(&self) -> ParseError {
+        match self {
+            ParseError::Io(e) => ParseError::Io(io::Error::new(e.kind(), e.to_string())),
+            ParseError::Xml { position, message } => ParseError::Xml {
+                position: *position,
+                message: message.clone(),
+            },
+            ParseError::NotAFeed { root } => ParseError::NotAFeed { root: root.clone() },
+            ParseError::Truncated { position } => ParseError::Truncated {
+                position: *position,
+            },
+            ParseError::TooLarge { position, limit } => ParseError::TooLarge {
+                position: *position,
+                limit: *limit,
+            },
+        }
+    }
+}
+
+/// Pull parser over one feed document.
+///
+/// Call [`next_item`](Self::next_item) until it returns `Ok(None)` (complete,
+/// well-formed document) or `Err` (reject the document). After either, later
+/// calls repeat the same answer.
+pub struct FeedReader<R: BufRead> {
+    xml: Reader<BoundedInput<R>>,
+    /// The one event buffer, reused for every event.
+    buf: Vec<u8>,
+    doc: Document,
+}
+
+impl<R: BufRead> FeedReader<R> {
+    pub fn new(reader: R) -> Self {
+        let mut xml = Reader::from_reader(BoundedInput::new(reader));
+        let config = xml.config_mut();
+        // Mismatched end tags and `--` inside comments are errors.
+        config.enable_all_checks(true);
+        config.expand_empty_elements = false;
+        config.trim_text(false);
+        FeedReader {
+            xml,
+            buf: Vec::new(),
+            doc: Document::default(),
+        }
+    }
+
+    /// Next understood plan or skipped item; `Ok(None)` only at the
+    /// well-formed end of a complete document.
+    pub fn next_item(&mut self) -> Result<Option<FeedItem>, ParseError> {
+        match &self.doc.phase {
+            Phase::Finished => return Ok(None),
+            Phase::Failed(e) => return Err(e.duplicate()),
+            _ => {}
+        }
+        match self.advance() {
+            Ok(item) => {
+                if item.is_none() {
+                    self.doc.phase = Phase::Finished;
+                }
+                Ok(item)
+            }
+            Err(e) => {
+                self.doc.phase = Phase::Failed(e.duplicate());
+                Err(e)
+            }
+        }
+    }
+
+    /// The feed's dialect, known once the root element was read.
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.doc.dialect
+    }
+
+    /// Bytes consumed from the reader so far (for progress).
+    pub fn position(&self) -> u64 {
+        self.xml.get_ref().consumed
+    }
+
+    fn advance(&mut self) -> Result<Option<FeedItem>, ParseError> {
+        loop {
+            self.buf.clear();
+            let at = self.position();
+            self.xml.get_mut().start_event();
+            let event = match self.xml.read_event_into(&mut self.buf) {
+                Ok(event) => event,
+                Err(e) => return Err(reader_error(&mut self.xml, e)),
+            };
+            match self.doc.on_event(event, at)? {
+                Step::Continue => {}
+                Step::Item(item) => return Ok(Some(item)),
+                Step::End => return Ok(None),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Document state machine
+// ---------------------------------------------------------------------------
+
+/// Element and attribute names of one dialect.
+struct Vocabulary {
+    root: &'static str,
+    group: &'static str,
+    group_id: &'static str,
+    item: &'static str,
+    item_id: &'static str,
+    start: &'static str,
+    end: &'static str,
+}
+
+const PLANS: Vocabulary = Vocabulary {
+    root: "planList",
+    group: "base_plan",
+    group_id: "base_plan_id",
+    item: "plan",
+    item_id: "plan_id",
+    start: "plan_start_date",
+    end: "plan_end_date",
+};
+
+const EVENTS: Vocabulary = Vocabulary {
+    root: "eventList",
+    group: "base_event",
+    group_id: "base_event_id",
+    item: "event",
+    item_id: "event_id",
+    start: "event_start_date",
+    end: "event_end_date",
+};
+
+// Names shared by both dialects.
+const OUTPUT: &str = "output";
+const ZONE: &str = "zone";
+const ZONE_ID: &str = "zone_id";
+const PRICE: &str = "price";
+const SELL_MODE: &str = "sell_mode";
+const TITLE: &str = "title";
+
+#[derive(Default)]
+enum Phase {
+    /// Before the root element.
+    #[default]
+    Prolog,
+    /// Inside the root element.
+    Root,
+    /// After the root element closed: only white space, comments and PIs.
+    Epilog,
+    /// `Ok(None)` was returned.
+    Finished,
+    /// An error was returned; later calls repeat it.
+    Failed(ParseError),
+}
+
+/// An open element the parser understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Root,
+    Output,
+    Group,
+    Item,
+    Zone,
+}
+
+/// The open base plan.
+#[derive(Default)]
+struct Group {
+    /// Raw id; `None` when absent.
+    id: Option<String>,
+    title: String,
+    online: bool,
+}
+
+/// What handling one event produced.
+enum Step {
+    Continue,
+    Item(FeedItem),
+    End,
+}
+
+/// Everything known about the document so far, independent of the reader.
+#[derive(Default)]
+struct Document {
+    phase: Phase,
+    dialect: Option<Dialect>,
+    seen_doctype: bool,
+    /// Open elements.
+    depth: usize,
+    /// Total length of the open elements' names (what the XML reader keeps
+    /// to check end tags), bounded like one event.
+    open_name_bytes: usize,
+    /// Understood open elements, outermost first (at most five).
+    levels: Vec<Level>,
+    /// Depth of the outermost open element being ignored with its content.
+    ignore_from: Option<usize>,
+    group: Group,
+    /// The open, valid plan element collecting its zones.
+    plan: Option<FeedPlan>,
+}
+
+impl Document {
+    fn vocabulary(&self) -> &'static Vocabulary {
+        self.dialect.unwrap_or(Dialect::Plans).vocabulary()
+    }
+
+    fn on_event(&mut self, event: Event<'_>, at: u64) -> Result<Step, ParseError> {
+        let in_root = matches!(self.phase, Phase::Root);
+        match event {
+            Event::Start(e) => self.on_start(&e, at, true),
+            Event::Empty(e) => self.on_start(&e, at, false),
+            Event::End(e) => Ok(self.on_end(e.name().into_inner())),
+            Event::Text(t) => {
+                if !in_root && !t.bytes().all(is_xml_space) {
+                    return Err(xml_at(at, "text outside the root element"));
+                }
+                Ok(Step::Continue)
+            }
+            Event::GeneralRef(r) => {
+                if !in_root {
+                    return Err(xml_at(at, "a reference outside the root element"));
+                }
+                check_reference(&r, at)?;
+                Ok(Step::Continue)
+            }
+            Event::CData(_) => {
+                if !in_root {
+                    return Err(xml_at(at, "a CDATA section outside the root element"));
+                }
+                Ok(Step::Continue)
+            }
+            Event::Comment(_) | Event::PI(_) => Ok(Step::Continue),
+            Event::Decl(_) => {
+                if !matches!(self.phase, Phase::Prolog) {
+                    return Err(xml_at(
+                        at,
+                        "an XML declaration is only allowed before the root element",
+                    ));
+                }
+                Ok(Step::Continue)
+            }
+            Event::DocType(_) => {
+                if !matches!(self.phase, Phase::Prolog) || self.seen_doctype {
+                    return Err(xml_at(
+                        at,
+                        "a DOCTYPE is only allowed once, before the root element",
+                    ));
+                }
+                self.seen_doctype = true;
+                Ok(Step::Continue)
+            }
+            Event::Eof => match self.phase {
+                Phase::Epilog => Ok(Step::End),
+                _ => Err(ParseError::Truncated { position: at }),
+            },
+        }
+    }
+
+    fn on_start(
+        &mut self,
+        e: &BytesStart<'_>,
+        at: u64,
+        has_content: bool,
+    ) -> Result<Step, ParseError> {
+        let name = e.name().into_inner();
+        if !is_xml_name(name) {
+            return Err(xml_at(
+                at,
+                format!("`{}` is not a valid element name", quoted(name)),
+            ));
+        }
+        if matches!(self.phase, Phase::Epilog) {
+            return Err(xml_at(
+                at,
+                format!(
+                    "element <{}> after the root element was closed",
+                    quoted(name)
+                ),
+            ));
+        }
+        if has_content {
+            self.depth += 1;
+            self.open_name_bytes += name.len();
+            if self.depth > MAX_DEPTH {
+                return Err(xml_at(
+                    at,
+                    format!("elements are nested more than {MAX_DEPTH} levels deep"),
+                ));
+            }
+            if self.open_name_bytes > MAX_EVENT_BYTES {
+                return Err(ParseError::TooLarge {
+                    position: at,
+                    limit: MAX_EVENT_BYTES,
+                });
+            }
+        }
+
+        if matches!(self.phase, Phase::Prolog) {
+            let dialect = Dialect::from_root(name).ok_or_else(|| ParseError::NotAFeed {
+                root: quoted(name).into_owned(),
+            })?;
+            check_attributes(e, at)?;
+            self.dialect = Some(dialect);
+            if has_content {
+                self.phase = Phase::Root;
+                self.levels.push(Level::Root);
+            } else {
+                self.phase = Phase::Epilog;
+            }
+            return Ok(Step::Continue);
+        }
+
+        if self.ignore_from.is_some() {
+            check_attributes(e, at)?;
+            return Ok(Step::Continue);
+        }
+
+        let words = self.vocabulary();
+        let top = self.levels.last().copied();
+        let (step, opened) = match top {
+            Some(Level::Root) if name == OUTPUT => {
+                check_attributes(e, at)?;
+                (Step::Continue, Some(Level::Output))
+            }
+            Some(Level::Root | Level::Output) if name == words.group => {
+                self.read_group(e, at)?;
+                (Step::Continue, Some(Level::Group))
+            }
+            Some(Level::Group) if name == words.item => match self.read_item(e, at)? {
+                Ok(plan) if has_content => {
+                    self.plan = Some(plan);
+                    (Step::Continue, Some(Level::Item))
+                }
+                Ok(plan) => (Step::Item(FeedItem::Plan(plan)), None),
+                // A skipped plan's zones are not looked at.
+                Err(skip) => (Step::Item(FeedItem::Skipped(skip)), None),
+            },
+            Some(Level::Item) if name == ZONE => {
+                let step = match self.read_zone(e, at)? {
+                    Some(skip) => Step::Item(FeedItem::Skipped(skip)),
+                    None => Step::Continue,
+                };
+                (step, Some(Level::Zone))
+            }
+            _ => {
+                check_attributes(e, at)?;
+                (Step::Continue, None)
+            }
+        };
+        if has_content {
+            match opened {
+                Some(level) => self.levels.push(level),
+                None => self.ignore_from = Some(self.depth),
+            }
+        }
+        Ok(step)
+    }
+
+    /// The XML reader has already checked that `name` closes the innermost
+    /// open element.
+    fn on_end(&mut self, name: &str) -> Step {
+        let depth = self.depth;
+        self.depth = depth.saturating_sub(1);
+        self.open_name_bytes = self.open_name_bytes.saturating_sub(name.len());
+        if let Some(from) = self.ignore_from {
+            if depth == from {
+                self.ignore_from = None;
+            }
+            return Step::Continue;
+        }
+        match self.levels.pop() {
+            Some(Level::Item) => match self.plan.take() {
+                Some(plan) => Step::Item(FeedItem::Plan(plan)),
+                None => Step::Continue,
+            },
+            Some(Level::Group) => {
+                self.group = Group::default();
+                Step::Continue
+            }
+            Some(Level::Root) => {
+                self.phase = Phase::Epilog;
+                Step::Continue
+            }
+            Some(Level::Output | Level::Zone) | None => Step::Continue,
+        }
+    }
+
+    fn read_group(&mut self, e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
+        let words = self.vocabulary();
+        let mut group = Group::default();
+        for_each_attribute(e, at, |key, value| {
+            if key == words.group_id {
+                group.id = Some(value.into_owned());
+            } else if key == SELL_MODE {
+                group.online = value == "online";
+            } else if key == TITLE {
+                group.title = value.into_owned();
+            }
+        })?;
+        self.group = group;
+        Ok(())
+    }
+
+    /// The plan an item element describes, or why it is skipped. Everything
+    /// needed is on the start tag, so a skipped plan's content is ignored.
+    fn read_item(
+        &mut self,
+        e: &BytesStart<'_>,
+        at: u64,
+    ) -> Result<Result<FeedPlan, Skip>, ParseError> {
+        let words = self.vocabulary();
+        let (mut id, mut start, mut end) = (None, None, None);
+        for_each_attribute(e, at, |key, value| {
+            if key == words.item_id {
+                id = Some(value.into_owned());
+            } else if key == words.start {
+                start = Some(value.into_owned());
+            } else if key == words.end {
+                end = Some(value.into_owned());
+            }
+        })?;
+
+        let group = &self.group;
+        let skip = |reason, detail: String| Skip {
+            reason,
+            base_plan_id: group.id.clone().unwrap_or_default(),
+            plan_id: id.clone().unwrap_or_default(),
+            detail,
+        };
+        if is_blank(group.id.as_deref()) {
+            let detail = format!("its <{}> has no {}", words.group, words.group_id);
+            return Ok(Err(skip(SkipReason::MissingId, detail)));
+        }
+        if is_blank(id.as_deref()) {
+            let detail = format!("<{}> has no {}", words.item, words.item_id);
+            return Ok(Err(skip(SkipReason::MissingId, detail)));
+        }
+        let start_text = match start.as_deref() {
+            Some(s) if !s.trim().is_empty() => s,
+            _ => {
+                let detail = format!("<{}> has no {}", words.item, words.start);
+                return Ok(Err(skip(SkipReason::MissingStart, detail)));
+            }
+        };
+        let Some(start_time) = parse_feed_datetime(start_text) else {
+            let detail = format!(
+                "{}=\"{}\" is not a real date-time",
+                words.start,
+                quoted(start_text)
+            );
+            return Ok(Err(skip(SkipReason::InvalidStart, detail)));
+        };
+        // An empty end is the same as no end.
+        let end_time = match end.as_deref() {
+            Some(s) if !s.trim().is_empty() => match parse_feed_datetime(s) {
+                Some(t) => Some(t),
+                None => {
+                    let detail =
+                        format!("{}=\"{}\" is not a real date-time", words.end, quoted(s));
+                    return Ok(Err(skip(SkipReason::InvalidEnd, detail)));
+                }
+            },
+            _ => None,
+        };
+        if let Some(end_time) = end_time {
+            if end_time < start_time {
+                let detail = format!(
+                    "it ends ({}) before it starts ({})",
+                    end_time.format("%Y-%m-%dT%H:%M:%S"),
+                    start_time.format("%Y-%m-%dT%H:%M:%S")
+                );
+                return Ok(Err(skip(SkipReason::EndBeforeStart, detail)));
+            }
+        }
+        Ok(Ok(FeedPlan {
+            base_plan_id: group.id.clone().unwrap_or_default(),
+            plan_id: id.unwrap_or_default(),
+            title: group.title.clone(),
+            online: group.online,
+            start: start_time,
+            end: end_time,
+            prices: PriceRange::default(),
+        }))
+    }
+
+    /// Folds a zone's price into the open plan, or says why it cannot.
+    fn read_zone(&mut self, e: &BytesStart<'_>, at: u64) -> Result<Option<Skip>, ParseError> {
+        let (mut zone_id, mut price) = (None, None);
+        for_each_attribute(e, at, |key, value| {
+            if key == ZONE_ID {
+                zone_id = Some(value.into_owned());
+            } else if key == PRICE {
+                price = Some(value.into_owned());
+            }
+        })?;
+        let Some(plan) = self.plan.as_mut() else {
+            return Ok(None);
+        };
+        let zone = match zone_id.as_deref() {
+            Some(id) if !id.trim().is_empty() => format!("zone {}", quoted(id)),
+            _ => "a zone without zone_id".to_owned(),
+        };
+        let detail = match price.as_deref() {
+            None => format!("{zone} has no price"),
+            Some(p) => match Price::parse(p) {
+                Some(p) => {
+                    plan.prices.add(p);
+                    return Ok(None);
+                }
+                None => format!("{zone} has price \"{}\", not a plain decimal", quoted(p)),
+            },
+        };
+        Ok(Some(Skip {
+            reason: SkipReason::ZoneInvalidPrice,
+            base_plan_id: plan.base_plan_id.clone(),
+            plan_id: plan.plan_id.clone(),
+            detail,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attributes, names, references
+// ---------------------------------------------------------------------------
+
+/// Checks every attribute of a start tag for well-formedness and hands the
+/// decoded, normalized value of each to `f`.
+fn for_each_attribute<'a>(
+    e: &'a BytesStart<'_>,
+    at: u64,
+    mut f: impl FnMut(&str, Cow<'a, str>),
+) -> Result<(), ParseError> {
+    let element = e.name().into_inner();
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| attribute_error(&err, at, element))?;
+        let key = attr.key.into_inner();
+        if !is_xml_name(key) {
+            return Err(xml_at(
+                at,
+                format!(
+                    "`{}` is not a valid attribute name (in <{}>)",
+                    quoted(key),
+                    quoted(element)
+                ),
+            ));
+        }
+        if attr.value.contains('<') {
+            return Err(xml_at(
+                at,
+                format!(
+                    "attribute {} of <{}> contains a raw `<`",
+                    quoted(key),
+                    quoted(element)
+                ),
+            ));
+        }
+        let value = attr
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|err| escape_error(&err, at, element, key))?;
+        f(key, replace_nul(value));
+    }
+    Ok(())
+}
+
+fn check_attributes(e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
+    for_each_attribute(e, at, |_, _| {})
+}
+
+/// Invalid UTF-8 reaches the XML reader as NUL bytes (see [`BoundedInput`]);
+/// in a value they become U+FFFD, the usual lossy decoding. NUL itself can
+/// never be part of an XML document.
+fn replace_nul(value: Cow<'_, str>) -> Cow<'_, str> {
+    if value.contains('\0') {
+        Cow::Owned(value.replace('\0', "\u{FFFD}"))
+    } else {
+        value
+    }
+}
+
+fn check_reference(r: &BytesRef<'_>, at: u64) -> Result<(), ParseError> {
+    let text: &str = r;
+    if r.is_char_ref() {
+        if let Err(e) = r.resolve_char_ref() {
+            let why = match e {
+                XmlError::Escape(EscapeError::InvalidCharRef(why)) => why.to_string(),
+                other => other.to_string(),
+            };
+            return Err(xml_at(
+                at,
+                format!("invalid character reference `&{};`: {why}", quoted(text)),
+            ));
+        }
+    } else if resolve_predefined_entity(text).is_none() {
+        return Err(xml_at(
+            at,
+            format!("unknown entity `&{};` in text", quoted(text)),
+        ));
+    }
+    Ok(())
+}
+
+/// XML `Name`: ASCII checked exactly, any non-ASCII character accepted.
+fn is_xml_name(name: &str) -> bool {
+    fn start(c: char) -> bool {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || !c.is_ascii()
+    }
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => {
+            start(first) && chars.all(|c| start(c) || c.is_ascii_digit() || c == '-' || c == '.')
+        }
+        None => false,
+    }
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn is_blank(value: Option<&str>) -> bool {
+    value.is_none_or(|v| v.trim().is_empty())
+}
+
+// ---------------------------------------------------------------------------
+// Error messages
+// ---------------------------------------------------------------------------
+
+fn xml_at(position: u64, message: impl Into<String>) -> ParseError {
+    ParseError::Xml {
+        position,
+        message: message.into(),
+    }
+}
+
+/// Feed text for a message: at most [`MAX_QUOTED_CHARS`] characters.
+fn quoted(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+        None => Cow::Borrowed(text),
+    }
+}
+
+fn shown_id(id: &str) -> Cow<'_, str> {
+    if id.is_empty() {
+        Cow::Borrowed("(none)")
+    } else {
+        quoted(id)
+    }
+}
+
+fn attribute_error(err: &AttrError, at: u64, element: &str) -> ParseError {
+    let (offset, what) = match err {
+        AttrError::ExpectedEq(p) => (p, "an attribute name must be followed by `=`"),
+        AttrError::ExpectedValue(p) => (p, "`=` must be followed by a quoted value"),
+        AttrError::UnquotedValue(p) => (p, "an attribute value must be in quotes"),
+        AttrError::ExpectedQuote(p, _) => (p, "an attribute value is missing its closing quote"),
+        AttrError::Duplicated(p, _) => (p, "the same attribute appears twice"),
+    };
+    // Offsets count from the byte after `<`.
+    xml_at(
+        at + 1 + *offset as u64,
+        format!("in <{}>: {what}", quoted(element)),
+    )
+}
+
+fn escape_error(err: &XmlError, at: u64, element: &str, key: &str) -> ParseError {
+    let place = format!("attribute {} of <{}>", quoted(key), quoted(element));
+    let XmlError::Escape(err) = err else {
+        return xml_at(at, format!("in {place}: {err}"));
+    };
+    let message = match err {
+        EscapeError::UnrecognizedEntity(_, name) => {
+            format!("unknown entity `&{};` in {place}", quoted(name))
+        }
+        EscapeError::UnterminatedEntity(_) => {
+            format!("a `&` in {place} does not start a reference (write `&amp;`)")
+        }
+        EscapeError::InvalidCharRef(why) => {
+            format!("invalid character reference in {place}: {why}")
+        }
+        EscapeError::TooManyNestedEntities => format!("too many nested entities in {place}"),
+    };
+    xml_at(at, message)
+}
+
+/// Maps an error of the XML reader to the document-level verdict.
+fn reader_error<R: BufRead>(xml: &mut Reader<BoundedInput<R>>, err: XmlError) -> ParseError {
+    let input = xml.get_mut();
+    if let Some(failure) = input.failure.take() {
+        return match failure {
+            Failure::Io(e) => ParseError::Io(e),
+            Failure::TooLarge { position } => ParseError::TooLarge {
+                position,
+                limit: MAX_EVENT_BYTES,
+            },
+        };
+    }
+    let at_eof = input.exhausted();
+    let position = xml.error_position() + xml.get_ref().bom_len;
+    let message = match err {
+        XmlError::Syntax(_) | XmlError::IllFormed(IllFormedError::UnclosedReference) if at_eof => {
+            return ParseError::Truncated { position };
+        }
+        XmlError::Io(e) => return ParseError::Io(io::Error::new(e.kind(), e.to_string())),
+        XmlError::Syntax(SyntaxError::InvalidBangMarkup) => {
+            "`<!` must start a comment, a CDATA section or a DOCTYPE".to_owned()
+        }
+        XmlError::Syntax(e) => e.to_string(),
+        XmlError::IllFormed(IllFormedError::MismatchedEndTag { expected, found }) => format!(
+            "end tag </{}> does not close the open element <{}>",
+            quoted(&found),
+            quoted(&expected)
+        ),
+        XmlError::IllFormed(IllFormedError::UnmatchedEndTag(name)) => {
+            format!("end tag </{}> has no open element to close", quoted(&name))
+        }
+        XmlError::IllFormed(IllFormedError::UnclosedReference) => {
+            "a `&` in text does not start a reference (write `&amp;`)".to_owned()
+        }
+        XmlError::IllFormed(IllFormedError::DoubleHyphenInComment) => {
+            "a comment contains `--`".to_owned()
+        }
+        XmlError::IllFormed(e) => e.to_string(),
+        XmlError::Encoding(e) => format!("undecodable text: {e}"),
+        other => other.to_string(),
+    };
+    ParseError::Xml { position, message }
+}
+
+// ---------------------------------------------------------------------------
+// Input: size bound and lossy UTF-8
+// ---------------------------------------------------------------------------
+
+/// Why [`BoundedInput`] stopped handing out bytes.
+enum Failure {
+    /// The wrapped reader failed; kept here so it reaches the caller unchanged.
+    Io(io::Error),
+    /// The current event needs more than [`MAX_EVENT_BYTES`].
+    TooLarge { position: u64 },
+}
+
+/// The reader the XML parser reads through. It
+///
+/// * bounds every event: the parser calls [`start_event`](Self::start_event)
+///   before each event, and once that event has consumed
+///   [`MAX_EVENT_BYTES`] the input fails instead of letting the parser's
+///   buffer grow;
+/// * makes the bytes valid UTF-8 without changing their length (quick-xml
+///   0.42 rejects a whole event on invalid UTF-8): each byte of an invalid
+///   sequence becomes NUL, which no XML document can contain and which
+///   [`replace_nul`] turns into U+FFFD inside values;
+/// * strips a UTF-8 byte order mark, remembering its length for positions;
+/// * keeps the wrapped reader's own errors aside, so they are passed on
+///   unchanged rather than through quick-xml's `Arc`.
+struct BoundedInput<R> {
+    inner: R,
+    chunk: Box<[u8]>,
+    /// `chunk[start..end]` is ready for the parser.
+    start: usize,
+    end: usize,
+    /// `chunk[end..end + held]` is the start of a UTF-8 sequence whose
+    /// remaining bytes have not been read yet.
+    held: usize,
+    inner_done: bool,
+    bom_checked: bool,
+    bom_len: u64,
+    /// Bytes handed to (and consumed by) the parser, counting the BOM.
+    consumed: u64,
+    /// Bytes consumed by the current event.
+    event_bytes: usize,
+    failure: Option<Failure>,
+}
+
+impl<R: BufRead> BoundedInput<R> {
+    fn new(inner: R) -> Self {
+        BoundedInput {
+            inner,
+            chunk: vec![0; CHUNK_BYTES].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            held: 0,
+            inner_done: false,
+            bom_checked: false,
+            bom_len: 0,
+            consumed: 0,
+            event_bytes: 0,
+            failure: None,
+        }
+    }
+
+    fn start_event(&mut self) {
+        self.event_bytes = 0;
+    }
+
+    /// Everything was read and consumed.
+    fn exhausted(&self) -> bool {
+        self.inner_done && self.start == self.end && self.held == 0
+    }
+
+    fn stop(&mut self, failure: Failure) -> io::Error {
+        self.failure = Some(failure);
+        stopped()
+    }
+
+    /// Reads the next piece of the wrapped reader into the chunk. Afterwards
+    /// either `start < end` or the wrapped reader is at its end.
+    fn refill(&mut self) -> io::Result<()> {
+        let held = self.held;
+        self.chunk.copy_within(self.end..self.end + held, 0);
+        let mut len = held;
+        self.start = 0;
+        self.end = 0;
+        self.held = 0;
+        while !self.inner_done {
+            let available = loop {
+                match self.inner.fill_buf() {
+                    Ok(bytes) => break bytes,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(self.stop(Failure::Io(e))),
+                }
+            };
+            if available.is_empty() {
+                self.inner_done = true;
+                break;
+            }
+            // Never zero: at most 3 bytes are held between rounds.
+            let n = available.len().min(self.chunk.len() - len);
+            self.chunk[len..len + n].copy_from_slice(&available[..n]);
+            self.inner.consume(n);
+            len += n;
+            let ready = make_utf8(&mut self.chunk[..len], false);
+            if ready > 0 {
+                self.end = ready;
+                self.held = len - ready;
+                return Ok(());
+            }
+        }
+        self.end = make_utf8(&mut self.chunk[..len], true);
+        Ok(())
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("feed input stopped")
+}
+
+/// Replaces each byte of every invalid UTF-8 sequence in `bytes` with NUL and
+/// returns how many leading bytes are final. Unless `at_end`, an incomplete
+/// sequence at the very end is left for the next round (not counted).
+fn make_utf8(bytes: &mut [u8], at_end: bool) -> usize {
+    let mut from = 0;
+    loop {
+        match std::str::from_utf8(&bytes[from..]) {
+            Ok(_) => return bytes.len(),
+            Err(e) => {
+                let bad = from + e.valid_up_to();
+                match e.error_len() {
+                    Some(n) => {
+                        bytes[bad..bad + n].fill(0);
+                        from = bad + n;
+                    }
+                    None if at_end => {
+                        bytes[bad..].fill(0);
+                        return bytes.len();
+                    }
+                    None => return bad,
+                }
+            }
+        }
+    }
+}
+
+impl<R: BufRead> BufRead for BoundedInput<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.failure.is_some() {
+            return Err(stopped());
+        }
+        while self.start == self.end && !self.exhausted() {
+            self.refill()?;
+            if !self.bom_checked {
+                self.bom_checked = true;
+                if self.chunk[self.start..self.end].starts_with(UTF8_BOM) {
+                    self.start += UTF8_BOM.len();
+                    self.bom_len = UTF8_BOM.len() as u64;
+                    self.consumed += self.bom_len;
+                }
+            }
+        }
+        let available = self.end - self.start;
+        if available > 0 && self.event_bytes >= MAX_EVENT_BYTES {
+            let position = self.consumed - self.event_bytes as u64;
+            return Err(self.stop(Failure::TooLarge { position }));
+        }
+        let allowed = available.min(MAX_EVENT_BYTES - self.event_bytes);
+        Ok(&self.chunk[self.start..self.start + allowed])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        let amount = amount.min(self.end - self.start);
+        self.start += amount;
+        self.consumed += amount as u64;
+        self.event_bytes += amount;
+    }
+}
+
+impl<R: BufRead> Read for BoundedInput<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
