@@ -218,8 +218,17 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         }
     };
 
-    wait_for_signal(&stop)?;
+    let notifier = crate::systemd::Notifier::from_env();
+    if let Some(n) = &notifier {
+        if let Err(e) = n.ready() {
+            crate::log::warn(&format!("cannot notify systemd: {e}"));
+        }
+    }
+    wait_for_signal(&stop, notifier.as_ref())?;
     crate::log::info("shutting down");
+    if let Some(n) = &notifier {
+        let _ = n.stopping();
+    }
     stop.stop();
     http.shutdown(Duration::from_secs(5));
     if let Some(f) = fetcher {
@@ -235,15 +244,24 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Blocks until SIGINT or SIGTERM (or `stop` from elsewhere).
-fn wait_for_signal(stop: &Arc<Stop>) -> Result<()> {
+/// Blocks until SIGINT or SIGTERM (or `stop` from elsewhere), pinging the
+/// systemd watchdog meanwhile when one is configured.
+fn wait_for_signal(stop: &Arc<Stop>, notifier: Option<&crate::systemd::Notifier>) -> Result<()> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
     }
+    let watchdog = notifier.and(crate::systemd::watchdog_interval());
+    let mut last_ping = Instant::now();
     while !flag.load(std::sync::atomic::Ordering::Relaxed) {
         if stop.wait(Duration::from_millis(100)) {
             break;
+        }
+        if let (Some(n), Some(every)) = (notifier, watchdog) {
+            if last_ping.elapsed() >= every {
+                let _ = n.watchdog();
+                last_ping = Instant::now();
+            }
         }
     }
     Ok(())

@@ -53,8 +53,8 @@ pub enum Behaviour {
     Delay(Duration),
     /// The next feed, one chunk of `bytes` every `every`.
     Drip { bytes: usize, every: Duration },
-    /// The first `n` bytes of the next feed, then the connection closes
-    /// (the declared length is the full one).
+    /// The first `n` bytes of the next feed, as a complete (chunked) HTTP
+    /// answer: the document, not the transfer, is cut.
     Truncated(usize),
     /// `n` bytes of a valid-looking XML comment: an endless feed.
     Huge(u64),
@@ -272,14 +272,13 @@ fn answer(sh: &Shared, rq: tiny_http::Request) {
         }
         Behaviour::Truncated(n) => {
             let feed = next_feed(sh);
-            let len = feed.len();
-            let cut = feed[..n.min(len)].to_vec();
-            // Declares the full length, sends less, then the socket closes.
+            let cut = feed[..n.min(feed.len())].to_vec();
+            // A complete HTTP answer (chunked) carrying a cut document.
             rq.respond(tiny_http::Response::new(
                 tiny_http::StatusCode(200),
                 vec![],
                 io::Cursor::new(cut),
-                Some(len),
+                None,
                 None,
             ))
         }
