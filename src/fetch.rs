@@ -81,6 +81,8 @@ pub enum FetchError {
     },
     #[error("no complete answer within {0:?}")]
     Timeout(Duration),
+    #[error("cannot connect within {0:?}")]
+    ConnectTimeout(Duration),
     #[error("{0}")]
     Network(String),
     #[error("feed is over the {limit}-byte limit")]
@@ -178,7 +180,7 @@ pub fn fetch(
     if let Some(lm) = &validators.last_modified {
         req = req.header("If-Modified-Since", lm);
     }
-    let mut resp = req.call().map_err(|e| classify_ureq(e, cfg.timeout))?;
+    let mut resp = req.call().map_err(|e| classify_ureq(e, cfg))?;
     let status = resp.status().as_u16();
     let header = |name: &str| {
         resp.headers()
@@ -245,8 +247,12 @@ fn classify_read(e: io::Error, cfg: &FetchConfig, started: Instant, status: u16)
     }
 }
 
-fn classify_ureq(e: ureq::Error, timeout: Duration) -> FetchError {
+fn classify_ureq(e: ureq::Error, cfg: &FetchConfig) -> FetchError {
+    let timeout = cfg.timeout;
     match e {
+        ureq::Error::Timeout(ureq::Timeout::Connect) if cfg.connect_timeout < timeout => {
+            FetchError::ConnectTimeout(cfg.connect_timeout)
+        }
         ureq::Error::Timeout(_) => FetchError::Timeout(timeout),
         ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => FetchError::Timeout(timeout),
         other => FetchError::Network(other.to_string()),

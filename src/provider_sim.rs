@@ -7,12 +7,16 @@
 //! slow answers, error statuses, a dripping body, truncation, garbage, huge
 //! and gzip bodies. It answers `If-None-Match` with 304 like a good provider.
 //!
+//! [`CutProvider`] is a raw-TCP sibling for the one fault tiny_http cannot
+//! produce: a connection closed in the middle of a body whose
+//! `Content-Length` promised more.
+//!
 //! It must not be used for anything but the demo and tests: it binds only to
 //! 127.0.0.1 and holds every feed in memory.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -315,4 +319,67 @@ impl Read for Drip {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// A provider on raw TCP that answers every request with a `200` whose
+/// `Content-Length` is the whole body, sends only the first `cut` bytes and
+/// closes the connection. Stops when dropped.
+pub struct CutProvider {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl CutProvider {
+    pub fn start(body: Vec<u8>, cut: usize) -> io::Result<CutProvider> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        thread::Builder::new()
+            .name("planbox-provider-cut".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if s.load(SeqCst) {
+                        break;
+                    }
+                    if let Ok(conn) = conn {
+                        let _ = answer_cut(conn, &body, cut);
+                    }
+                }
+            })?;
+        Ok(CutProvider { addr, stop })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/feed", self.addr)
+    }
+}
+
+impl Drop for CutProvider {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn answer_cut(mut conn: TcpStream, body: &[u8], cut: usize) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf)?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    conn.write_all(&body[..cut.min(body.len())])?;
+    conn.flush()?;
+    conn.shutdown(Shutdown::Both)
 }

@@ -134,7 +134,13 @@ impl Store {
         embedded::migrations::runner()
             .run(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        // Written only when it differs: opening a store that needs nothing
+        // writes nothing, so a damaged store that `serve` then refuses is
+        // left byte-identical.
+        let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        if app_id != APPLICATION_ID {
+            conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        }
         Ok(Store {
             conn,
             path: path.to_owned(),

@@ -317,8 +317,12 @@ pub fn fetch_once(
             };
             if state.body_hash.as_deref() == Some(body.hash.as_str()) {
                 run.outcome = Outcome::Unchanged;
-                if let Err(e) = store.set_validators(&cfg.provider, &new_state) {
-                    crate::log::error(&format!("cannot record the feed validators: {e}"));
+                // Only new validators are worth a write; the plans are not
+                // touched at all.
+                if new_state != state {
+                    if let Err(e) = store.set_validators(&cfg.provider, &new_state) {
+                        crate::log::error(&format!("cannot record the feed validators: {e}"));
+                    }
                 }
             } else {
                 match body.open() {
@@ -359,7 +363,7 @@ pub fn fetch_once(
                     retry_after = *ra;
                     Outcome::HttpError
                 }
-                FetchError::Timeout(_) => Outcome::Timeout,
+                FetchError::Timeout(_) | FetchError::ConnectTimeout(_) => Outcome::Timeout,
                 FetchError::TooLarge { .. } => Outcome::TooLarge,
                 FetchError::Network(_) | FetchError::Spool(_) => Outcome::NetworkError,
             };
@@ -421,14 +425,41 @@ pub fn next_delay(
     delay
 }
 
+/// What one turn of the fetch loop did, for observers.
+#[derive(Clone, Debug)]
+pub struct Tick {
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    /// Consecutive failures so far (0 after a success).
+    pub failures: u32,
+    /// `Retry-After` the provider sent, if any.
+    pub retry_after: Option<Duration>,
+    /// The wait chosen before the next attempt.
+    pub delay: Duration,
+}
+
 /// The fetch loop: runs until `stop`. Owns the store's write connection.
 pub fn run_loop(
-    mut store: Store,
+    store: Store,
     cfg: SyncConfig,
     metrics: Arc<Metrics>,
     info: Arc<ServiceInfo>,
     stop: Arc<Stop>,
     mut on_tick: impl FnMut(),
+) {
+    run_loop_observed(store, cfg, metrics, info, stop, |_| on_tick());
+}
+
+/// [`run_loop`], telling `on_tick` after every attempt what happened and how
+/// long the loop will wait. The loop never gives up: every failure only
+/// lengthens the wait, up to `max_backoff`.
+pub fn run_loop_observed(
+    mut store: Store,
+    cfg: SyncConfig,
+    metrics: Arc<Metrics>,
+    info: Arc<ServiceInfo>,
+    stop: Arc<Stop>,
+    mut on_tick: impl FnMut(&Tick),
 ) {
     let mut failures: u32 = 0;
     let mut jitter = Jitter::new();
@@ -442,7 +473,6 @@ pub fn run_loop(
         if let Ok(c) = store.counts() {
             metrics.set_plans_searchable(c.plans_searchable);
         }
-        on_tick();
         let delay = next_delay(
             cfg.interval,
             cfg.max_backoff,
@@ -450,6 +480,13 @@ pub fn run_loop(
             attempt.retry_after,
             &mut |d| jitter.below(d),
         );
+        on_tick(&Tick {
+            outcome: attempt.run.outcome,
+            http_status: attempt.run.http_status,
+            failures,
+            retry_after: attempt.retry_after,
+            delay,
+        });
         let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
         info.next_fetch.store(next, Relaxed);
         if stop.wait(delay) {
