@@ -176,6 +176,8 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     ));
     let server_cfg = ServerConfig {
         workers: cfg.workers,
+        rate_limit: cfg.rate_limit,
+        trusted_proxies: cfg.trusted_proxies.clone(),
         ..ServerConfig::default()
     };
     let listener = server::bind(cfg.listen, server_cfg.idle_timeout)

@@ -139,6 +139,14 @@ pub struct ServeArgs {
     /// Serve the built-in sample feeds through an in-process provider (no network).
     #[arg(long, env = "PLANBOX_DEMO")]
     pub demo: bool,
+
+    /// Per-client request limit, e.g. `100/s` or `600/m` (default: off).
+    #[arg(long, env = "PLANBOX_RATE_LIMIT")]
+    pub rate_limit: Option<crate::server::RateLimit>,
+
+    /// Proxies whose `X-Forwarded-For` names the client: `CIDR,...`.
+    #[arg(long, env = "PLANBOX_TRUSTED_PROXIES", value_parser = crate::server::parse_cidrs)]
+    pub trusted_proxies: Option<std::vec::Vec<crate::server::Cidr>>,
 }
 
 impl ServeArgs {
@@ -162,6 +170,8 @@ impl ServeArgs {
             max_backoff: self.max_backoff.max(self.fetch_interval),
             workers,
             demo: self.demo,
+            rate_limit: self.rate_limit,
+            trusted_proxies: self.trusted_proxies.clone().unwrap_or_default(),
         })
     }
 }

@@ -74,6 +74,8 @@ pub struct ServeConfig {
     pub max_backoff: Duration,
     pub workers: usize,
     pub demo: bool,
+    pub rate_limit: Option<crate::server::RateLimit>,
+    pub trusted_proxies: Vec<crate::server::Cidr>,
 }
 
 /// Where and how to fetch.

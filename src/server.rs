@@ -4,7 +4,16 @@
 //! Owns what tiny_http does not do: `TCP_NODELAY` (else keep-alive answers
 //! stall ~40 ms behind delayed ACKs), a receive timeout inherited by every
 //! accepted socket (stalled and idle clients are dropped), URL and header
-//! size limits, panic isolation, and surviving accept errors. tiny_http's
+//! size limits, panic isolation, a bounded queue with load shedding, the
+//! optional per-client rate limit (client address from `X-Forwarded-For`
+//! only behind a trusted proxy), and surviving accept errors.
+//!
+//! Load shedding without a thread hop: workers take requests straight from
+//! tiny_http's queue. Only while every worker is busy does a shedder thread
+//! wake up, every [`SHED_TICK`], move what waits in tiny_http's queue into
+//! our bounded overflow queue (which workers empty first, oldest first) and
+//! answer what does not fit with 503 and `Retry-After`. So at most
+//! `max_queue` requests plus one tick of arrivals wait for a worker. tiny_http's
 //! accept thread ends for good on any accept error (including the idle
 //! `accept()` timing out under `SO_RCVTIMEO`); the worker that receives that
 //! error builds a new `tiny_http::Server` on a clone of the same listening
@@ -13,20 +22,22 @@
 //!
 //! This module must not contain API logic (see `api.rs`) or SQL.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Cursor};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, RwLock};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::api::{self, code, error_response, Api, Bytes, Response};
+use crate::api::{self, code, error_response, Api, Bytes, Response, Source};
 use crate::metrics::Route;
-use crate::store::Reader;
+use crate::store::{Reader, StoreError};
 
 /// Limits and sizes of the front.
 #[derive(Clone, Debug)]
@@ -37,6 +48,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub max_url_bytes: usize,
     pub max_header_bytes: usize,
+    /// Requests that may wait for a busy worker pool (plus the arrivals of
+    /// one [`SHED_TICK`]); more get 503 with `Retry-After`.
+    pub max_queue: usize,
+    /// Per-client token bucket; `None` (the default) is no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +64,9 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(10),
             max_url_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
+            max_queue: 512,
+            rate_limit: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -59,6 +80,13 @@ pub fn default_workers() -> usize {
 /// for a rebuilt server.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How often the shedder empties tiny_http's queue while all workers are
+/// busy.
+pub const SHED_TICK: Duration = Duration::from_millis(5);
+
+/// Most clients the rate limiter tracks at once (about 40 bytes each).
+pub const RATE_LIMIT_MAX_CLIENTS: usize = 65_536;
+
 /// Binds the listening socket with `TCP_NODELAY` and `SO_RCVTIMEO` set, both
 /// inherited by accepted sockets on Linux.
 pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> io::Result<TcpListener> {
@@ -71,17 +99,219 @@ pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> io::Result<TcpListener>
     Ok(socket.into())
 }
 
-/// The listening socket and the tiny_http server currently accepting on it.
+/// A request rate: `N/s` or `N/m` (a bare `N` is per second). The burst is
+/// `N` requests (at least one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RateLimit, String> {
+        let t = s.trim();
+        let (num, per) = match t.split_once('/') {
+            Some((n, "s")) => (n, 1.0),
+            Some((n, "m")) => (n, 60.0),
+            Some(_) => return Err(format!("`{s}`: use N/s or N/m, e.g. 100/s")),
+            None => (t, 1.0),
+        };
+        let n: u32 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a rate (examples: 100/s, 30/m)"))?;
+        if n == 0 {
+            return Err(format!("`{s}`: the rate must be above zero"));
+        }
+        Ok(RateLimit {
+            per_second: f64::from(n) / per,
+            burst: f64::from(n).max(1.0),
+        })
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                bits >> (width - prefix)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), self.prefix, 32)
+                    == masked(u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let t = s.trim();
+        let bad =
+            || format!("`{s}` is not an IP network (examples: 10.0.0.0/8, 192.168.1.5, ::1/128)");
+        let (addr, prefix) = t.split_once('/').map_or((t, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let addr = addr.to_canonical();
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(bad)?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Parses `CIDR,CIDR,...` (empty items ignored).
+pub fn parse_cidrs(s: &str) -> Result<Vec<Cidr>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy;
+/// then the rightmost `X-Forwarded-For` hop that is not itself trusted (a
+/// client can write anything at the left end of that header, so hops left
+/// of the first untrusted one are ignored).
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(client) {
+        return client;
+    }
+    let Some(xff) = forwarded_for else {
+        return client;
+    };
+    for hop in xff.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(client) {
+                    return client;
+                }
+            }
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// Token buckets per client address, with bounded memory: when the table
+/// is full, buckets that have refilled (the same as no bucket) are dropped;
+/// if every tracked client is still limited, the table starts afresh.
+pub struct RateLimiter {
+    limit: RateLimit,
+    max_clients: usize,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(limit: RateLimit, max_clients: usize) -> RateLimiter {
+        RateLimiter {
+            limit,
+            max_clients: max_clients.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `ip` at `now`, or says how long until the next one.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let RateLimit { per_second, burst } = self.limit;
+        let refill = |b: &Bucket| {
+            (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second).min(burst)
+        };
+        if map.len() >= self.max_clients && !map.contains_key(&ip) {
+            map.retain(|_, b| refill(b) < burst);
+            if map.len() >= self.max_clients {
+                map.clear();
+            }
+        }
+        let b = map.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let tokens = refill(b);
+        if tokens >= 1.0 {
+            *b = Bucket {
+                tokens: tokens - 1.0,
+                at: now,
+            };
+            Ok(())
+        } else {
+            *b = Bucket { tokens, at: now };
+            Err(Duration::from_secs_f64((1.0 - tokens) / per_second))
+        }
+    }
+
+    /// Clients currently tracked.
+    pub fn clients(&self) -> usize {
+        self.buckets.lock().map_or(0, |m| m.len())
+    }
+}
+
+/// Makes the data source of one worker (a store [`Reader`] in production).
+pub type SourceFactory = Arc<dyn Fn() -> Result<Box<dyn Source + Send>, StoreError> + Send + Sync>;
+
+/// The production source: a read-only connection to the store at `db`.
+pub fn store_source(db: PathBuf) -> SourceFactory {
+    Arc::new(move || Ok(Box::new(Reader::open(&db)?) as Box<dyn Source + Send>))
+}
+
+/// The listening socket, the tiny_http server currently accepting on it,
+/// and the worker pool's shared state.
 struct Front {
     listener: TcpListener,
     current: RwLock<Arc<tiny_http::Server>>,
     stopping: AtomicBool,
     rebuilds: AtomicUsize,
     last_rebuild: Mutex<Option<Instant>>,
+    drains: Mutex<Vec<JoinHandle<()>>>,
+    workers: usize,
+    /// Workers handling a request right now.
+    busy: AtomicUsize,
+    max_queue: usize,
+    overflow: Mutex<VecDeque<tiny_http::Request>>,
+    /// `overflow.len()`, readable without the lock.
+    queued: AtomicUsize,
+    shed: AtomicU64,
+    shedder_waiting: AtomicBool,
+    wake_lock: Mutex<()>,
+    wake: Condvar,
 }
 
 impl Front {
-    fn new(listener: TcpListener) -> io::Result<Front> {
+    fn new(listener: TcpListener, cfg: &ServerConfig) -> io::Result<Front> {
         let server = Self::server_on(&listener)?;
         Ok(Front {
             listener,
@@ -89,6 +319,16 @@ impl Front {
             stopping: AtomicBool::new(false),
             rebuilds: AtomicUsize::new(0),
             last_rebuild: Mutex::new(None),
+            drains: Mutex::new(Vec::new()),
+            workers: cfg.workers.max(1),
+            busy: AtomicUsize::new(0),
+            max_queue: cfg.max_queue,
+            overflow: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
+            shed: AtomicU64::new(0),
+            shedder_waiting: AtomicBool::new(false),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
         })
     }
 
@@ -108,7 +348,7 @@ impl Front {
 
     /// Replaces `failed` (whose accept thread has ended) with a new server on
     /// the same socket. Returns the old server for draining, or `None` when
-    /// another worker already replaced it.
+    /// another thread already replaced it.
     fn rebuild(&self, failed: &Arc<tiny_http::Server>) -> Option<Arc<tiny_http::Server>> {
         // Back off a little when accept keeps failing (e.g. out of fds), so
         // rebuilding cannot spin.
@@ -138,6 +378,91 @@ impl Front {
             }
         }
     }
+
+    /// The accept thread of `server` has ended (tiny_http reports that
+    /// once, as `e`). Starts a new one on the same socket, and a drain
+    /// thread that keeps serving the old one's connections.
+    fn restart(self: &Arc<Self>, server: &Arc<tiny_http::Server>, e: &io::Error, ctx: &WorkerCtx) {
+        crate::log::log(
+            crate::log::Level::Debug,
+            "HTTP accept loop ended; restarting it",
+            &[("reason", e)],
+        );
+        if let Some(old) = self.rebuild(server) {
+            let (f, drain_ctx) = (self.clone(), ctx.sibling());
+            let spawned = thread::Builder::new()
+                .name("planbox-http-drain".into())
+                .spawn(move || drain_loop(f, old, drain_ctx));
+            if let (Ok(h), Ok(mut d)) = (spawned, self.drains.lock()) {
+                d.retain(|h| !h.is_finished());
+                d.push(h);
+            }
+        }
+    }
+
+    /// A worker starts on a request; wakes the shedder when that makes the
+    /// pool saturated.
+    fn begin(&self) {
+        if self.busy.fetch_add(1, SeqCst) + 1 >= self.workers && self.shedder_waiting.load(SeqCst) {
+            let _g = self.wake_lock.lock();
+            self.wake.notify_one();
+        }
+    }
+
+    fn end(&self) {
+        self.busy.fetch_sub(1, SeqCst);
+    }
+
+    fn saturated(&self) -> bool {
+        self.busy.load(SeqCst) >= self.workers
+    }
+
+    /// Blocks (up to [`POLL`]) until every worker is busy.
+    fn wait_saturated(&self) -> bool {
+        let Ok(g) = self.wake_lock.lock() else {
+            return false;
+        };
+        self.shedder_waiting.store(true, SeqCst);
+        if !self.saturated() {
+            let _ = self.wake.wait_timeout(g, POLL);
+        }
+        self.shedder_waiting.store(false, SeqCst);
+        self.saturated()
+    }
+
+    fn pop_overflow(&self) -> Option<tiny_http::Request> {
+        if self.queued.load(SeqCst) == 0 {
+            return None;
+        }
+        let mut q = self.overflow.lock().ok()?;
+        let rq = q.pop_front();
+        self.queued.store(q.len(), SeqCst);
+        rq
+    }
+
+    /// Queues `rq` for the workers, or answers 503 when the queue is full.
+    fn admit(&self, rq: tiny_http::Request, api: &Api) {
+        let rq = match self.overflow.lock() {
+            Ok(mut q) if q.len() < self.max_queue => {
+                q.push_back(rq);
+                self.queued.store(q.len(), SeqCst);
+                return;
+            }
+            _ => rq,
+        };
+        self.shed.fetch_add(1, SeqCst);
+        send(rq, overloaded());
+        api.metrics()
+            .observe_request(Route::Other, 503, Duration::ZERO);
+    }
+}
+
+fn overloaded() -> Response {
+    api::unavailable(
+        Route::Other,
+        code::OVERLOADED,
+        "the server is overloaded; retry after the Retry-After delay",
+    )
 }
 
 /// A running HTTP server. Dropping it does not stop it; call [`shutdown`].
@@ -147,17 +472,29 @@ pub struct RunningServer {
     front: Arc<Front>,
     local_addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
-    drains: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 struct WorkerCtx {
     api: Arc<Api>,
-    db: PathBuf,
-    cfg: ServerConfig,
-    reader: Option<Reader>,
+    sources: SourceFactory,
+    cfg: Arc<ServerConfig>,
+    limiter: Option<Arc<RateLimiter>>,
+    source: Option<Box<dyn Source + Send>>,
 }
 
 impl WorkerCtx {
+    /// The same context with its own (not yet opened) source.
+    fn sibling(&self) -> WorkerCtx {
+        WorkerCtx {
+            api: self.api.clone(),
+            sources: self.sources.clone(),
+            cfg: self.cfg.clone(),
+            limiter: self.limiter.clone(),
+            source: None,
+        }
+    }
+
     fn handle(&mut self, rq: tiny_http::Request) {
         let started = Instant::now();
         let response = self.respond_to(&rq);
@@ -180,12 +517,19 @@ impl WorkerCtx {
         }
         let mut header_bytes = 0;
         let (mut accept_encoding, mut if_none_match) = (None, None);
+        let mut forwarded: Option<String> = None;
         for h in rq.headers() {
             header_bytes += h.field.as_str().as_str().len() + h.value.as_str().len() + 4;
             if h.field.equiv("Accept-Encoding") {
                 accept_encoding = Some(h.value.as_str());
             } else if h.field.equiv("If-None-Match") {
                 if_none_match = Some(h.value.as_str());
+            } else if self.limiter.is_some() && h.field.equiv("X-Forwarded-For") {
+                let v = h.value.as_str();
+                forwarded = Some(match forwarded {
+                    Some(f) => format!("{f},{v}"),
+                    None => v.to_owned(),
+                });
             }
         }
         if header_bytes > self.cfg.max_header_bytes {
@@ -200,15 +544,35 @@ impl WorkerCtx {
             );
         }
         let method = rq.method().as_str();
+        if let Some(limiter) = &self.limiter {
+            let path = url.split('?').next().unwrap_or("");
+            // Probes are never limited.
+            if !matches!(path, "/health" | "/ready") {
+                if let Some(peer) = rq.remote_addr() {
+                    let ip = client_ip(peer.ip(), forwarded.as_deref(), &self.cfg.trusted_proxies);
+                    if let Err(wait) = limiter.check(ip, Instant::now()) {
+                        let mut r = error_response(
+                            429,
+                            Route::Other,
+                            code::RATE_LIMITED,
+                            "too many requests from this client; retry after the Retry-After delay",
+                        );
+                        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                        r.headers.push(("Retry-After", secs.max(1).to_string()));
+                        return r;
+                    }
+                }
+            }
+        }
         let req = api::Request {
             method,
             url,
             accept_encoding,
             if_none_match,
         };
-        if self.reader.is_none() {
-            match Reader::open(&self.db) {
-                Ok(r) => self.reader = Some(r),
+        if self.source.is_none() {
+            match (self.sources)() {
+                Ok(r) => self.source = Some(r),
                 Err(e) => {
                     crate::log::error(&format!("cannot open the store for reading: {e}"));
                     return api::unavailable(
@@ -220,9 +584,9 @@ impl WorkerCtx {
             }
         }
         let api = &self.api;
-        let reader = &mut self.reader;
-        let result = catch_unwind(AssertUnwindSafe(|| match reader.as_mut() {
-            Some(r) => api.handle(&req, r),
+        let source = &mut self.source;
+        let result = catch_unwind(AssertUnwindSafe(|| match source.as_mut() {
+            Some(s) => api.handle(&req, s.as_mut()),
             None => api::unavailable(Route::Other, code::NOT_READY, "the store is not open yet"),
         }));
         match result {
@@ -238,7 +602,7 @@ impl WorkerCtx {
                     short(url)
                 ));
                 // The connection may be mid-statement: start afresh.
-                self.reader = None;
+                self.source = None;
                 error_response(
                     500,
                     Route::Other,
@@ -273,37 +637,52 @@ fn send(rq: tiny_http::Request, r: Response) {
     let _ = rq.respond(response);
 }
 
-fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx, drains: Arc<Mutex<Vec<JoinHandle<()>>>>) {
+fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
     while !front.stopping.load(SeqCst) {
         let server = front.current();
-        match server.recv_timeout(POLL) {
-            Ok(Some(rq)) => ctx.handle(rq),
-            Ok(None) => {}
-            Err(e) => {
-                // The accept thread of `server` has ended (tiny_http reports
-                // that once, as this error). Start a new one on the same
-                // socket, then keep serving the old one's connections.
-                crate::log::log(
-                    crate::log::Level::Debug,
-                    "HTTP accept loop ended; restarting it",
-                    &[("reason", &e)],
-                );
-                if let Some(old) = front.rebuild(&server) {
-                    let drain_ctx = WorkerCtx {
-                        api: ctx.api.clone(),
-                        db: ctx.db.clone(),
-                        cfg: ctx.cfg.clone(),
-                        reader: None,
-                    };
-                    let f = front.clone();
-                    let spawned = thread::Builder::new()
-                        .name("planbox-http-drain".into())
-                        .spawn(move || drain_loop(f, old, drain_ctx));
-                    if let (Ok(h), Ok(mut d)) = (spawned, drains.lock()) {
-                        d.retain(|h| !h.is_finished());
-                        d.push(h);
-                    }
+        let rq = match front.pop_overflow() {
+            Some(rq) => rq,
+            None => match server.recv_timeout(POLL) {
+                Ok(Some(rq)) => rq,
+                Ok(None) => continue,
+                Err(e) => {
+                    front.restart(&server, &e, &ctx);
+                    continue;
                 }
+            },
+        };
+        front.begin();
+        ctx.handle(rq);
+        front.end();
+    }
+}
+
+/// Sleeps until every worker is busy; then, every [`SHED_TICK`], moves what
+/// waits in tiny_http's queue into the bounded overflow queue, shedding
+/// what does not fit.
+fn shed_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
+    while !front.stopping.load(SeqCst) {
+        if !front.wait_saturated() {
+            continue;
+        }
+        thread::sleep(SHED_TICK);
+        let server = front.current();
+        loop {
+            match server.try_recv() {
+                Ok(Some(rq)) => front.admit(rq, &ctx.api),
+                Ok(None) => break,
+                Err(e) => {
+                    front.restart(&server, &e, &ctx);
+                    break;
+                }
+            }
+        }
+        // A worker that went idle meanwhile may be blocked on tiny_http's
+        // (now empty) queue, blind to the overflow: serve from it here.
+        while !front.saturated() {
+            match front.pop_overflow() {
+                Some(rq) => ctx.handle(rq),
+                None => break,
             }
         }
     }
@@ -332,29 +711,52 @@ impl RunningServer {
         db: PathBuf,
         cfg: ServerConfig,
     ) -> io::Result<RunningServer> {
+        Self::start_with_source(listener, api, store_source(db), cfg)
+    }
+
+    /// Like [`start`](Self::start), with every worker reading through a
+    /// source made by `sources` (tests use this to inject faults).
+    pub fn start_with_source(
+        listener: TcpListener,
+        api: Arc<Api>,
+        sources: SourceFactory,
+        cfg: ServerConfig,
+    ) -> io::Result<RunningServer> {
         let local_addr = listener.local_addr()?;
-        let front = Arc::new(Front::new(listener)?);
-        let drains = Arc::new(Mutex::new(Vec::new()));
-        let mut workers = Vec::with_capacity(cfg.workers);
-        for i in 0..cfg.workers.max(1) {
+        let front = Arc::new(Front::new(listener, &cfg)?);
+        let limiter = cfg
+            .rate_limit
+            .map(|l| Arc::new(RateLimiter::new(l, RATE_LIMIT_MAX_CLIENTS)));
+        let n = cfg.workers.max(1);
+        let cfg = Arc::new(cfg);
+        let mut workers = Vec::with_capacity(n + 1);
+        for i in 0..=n {
             let ctx = WorkerCtx {
                 api: api.clone(),
-                db: db.clone(),
+                sources: sources.clone(),
                 cfg: cfg.clone(),
-                reader: Reader::open(&db).ok(),
+                limiter: limiter.clone(),
+                source: sources().ok(),
             };
-            let (f, d) = (front.clone(), drains.clone());
-            workers.push(
-                thread::Builder::new()
-                    .name(format!("planbox-http-{i}"))
-                    .spawn(move || worker_loop(f, ctx, d))?,
-            );
+            let f = front.clone();
+            let (name, body): (String, Box<dyn FnOnce() + Send>) = if i < n {
+                (
+                    format!("planbox-http-{i}"),
+                    Box::new(move || worker_loop(f, ctx)),
+                )
+            } else {
+                (
+                    "planbox-http-shed".into(),
+                    Box::new(move || shed_loop(f, ctx)),
+                )
+            };
+            workers.push(thread::Builder::new().name(name).spawn(body)?);
         }
         Ok(RunningServer {
             front,
             local_addr,
             workers,
-            drains,
+            limiter,
         })
     }
 
@@ -367,13 +769,28 @@ impl RunningServer {
         self.front.rebuilds.load(SeqCst)
     }
 
+    /// Requests waiting in the overflow queue now.
+    pub fn queued(&self) -> usize {
+        self.front.queued.load(SeqCst)
+    }
+
+    /// Requests answered 503 because the queue was full, so far.
+    pub fn shed(&self) -> u64 {
+        self.front.shed.load(SeqCst)
+    }
+
+    /// Clients the rate limiter tracks now (0 when it is off).
+    pub fn rate_limited_clients(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.clients())
+    }
+
     /// Stops accepting, lets every worker finish the request it is on, and
     /// waits for them (at most `grace`).
     pub fn shutdown(self, grace: Duration) {
         self.front.stopping.store(true, SeqCst);
         let deadline = Instant::now() + grace;
         let mut handles = self.workers;
-        if let Ok(mut d) = self.drains.lock() {
+        if let Ok(mut d) = self.front.drains.lock() {
             handles.append(&mut d);
         }
         for h in handles {
@@ -384,7 +801,141 @@ impl RunningServer {
                 let _ = h.join();
             }
         }
+        // Whatever still waits is told to come back, not dropped with a 500.
+        while let Some(rq) = self.front.pop_overflow() {
+            send(rq, overloaded());
+        }
         // Dropping the last `Front` drops the tiny_http server, which ends
         // its accept thread and closes the listening socket.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            "100/s".parse::<RateLimit>(),
+            Ok(RateLimit {
+                per_second: 100.0,
+                burst: 100.0
+            })
+        );
+        assert_eq!("30/m".parse::<RateLimit>().unwrap().per_second, 0.5);
+        assert_eq!("7".parse::<RateLimit>().unwrap().burst, 7.0);
+        for bad in ["", "0/s", "fast", "10/h", "-1/s", "1.5/s"] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_buckets_refill_per_client() {
+        let l = RateLimiter::new("2/s".parse().unwrap(), 100);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        assert!(l.check(a, t0).is_ok());
+        assert!(l.check(a, t0).is_ok());
+        let wait = l.check(a, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        // Another client has its own bucket.
+        assert!(l.check(ip("192.0.2.2"), t0).is_ok());
+        // Half a second later one token is back, and only one.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(l.check(a, t1).is_ok());
+        assert!(l.check(a, t1).is_err());
+    }
+
+    #[test]
+    fn rate_limiter_memory_is_bounded() {
+        let l = RateLimiter::new("1/m".parse().unwrap(), 64);
+        let t0 = Instant::now();
+        for i in 0..10_000u32 {
+            let _ = l.check(IpAddr::V4(i.into()), t0);
+            assert!(l.clients() <= 64);
+        }
+        // When full, refilled buckets are dropped first; limited clients stay
+        // limited.
+        let l = RateLimiter::new("1/s".parse().unwrap(), 2);
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        l.check(a, t0).unwrap();
+        let t1 = t0 + Duration::from_secs(2);
+        l.check(b, t1).unwrap();
+        l.check(c, t1).unwrap();
+        assert_eq!(l.clients(), 2);
+        assert!(l.check(b, t1).is_err(), "b was kept, and is still limited");
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let n: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(n.contains(ip("10.200.1.2")));
+        assert!(!n.contains(ip("11.0.0.1")));
+        assert!(n.contains(ip("::ffff:10.1.2.3")), "v4-mapped v6 peers");
+        let one: Cidr = "192.168.1.5".parse().unwrap();
+        assert!(one.contains(ip("192.168.1.5")));
+        assert!(!one.contains(ip("192.168.1.6")));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:1::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "localhost", "::1/129", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert_eq!(parse_cidrs("10.0.0.0/8, ::1").unwrap().len(), 2);
+        assert!(parse_cidrs("10.0.0.0/8,nope").is_err());
+    }
+
+    #[test]
+    fn serve_flags_reach_the_config() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "planbox",
+            "serve",
+            "--rate-limit",
+            "50/s",
+            "--trusted-proxies",
+            "10.0.0.0/8,::1",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let c = args.to_config().unwrap();
+        assert_eq!(c.rate_limit.unwrap().per_second, 50.0);
+        assert_eq!(c.trusted_proxies, parse_cidrs("10.0.0.0/8,::1").unwrap());
+        let cli = crate::cli::Cli::try_parse_from(["planbox", "serve"]).unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let c = args.to_config().unwrap();
+        assert!(
+            c.rate_limit.is_none() && c.trusted_proxies.is_empty(),
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        let trusted = parse_cidrs("10.0.0.0/8").unwrap();
+        let xff = Some("203.0.113.9, 198.51.100.1, 10.1.1.1");
+        // Untrusted peer: its claim is ignored.
+        assert_eq!(client_ip(ip("192.0.2.7"), xff, &trusted), ip("192.0.2.7"));
+        // Trusted peer: the rightmost untrusted hop, not the spoofable left end.
+        assert_eq!(client_ip(ip("10.0.0.2"), xff, &trusted), ip("198.51.100.1"));
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+        // Garbage stops the walk at the last good hop.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("junk, 10.3.3.3"), &trusted),
+            ip("10.3.3.3")
+        );
+        // Nothing trusted: never believed.
+        assert_eq!(client_ip(ip("10.0.0.2"), xff, &[]), ip("10.0.0.2"));
     }
 }
