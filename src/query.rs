@@ -310,4 +310,95 @@ mod tests {
             assert_eq!(window(&q).unwrap().starts_at, Some(local(s)), "{s}");
         }
     }
+
+    mod props {
+        use super::*;
+        use chrono::{NaiveDate, TimeZone};
+        use proptest::prelude::*;
+
+        const ZONES: [&str; 5] = [
+            "UTC",
+            "Europe/Madrid",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Pacific/Chatham",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            #[test]
+            fn arbitrary_query_strings_never_panic(raw in any::<String>()) {
+                let _ = parse_search_query(&raw, Tz::UTC);
+            }
+
+            #[test]
+            fn near_miss_values_never_panic_and_errors_name_the_parameter(
+                v in "[0-9T:.+\\-Zz %]{0,40}",
+                zone in 0..ZONES.len(),
+            ) {
+                let tz: Tz = ZONES[zone].parse().unwrap();
+                if let Err(e) = parse_search_query(&format!("ends_at={v}"), tz) {
+                    prop_assert!(e.message.starts_with("ends_at"), "{}", e.message);
+                }
+            }
+
+            #[test]
+            fn valid_values_parse_to_the_local_seconds_chrono_computes(
+                y in 1i32..=9999, mo in 1u32..=12, d in 1u32..=31,
+                h in 0u32..24, mi in 0u32..60, sec in 0u32..60,
+                frac in proptest::option::of("[0-9]{1,9}"),
+                offset in proptest::option::of(-(23 * 60 + 59)..=(23i32 * 60 + 59)),
+                zulu in any::<bool>(),
+                lower_t in any::<bool>(),
+                encode in any::<bool>(),
+                zone in 0..ZONES.len(),
+            ) {
+                let Some(date) = NaiveDate::from_ymd_opt(y, mo, d) else {
+                    // No such day: always refused.
+                    let q = format!("starts_at={y:04}-{mo:02}-{d:02}T00:00:00");
+                    prop_assert!(parse_search_query(&q, Tz::UTC).is_err());
+                    return Ok(());
+                };
+                let tz: Tz = ZONES[zone].parse().unwrap();
+                let naive = date.and_hms_opt(h, mi, sec).unwrap();
+                let sep = if lower_t { 't' } else { 'T' };
+                let mut text = format!("{}{sep}{}", naive.format("%Y-%m-%d"), naive.format("%H:%M:%S"));
+                if let Some(f) = &frac {
+                    text.push('.');
+                    text.push_str(f);
+                }
+                match offset {
+                    None => {}
+                    Some(0) if zulu => text.push('Z'),
+                    Some(m) => {
+                        let sign = if m < 0 { '-' } else { '+' };
+                        text.push_str(&format!("{sign}{:02}:{:02}", m.abs() / 60, m.abs() % 60));
+                    }
+                }
+                let value = if encode {
+                    text.replace('+', "%2B").replace(':', "%3A")
+                } else {
+                    text.clone()
+                };
+                let w = parse_search_query(&format!("starts_at={value}&ends_at={value}"), tz)
+                    .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+                // What chrono says: the instant (lower bound rounded up to
+                // the next whole second), in the provider's wall-clock time.
+                let round_up = frac.as_deref().is_some_and(|f| f.bytes().any(|b| b != b'0'));
+                let expect = |extra: i64| -> i64 {
+                    let t = naive + chrono::Duration::seconds(extra);
+                    match offset {
+                        None => t.and_utc().timestamp(),
+                        Some(m) => {
+                            let utc = t - chrono::Duration::minutes(i64::from(m));
+                            tz.from_utc_datetime(&utc).naive_local().and_utc().timestamp()
+                        }
+                    }
+                };
+                prop_assert_eq!(w.starts_at, Some(expect(i64::from(round_up))), "{}", text);
+                prop_assert_eq!(w.ends_at, Some(expect(0)), "{}", text);
+            }
+        }
+    }
 }
