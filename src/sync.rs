@@ -623,4 +623,164 @@ mod tests {
         assert!(t.join().unwrap());
         assert!(!Stop::new().wait(Duration::from_millis(1)));
     }
+
+    mod model {
+        //! Generated valid feeds land in a store exactly as a simple model
+        //! says: a plan is searchable once seen online (sticky), and shows
+        //! the values of the latest occurrence.
+
+        use super::*;
+        use crate::model::{plan_uuid, Window, DEFAULT_PROVIDER};
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+
+        #[derive(Clone, Debug)]
+        struct Plan {
+            base: u8,
+            id: u8,
+            day: u8,
+            hours: Option<u8>,
+            prices: Vec<&'static str>,
+        }
+
+        #[derive(Clone, Debug)]
+        struct Base {
+            id: u8,
+            online: bool,
+            variant: u8,
+            plans: Vec<Plan>,
+        }
+
+        const PRICES: [&str; 6] = ["5", "10.50", "7.25", "99.9", "abc", "-3"];
+
+        fn plan() -> impl Strategy<Value = Plan> {
+            (
+                0u8..4,
+                1u8..28,
+                proptest::option::of(1u8..6),
+                proptest::collection::vec(proptest::sample::select(&PRICES[..]), 0..4),
+            )
+                .prop_map(|(id, day, hours, prices)| Plan {
+                    base: 0,
+                    id,
+                    day,
+                    hours,
+                    prices,
+                })
+        }
+
+        fn feed() -> impl Strategy<Value = Vec<Base>> {
+            proptest::collection::vec(
+                (
+                    0u8..4,
+                    any::<bool>(),
+                    0u8..3,
+                    proptest::collection::vec(plan(), 0..4),
+                ),
+                0..5,
+            )
+            .prop_map(|bases| {
+                bases
+                    .into_iter()
+                    .map(|(id, online, variant, plans)| Base {
+                        id,
+                        online,
+                        variant,
+                        plans: plans.into_iter().map(|p| Plan { base: id, ..p }).collect(),
+                    })
+                    .collect()
+            })
+        }
+
+        fn render(feed: &[Base]) -> String {
+            let mut x = String::from("<?xml version=\"1.0\"?><planList><output>");
+            for b in feed {
+                let mode = if b.online { "online" } else { "offline" };
+                x += &format!(
+                    "<base_plan base_plan_id=\"{}\" sell_mode=\"{mode}\" title=\"T{}v{}\">",
+                    b.id, b.id, b.variant
+                );
+                for p in &b.plans {
+                    let end = p.hours.map_or(String::new(), |h| {
+                        format!(
+                            " plan_end_date=\"2024-01-{:02}T{:02}:00:00\"",
+                            p.day,
+                            12 + h
+                        )
+                    });
+                    x += &format!(
+                        "<plan plan_id=\"{}\" plan_start_date=\"2024-01-{:02}T12:00:00\"{end}>",
+                        p.id, p.day
+                    );
+                    for (z, price) in p.prices.iter().enumerate() {
+                        x += &format!("<zone zone_id=\"{z}\" capacity=\"1\" price=\"{price}\"/>");
+                    }
+                    x += "</plan>";
+                }
+                x += "</base_plan>";
+            }
+            x + "</output></planList>"
+        }
+
+        /// The model's event for a plan, as the API's JSON value.
+        fn event(b: &Base, p: &Plan) -> serde_json::Value {
+            let usable: Vec<f64> = p
+                .prices
+                .iter()
+                .filter_map(|s| s.parse::<f64>().ok())
+                .filter(|v| *v >= 0.0)
+                .collect();
+            let min = usable.iter().cloned().reduce(f64::min);
+            let max = usable.iter().cloned().reduce(f64::max);
+            serde_json::json!({
+                "id": plan_uuid(DEFAULT_PROVIDER, &b.id.to_string(), &p.id.to_string()).to_string(),
+                "title": format!("T{}v{}", b.id, b.variant),
+                "start_date": format!("2024-01-{:02}", p.day),
+                "start_time": "12:00:00",
+                "end_date": p.hours.map(|_| format!("2024-01-{:02}", p.day)),
+                "end_time": p.hours.map(|h| format!("{:02}:00:00", 12 + h)),
+                "min_price": min,
+                "max_price": max,
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn generated_feeds_land_as_the_model_says(feeds in proptest::collection::vec(feed(), 1..4)) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut store = Store::open(&dir.path().join("p.db")).unwrap();
+                // (base, plan) -> (ever online, latest event)
+                let mut model: HashMap<(u8, u8), (bool, serde_json::Value)> = HashMap::new();
+                for f in &feeds {
+                    let mut run = new_run("prop");
+                    let opts = IngestOptions { state: None, started: Instant::now(), stop: None, progress: &mut |_| {} };
+                    let xml = render(f);
+                    ingest(&mut store, DEFAULT_PROVIDER, xml.as_bytes(), &mut run, opts)
+                        .map_err(|e| TestCaseError::fail(format!("{e}: {xml}")))?;
+                    for b in f {
+                        for p in &b.plans {
+                            let e = model.entry((b.id, p.id)).or_insert((false, serde_json::Value::Null));
+                            *e = (e.0 || b.online, event(b, p));
+                        }
+                    }
+                }
+                let body = store.search(&Window::default()).unwrap();
+                let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let mut got: Vec<serde_json::Value> = got["data"]["events"].as_array().unwrap().clone();
+                let mut want: Vec<serde_json::Value> = model.into_values().filter(|(on, _)| *on).map(|(_, e)| e).collect();
+                // Prices compare as numbers (their exact text is tested elsewhere).
+                for e in &mut got {
+                    for k in ["min_price", "max_price"] {
+                        e[k] = e[k].as_f64().map_or(serde_json::Value::Null, serde_json::Value::from);
+                    }
+                }
+                let key = |v: &serde_json::Value| v["id"].as_str().unwrap().to_owned();
+                got.sort_by_key(key);
+                want.sort_by_key(key);
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }
