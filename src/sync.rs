@@ -636,7 +636,6 @@ mod tests {
 
         #[derive(Clone, Debug)]
         struct Plan {
-            base: u8,
             id: u8,
             day: u8,
             hours: Option<u8>,
@@ -661,7 +660,6 @@ mod tests {
                 proptest::collection::vec(proptest::sample::select(&PRICES[..]), 0..4),
             )
                 .prop_map(|(id, day, hours, prices)| Plan {
-                    base: 0,
                     id,
                     day,
                     hours,
@@ -686,7 +684,7 @@ mod tests {
                         id,
                         online,
                         variant,
-                        plans: plans.into_iter().map(|p| Plan { base: id, ..p }).collect(),
+                        plans,
                     })
                     .collect()
             })
