@@ -342,3 +342,40 @@ fn ids_are_equal_across_fresh_stores() {
     // Pinned: the id of (provider, 322, 1642) never changes.
     assert_eq!(ia[0], "d15fb038-ee28-5248-86d0-4764c3f38782");
 }
+
+#[test]
+fn flags_win_over_environment_and_environment_over_defaults() {
+    let t = temp_store();
+    let (from_env, from_flag) = (t.dir.path().join("env.db"), t.dir.path().join("flag.db"));
+    run_ok(
+        planbox()
+            .arg("migrate")
+            .env("PLANBOX_DB", &from_env)
+            .current_dir(t.dir.path()),
+    );
+    assert!(from_env.exists());
+    run_ok(
+        planbox()
+            .arg("migrate")
+            .arg("--db")
+            .arg(&from_flag)
+            .env("PLANBOX_DB", t.dir.path().join("unused.db"))
+            .current_dir(t.dir.path()),
+    );
+    assert!(from_flag.exists());
+    assert!(!t.dir.path().join("unused.db").exists());
+    run_ok(planbox().arg("migrate").current_dir(t.dir.path()));
+    assert!(
+        t.dir.path().join("planbox.db").exists(),
+        "default --db is planbox.db"
+    );
+    // A bad value in a serve variable is refused before anything starts.
+    let out = planbox()
+        .arg("serve")
+        .env("PLANBOX_FETCH_INTERVAL", "soon")
+        .current_dir(t.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+}
