@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -134,6 +135,9 @@ fn last_success(runs: &[FetchRun]) -> Option<i64> {
 }
 
 fn serve(cfg: ServeConfig) -> Result<ExitCode> {
+    // Before anything else: a SIGTERM that arrives while the store is being
+    // checked or the demo feeds land must still mean a clean stop.
+    let signalled = install_signal_handlers()?;
     let _lock = lock_store(&cfg.db)?;
     let mut store = Store::open(&cfg.db)?;
     store
@@ -228,7 +232,7 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             };
             info.next_fetch.store(
                 chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
-                std::sync::atomic::Ordering::Relaxed,
+                Ordering::Relaxed,
             );
             Some(
                 thread::Builder::new()
@@ -259,7 +263,7 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     // stop pinging the watchdog and exit non-zero so a supervisor restarts
     // planbox instead of it serving ever older data.
     let fetcher_alive = || fetcher.as_ref().is_none_or(|f| !f.is_finished());
-    let woke = wait_for_signal(&stop, notifier.as_ref(), &fetcher_alive)?;
+    let woke = wait_for_signal(&signalled, &stop, notifier.as_ref(), &fetcher_alive);
     if woke == Wake::FetcherDied {
         crate::log::error("the fetch loop ended unexpectedly; shutting down");
     } else {
@@ -306,29 +310,36 @@ enum Wake {
     FetcherDied,
 }
 
-/// Blocks until SIGINT or SIGTERM (or `stop` from elsewhere), pinging the
-/// systemd watchdog meanwhile when one is configured, as long as `healthy`
-/// holds. A second SIGINT/SIGTERM during shutdown exits at once (code 1).
-fn wait_for_signal(
-    stop: &Arc<Stop>,
-    notifier: Option<&crate::systemd::Notifier>,
-    healthy: &dyn Fn() -> bool,
-) -> Result<Wake> {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// SIGINT and SIGTERM set the returned flag; a second one while it is set
+/// (a stuck shutdown) exits at once with code 1.
+fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Registered first, so it sees the flag as it was before this signal.
         signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone())
             .context("cannot install signal handlers")?;
         signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
     }
+    Ok(flag)
+}
+
+/// Blocks until `flag` is set by a signal (or `stop` from elsewhere),
+/// pinging the systemd watchdog meanwhile when one is configured, as long as
+/// `healthy` holds.
+fn wait_for_signal(
+    flag: &AtomicBool,
+    stop: &Arc<Stop>,
+    notifier: Option<&crate::systemd::Notifier>,
+    healthy: &dyn Fn() -> bool,
+) -> Wake {
     let watchdog = notifier.and(crate::systemd::watchdog_interval());
     let mut last_ping = Instant::now();
-    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+    while !flag.load(Ordering::Relaxed) {
         if stop.wait(Duration::from_millis(50)) {
             break;
         }
         if !healthy() {
-            return Ok(Wake::FetcherDied);
+            return Wake::FetcherDied;
         }
         if let (Some(n), Some(every)) = (notifier, watchdog) {
             if last_ping.elapsed() >= every {
@@ -343,7 +354,7 @@ fn wait_for_signal(
             }
         }
     }
-    Ok(Wake::Stop)
+    Wake::Stop
 }
 
 fn print_run(run: &FetchRun, json: bool) {
