@@ -1082,3 +1082,40 @@ fn ops_healthcheck_exit_codes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/ready"));
 }
+
+#[test]
+fn ops_log_lines_carry_syslog_priorities_only_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let t = temp_store();
+    let files = fixture_files(t.dir.path(), Dialect::Plans);
+    let run = |journal_stream: Option<&str>, log: &Path| {
+        let f = std::fs::File::create(log).unwrap();
+        let m = f.metadata().unwrap();
+        let mut cmd = planbox();
+        cmd.env("PLANBOX_LOG", "info")
+            .args(["import", "--db"])
+            .arg(&t.db)
+            .arg(&files[0])
+            .stderr(Stdio::from(f));
+        match journal_stream {
+            Some(v) => cmd.env("JOURNAL_STREAM", v),
+            None => cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino())),
+        };
+        run_ok(&mut cmd);
+        std::fs::read_to_string(log).unwrap()
+    };
+    // systemd's variable names this very file: every line has a priority.
+    let journal = run(None, &t.dir.path().join("journal.log"));
+    assert!(journal.lines().any(|l| l.starts_with("<4>")), "{journal}");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.starts_with("<6>") && l.contains("fetch run")),
+        "{journal}"
+    );
+    assert!(journal.lines().all(|l| l.starts_with('<')), "{journal}");
+    // Inherited but stale (stderr is elsewhere): plain lines.
+    let plain = run(Some("1:1"), &t.dir.path().join("plain.log"));
+    assert!(plain.lines().count() >= 2);
+    assert!(plain.lines().all(|l| !l.starts_with('<')), "{plain}");
+}
