@@ -60,6 +60,15 @@ impl Serve {
 
     fn start_with(global: &[&str], db: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut cmd = planbox();
+        // Hermetic even when the tests themselves run under systemd.
+        for v in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            cmd.env_remove(v);
+        }
         cmd.args(global)
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -608,12 +617,14 @@ fn ops_openapi_yaml_is_served() {
     assert_eq!(r.header("Content-Type"), Some("application/yaml"));
     let text = r.text();
     assert!(
-        text.starts_with("openapi:"),
-        "{}",
-        &text[..text.len().min(80)]
+        text.lines().any(|l| l.starts_with("openapi:")),
+        "no openapi version line"
     );
     assert!(
-        text.lines().any(|l| l.trim_end() == "  /search:"),
+        text.lines().any(|l| {
+            let key = l.trim().trim_end_matches(':');
+            l.starts_with(' ') && ["/search", "\"/search\"", "'/search'"].contains(&key)
+        }),
         "no /search path"
     );
     assert_eq!(text, planbox::api::OPENAPI);
