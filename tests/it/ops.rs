@@ -1130,3 +1130,35 @@ fn ops_log_lines_carry_syslog_priorities_only_when_stderr_is_the_journal() {
     assert!(plain.lines().count() >= 2);
     assert!(plain.lines().all(|l| !l.starts_with('<')), "{plain}");
 }
+
+#[test]
+fn ops_restart_keeps_last_success_and_counts_from_the_store() {
+    let t = temp_store();
+    let s = Serve::start(&t.db, &["--demo"], &[]);
+    let page = get(&s.url("/"), &[]).text();
+    // The next fetch is scheduled from the start, not only after the first
+    // loop run.
+    assert!(page.contains("<dt>Next fetch</dt><dd>20"), "{page}");
+    assert!(page.contains("(built-in demo feeds)"), "{page}");
+    let first = scrape(&s.url("/metrics"));
+    let last = value(&first, "planbox_last_fetch_success_timestamp_seconds", &[]).unwrap();
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+
+    // Again without a provider: no fetch in this process, yet the gauges
+    // come from the store and its journal.
+    let s = Serve::start(&t.db, &[], &[]);
+    let m = scrape(&s.url("/metrics"));
+    assert_eq!(
+        value(&m, "planbox_fetch_runs_total", &[("outcome", "ok")]),
+        Some(0.0)
+    );
+    assert_eq!(value(&m, "planbox_plans_searchable", &[]), Some(4.0));
+    let again = value(&m, "planbox_last_fetch_success_timestamp_seconds", &[]).unwrap();
+    assert!((again - last).abs() <= 1.0, "{again} vs {last}");
+    let page = get(&s.url("/"), &[]).text();
+    assert!(page.contains("<dt>Next fetch</dt><dd>-</dd>"), "{page}");
+    assert!(page.contains("(none configured)"), "{page}");
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}
