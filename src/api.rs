@@ -206,6 +206,8 @@ pub struct Api {
     info: Arc<ServiceInfo>,
     /// Whether `/metrics` is served here (false when it has its own listener).
     serve_metrics: bool,
+    /// Whether `/metrics` is the only path served here (the metrics listener).
+    only_metrics: bool,
 }
 
 impl Api {
@@ -216,12 +218,24 @@ impl Api {
             metrics,
             info,
             serve_metrics: true,
+            only_metrics: false,
         }
     }
 
+    /// The same API without `/metrics` (a 404 here): it is served on its own
+    /// listener instead (`--metrics-listen`).
     pub fn without_metrics(mut self) -> Api {
         self.serve_metrics = false;
         self
+    }
+
+    /// The API of the `--metrics-listen` listener: `/metrics` and nothing
+    /// else (every other path is a 404), over the same metrics.
+    pub fn metrics_only(metrics: Arc<Metrics>) -> Api {
+        Api {
+            only_metrics: true,
+            ..Api::new(Tz::UTC, metrics, Arc::default())
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -232,24 +246,26 @@ impl Api {
     pub fn handle(&self, req: &Request<'_>, src: &mut dyn Source) -> Response {
         let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
         let route = match path {
-            "/search" => Route::Search,
-            "/health" => Route::Health,
-            "/ready" => Route::Ready,
-            "/metrics" if self.serve_metrics => Route::Metrics,
-            "/openapi.yaml" => Route::OpenApi,
-            "/" => Route::Status,
-            _ => {
-                return error_response(
-                    404,
-                    Route::Other,
-                    code::NOT_FOUND,
-                    &format!(
-                        "no such path; see /openapi.yaml ({} {})",
-                        req.method,
-                        short(path)
-                    ),
-                )
-            }
+            "/metrics" if self.serve_metrics => Some(Route::Metrics),
+            _ if self.only_metrics => None,
+            "/search" => Some(Route::Search),
+            "/health" => Some(Route::Health),
+            "/ready" => Some(Route::Ready),
+            "/openapi.yaml" => Some(Route::OpenApi),
+            "/" => Some(Route::Status),
+            _ => None,
+        };
+        let Some(route) = route else {
+            return error_response(
+                404,
+                Route::Other,
+                code::NOT_FOUND,
+                &format!(
+                    "no such path; see /openapi.yaml ({} {})",
+                    req.method,
+                    short(path)
+                ),
+            );
         };
         if !matches!(req.method, "GET" | "HEAD") {
             let mut r = error_response(
@@ -377,6 +393,7 @@ impl Api {
                         }),
                 )
             },
+            metrics_here: self.serve_metrics,
         });
         Response {
             status: 200,
@@ -618,6 +635,30 @@ mod tests {
         assert!(r.header("Retry-After").is_some());
         let msg = json(&r)["error"]["message"].as_str().unwrap().to_string();
         assert!(!msg.to_lowercase().contains("sql"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_move_to_their_own_listener_when_asked() {
+        let metrics = Arc::new(Metrics::new());
+        let main = Api::new(Tz::UTC, metrics.clone(), Arc::default()).without_metrics();
+        let side = Api::metrics_only(metrics);
+        let mut src = Fake::default();
+        assert_eq!(main.handle(&get("/metrics"), &mut src).status, 404);
+        assert_eq!(main.handle(&get("/search"), &mut src).status, 200);
+        assert_eq!(main.handle(&get("/"), &mut src).status, 200);
+        let m = side.handle(&get("/metrics"), &mut src);
+        assert_eq!(m.status, 200);
+        assert!(String::from_utf8_lossy(&m.body).contains("planbox_plans_searchable"));
+        for path in [
+            "/search",
+            "/",
+            "/health",
+            "/ready",
+            "/openapi.yaml",
+            "/nope",
+        ] {
+            assert_eq!(side.handle(&get(path), &mut src).status, 404, "{path}");
+        }
     }
 
     #[test]

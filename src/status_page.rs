@@ -21,6 +21,8 @@ pub struct PageInput<'a> {
     /// The search answer (JSON envelope) or the error message, when the form
     /// was submitted.
     pub search: Option<Result<crate::api::Bytes, String>>,
+    /// Whether `/metrics` is served on this listener (link it).
+    pub metrics_here: bool,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -43,6 +45,54 @@ fn unix_to_text(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
+}
+
+/// A journal timestamp (RFC 3339, UTC) as `YYYY-MM-DD HH:MM:SS`.
+fn journal_time(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| t.to_owned())
+}
+
+/// The `/search` URL for the form's values (empty values left out, as the
+/// API rejects empty parameters).
+fn json_link(starts_at: &str, ends_at: &str) -> String {
+    let params: Vec<String> = [("starts_at", starts_at), ("ends_at", ends_at)]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    if params.is_empty() {
+        "/search".into()
+    } else {
+        format!("/search?{}", params.join("&"))
+    }
+}
+
+fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The raw JSON text of every `key` value in `body`, in order. A key inside
+/// a JSON string has its quotes escaped (`\"key\":`), so only real keys
+/// match. Keeps exact decimals (`15.00`) that a float parse would lose.
+fn raw_values<'a>(body: &'a str, key: &str) -> Vec<&'a str> {
+    let pat = format!("\"{key}\":");
+    body.match_indices(&pat)
+        .map(|(i, _)| {
+            let rest = &body[i + pat.len()..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            rest[..end].trim()
+        })
+        .collect()
 }
 
 fn param(query: &str, name: &str) -> String {
@@ -113,10 +163,12 @@ pub fn render(p: &PageInput<'_>) -> String {
          <label>starts_at <input name=\"starts_at\" value=\"{}\" placeholder=\"2021-06-30T00:00:00Z\"></label> \
          <label>ends_at <input name=\"ends_at\" value=\"{}\" placeholder=\"2021-07-31T23:59:59\"></label> \
          <button type=\"submit\">Search</button></form>\
-         <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset. \
-         The same query as JSON: <code>/search?…</code></p>",
+         <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset; \
+         either may be empty. The same query as JSON: <a href=\"{}\"><code>{}</code></a></p>",
         esc(&s),
-        esc(&e)
+        esc(&e),
+        esc(&json_link(&s, &e)),
+        esc(&json_link(&s, &e)),
     );
     match &p.search {
         None => {}
@@ -142,7 +194,7 @@ pub fn render(p: &PageInput<'_>) -> String {
                 h,
                 "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&r.started_at),
+                esc(&journal_time(&r.started_at)),
                 r.outcome,
                 r.http_status.map_or_else(|| "-".into(), |s| s.to_string()),
                 r.bytes,
@@ -156,9 +208,15 @@ pub fn render(p: &PageInput<'_>) -> String {
         }
         h.push_str("</tbody></table>");
     }
-    h.push_str(
-        "<p class=\"muted\"><a href=\"/openapi.yaml\">OpenAPI</a> · <a href=\"/metrics\">metrics</a> · \
+    let _ = write!(
+        h,
+        "<p class=\"muted\"><a href=\"/openapi.yaml\">OpenAPI</a> · {}\
          <a href=\"/health\">health</a> · <a href=\"/ready\">ready</a></p></body></html>",
+        if p.metrics_here {
+            "<a href=\"/metrics\">metrics</a> · "
+        } else {
+            ""
+        }
     );
     h
 }
@@ -166,6 +224,14 @@ pub fn render(p: &PageInput<'_>) -> String {
 fn render_results(h: &mut String, body: &[u8]) {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let events = v["data"]["events"].as_array().cloned().unwrap_or_default();
+    // Prices as the API wrote them (exact decimals), when every event has
+    // exactly one of each; else as serde_json re-renders them.
+    let text_body = String::from_utf8_lossy(body);
+    let (mins, maxs) = (
+        raw_values(&text_body, "min_price"),
+        raw_values(&text_body, "max_price"),
+    );
+    let exact = mins.len() == events.len() && maxs.len() == events.len();
     let _ = write!(h, "<p>{} plan(s)</p>", events.len());
     if events.is_empty() {
         return;
@@ -179,7 +245,19 @@ fn render_results(h: &mut String, body: &[u8]) {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    for e in events.iter().take(1000) {
+    for (i, e) in events.iter().enumerate().take(1000) {
+        let (min, max) = if exact {
+            let raw = |s: &str| {
+                if s == "null" {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            (raw(mins[i]), raw(maxs[i]))
+        } else {
+            (text(&e["min_price"]), text(&e["max_price"]))
+        };
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{} {}</td><td>{} {}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
@@ -188,8 +266,8 @@ fn render_results(h: &mut String, body: &[u8]) {
             esc(&text(&e["start_time"])),
             esc(&text(&e["end_date"])),
             esc(&text(&e["end_time"])),
-            esc(&text(&e["min_price"])),
-            esc(&text(&e["max_price"])),
+            esc(&min),
+            esc(&max),
             esc(&text(&e["id"])),
         );
     }
@@ -218,10 +296,23 @@ mod tests {
             runs: vec![],
             query: "starts_at=%3Cx%3E",
             search: Some(Ok(body[..].into())),
+            metrics_here: false,
         });
+        assert!(!html.contains("href=\"/metrics\""));
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;b&gt;Camela&lt;/b&gt;"));
         assert!(html.contains("value=\"&lt;x&gt;\""));
-        assert!(html.contains("<td>15.00</td>") || html.contains("<td>15.0</td>"));
+        assert!(html.contains("<td>15.00</td><td>30.00</td>"), "{html}");
+        assert!(
+            html.contains("href=\"/search?starts_at=%3Cx%3E\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn raw_prices_ignore_keys_inside_strings() {
+        let body = r#"{"data":{"events":[{"title":"a\"min_price\":1","min_price":12.345,"max_price":null}]}}"#;
+        assert_eq!(raw_values(body, "min_price"), ["12.345"]);
+        assert_eq!(raw_values(body, "max_price"), ["null"]);
     }
 }

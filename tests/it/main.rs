@@ -3,4 +3,5 @@
 //! fake provider, or run the built `planbox` binary.
 
 mod core;
+mod ops;
 mod support;
