@@ -66,7 +66,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup(args) => {
-            let store = open_store(&args.db)?;
+            let store = open_existing_store(&args.db)?;
             let started = Instant::now();
             store
                 .backup_to(&args.dest)
@@ -83,8 +83,21 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
+/// Opens (creating when absent) and migrates the store.
 fn open_store(db: &cli::DbArgs) -> Result<Store> {
     Ok(Store::open(&db.db)?)
+}
+
+/// Opens an existing store: commands that only read (`search`, `status`,
+/// `backup`) must not leave an empty store behind a typo in `--db`.
+fn open_existing_store(db: &cli::DbArgs) -> Result<Store> {
+    if !db.db.exists() {
+        bail!(
+            "{}: no such store (create one with `planbox import`, `fetch` or `serve`)",
+            db.db.display()
+        );
+    }
+    open_store(db)
 }
 
 /// Takes the per-store serve lock: an advisory `flock` on the database file
@@ -538,20 +551,14 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let store = open_store(&args.db)?;
+    let store = open_existing_store(&args.db)?;
     let body = store.search(&window)?;
     if args.json {
         std::io::stdout().write_all(&body)?;
         println!();
         return Ok(ExitCode::SUCCESS);
     }
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
-    let events = v["data"]["events"].as_array().cloned().unwrap_or_default();
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let events = crate::api::decode_events(&body)?;
     println!(
         "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  title",
         "id", "start", "end", "min", "max"
@@ -559,12 +566,12 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
     for e in &events {
         println!(
             "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  {}",
-            text(&e["id"]),
-            format!("{} {}", text(&e["start_date"]), text(&e["start_time"])),
-            format!("{} {}", text(&e["end_date"]), text(&e["end_time"])),
-            text(&e["min_price"]),
-            text(&e["max_price"]),
-            text(&e["title"])
+            e.id,
+            e.start(),
+            e.end(),
+            crate::api::EventRow::price(&e.min_price),
+            crate::api::EventRow::price(&e.max_price),
+            e.title
         );
     }
     println!("{} plan(s)", events.len());
@@ -572,7 +579,7 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
 }
 
 fn status(args: cli::StatusArgs) -> Result<ExitCode> {
-    let store = open_store(&args.db)?;
+    let store = open_existing_store(&args.db)?;
     let runs = store.runs(args.limit)?;
     if args.json {
         println!(

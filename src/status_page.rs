@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::api::ServiceInfo;
+use crate::api::{EventRow, ServiceInfo};
 use crate::model::FetchRun;
 use crate::query::percent_decode;
 use crate::store::StoreCounts;
@@ -79,20 +79,6 @@ fn percent_encode(v: &str) -> String {
         }
     }
     out
-}
-
-/// The raw JSON text of every `key` value in `body`, in order. A key inside
-/// a JSON string has its quotes escaped (`\"key\":`), so only real keys
-/// match. Keeps exact decimals (`15.00`) that a float parse would lose.
-fn raw_values<'a>(body: &'a str, key: &str) -> Vec<&'a str> {
-    let pat = format!("\"{key}\":");
-    body.match_indices(&pat)
-        .map(|(i, _)| {
-            let rest = &body[i + pat.len()..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            rest[..end].trim()
-        })
-        .collect()
 }
 
 fn param(query: &str, name: &str) -> String {
@@ -222,16 +208,7 @@ pub fn render(p: &PageInput<'_>) -> String {
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let events = v["data"]["events"].as_array().cloned().unwrap_or_default();
-    // Prices as the API wrote them (exact decimals), when every event has
-    // exactly one of each; else as serde_json re-renders them.
-    let text_body = String::from_utf8_lossy(body);
-    let (mins, maxs) = (
-        raw_values(&text_body, "min_price"),
-        raw_values(&text_body, "max_price"),
-    );
-    let exact = mins.len() == events.len() && maxs.len() == events.len();
+    let events = crate::api::decode_events(body).unwrap_or_default();
     let _ = write!(h, "<p>{} plan(s)</p>", events.len());
     if events.is_empty() {
         return;
@@ -240,35 +217,16 @@ fn render_results(h: &mut String, body: &[u8]) {
         "<table><thead><tr><th>Title</th><th>Start</th><th>End</th><th>Min price</th>\
          <th>Max price</th><th>id</th></tr></thead><tbody>",
     );
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    for (i, e) in events.iter().enumerate().take(1000) {
-        let (min, max) = if exact {
-            let raw = |s: &str| {
-                if s == "null" {
-                    "-".to_string()
-                } else {
-                    s.to_string()
-                }
-            };
-            (raw(mins[i]), raw(maxs[i]))
-        } else {
-            (text(&e["min_price"]), text(&e["max_price"]))
-        };
+    for e in events.iter().take(1000) {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{} {}</td><td>{} {}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&text(&e["title"])),
-            esc(&text(&e["start_date"])),
-            esc(&text(&e["start_time"])),
-            esc(&text(&e["end_date"])),
-            esc(&text(&e["end_time"])),
-            esc(&min),
-            esc(&max),
-            esc(&text(&e["id"])),
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(&e.title),
+            esc(&e.start()),
+            esc(&e.end()),
+            esc(EventRow::price(&e.min_price)),
+            esc(EventRow::price(&e.max_price)),
+            esc(&e.id),
         );
     }
     h.push_str("</tbody></table>");
@@ -310,9 +268,12 @@ mod tests {
     }
 
     #[test]
-    fn raw_prices_ignore_keys_inside_strings() {
-        let body = r#"{"data":{"events":[{"title":"a\"min_price\":1","min_price":12.345,"max_price":null}]}}"#;
-        assert_eq!(raw_values(body, "min_price"), ["12.345"]);
-        assert_eq!(raw_values(body, "max_price"), ["null"]);
+    fn decoded_events_keep_exact_prices_whatever_the_title_says() {
+        let body = br#"{"data":{"events":[{"id":"x","title":"a\"min_price\":1","start_date":"2021-01-01","start_time":"10:00:00","end_date":null,"end_time":null,"min_price":12.340,"max_price":null}]},"error":null}"#;
+        let rows = crate::api::decode_events(body).unwrap();
+        assert_eq!(EventRow::price(&rows[0].min_price), "12.340");
+        assert_eq!(EventRow::price(&rows[0].max_price), "-");
+        assert_eq!(rows[0].start(), "2021-01-01 10:00:00");
+        assert_eq!(rows[0].end(), "-");
     }
 }

@@ -379,3 +379,34 @@ fn flags_win_over_environment_and_environment_over_defaults() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
 }
+
+#[test]
+fn read_only_commands_refuse_a_missing_store_without_creating_it() {
+    let t = temp_store();
+    for cmd in [&["search"][..], &["status"], &["backup", "copy.db"]] {
+        let out = planbox()
+            .args(cmd)
+            .arg("--db")
+            .arg(&t.db)
+            .current_dir(t.dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no such store"),
+            "{cmd:?}"
+        );
+        assert!(!t.db.exists(), "{cmd:?} created the store");
+    }
+}
+
+#[test]
+fn search_table_shows_exact_prices() {
+    let t = temp_store();
+    let files = fixture_files(t.dir.path(), Dialect::Plans);
+    run_ok(planbox().arg("import").arg("--db").arg(&t.db).args(&files));
+    let out = run_ok(planbox().args(["search", "--db"]).arg(&t.db));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("65.00") && text.contains("75.00"), "{text}");
+    assert!(text.contains("4 plan(s)"), "{text}");
+}
