@@ -374,6 +374,13 @@ impl Api {
     }
 
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
+        // A form field left empty means "unbounded" here (the API itself
+        // answers 400 to an empty value).
+        let form = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("&");
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
             last_success: self.metrics.last_success(),
@@ -384,7 +391,7 @@ impl Api {
                 None
             } else {
                 Some(
-                    parse_search_query(query, self.tz)
+                    parse_search_query(&form, self.tz)
                         .map_err(|e| e.message)
                         .and_then(|w| {
                             self.answer(&w, src)
@@ -713,6 +720,20 @@ mod tests {
         ] {
             assert_eq!(side.handle(&get(path), &mut src).status, 404, "{path}");
         }
+    }
+
+    #[test]
+    fn status_page_treats_empty_form_fields_as_unbounded() {
+        let a = api();
+        let mut src = Fake {
+            events: vec![(1, r#"{"id":"x","title":"Shown","start_date":"2021-01-01","start_time":"10:00:00","end_date":null,"end_time":null,"min_price":null,"max_price":null}"#.into())],
+            ..Fake::default()
+        };
+        let page = a.handle(&get("/?starts_at=&ends_at="), &mut src);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("1 plan(s)"), "{html}");
+        let page = a.handle(&get("/?starts_at=nope&ends_at="), &mut src);
+        assert!(String::from_utf8_lossy(&page.body).contains("starts_at: not a date-time"));
     }
 
     #[test]
