@@ -206,6 +206,8 @@ pub struct Api {
     info: Arc<ServiceInfo>,
     /// Whether `/metrics` is served here (false when it has its own listener).
     serve_metrics: bool,
+    /// Whether `/metrics` is the only path served here (the metrics listener).
+    only_metrics: bool,
 }
 
 impl Api {
@@ -216,12 +218,24 @@ impl Api {
             metrics,
             info,
             serve_metrics: true,
+            only_metrics: false,
         }
     }
 
+    /// The same API without `/metrics` (a 404 here): it is served on its own
+    /// listener instead (`--metrics-listen`).
     pub fn without_metrics(mut self) -> Api {
         self.serve_metrics = false;
         self
+    }
+
+    /// The API of the `--metrics-listen` listener: `/metrics` and nothing
+    /// else (every other path is a 404), over the same metrics.
+    pub fn metrics_only(metrics: Arc<Metrics>) -> Api {
+        Api {
+            only_metrics: true,
+            ..Api::new(Tz::UTC, metrics, Arc::default())
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -232,24 +246,26 @@ impl Api {
     pub fn handle(&self, req: &Request<'_>, src: &mut dyn Source) -> Response {
         let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
         let route = match path {
-            "/search" => Route::Search,
-            "/health" => Route::Health,
-            "/ready" => Route::Ready,
-            "/metrics" if self.serve_metrics => Route::Metrics,
-            "/openapi.yaml" => Route::OpenApi,
-            "/" => Route::Status,
-            _ => {
-                return error_response(
-                    404,
-                    Route::Other,
-                    code::NOT_FOUND,
-                    &format!(
-                        "no such path; see /openapi.yaml ({} {})",
-                        req.method,
-                        short(path)
-                    ),
-                )
-            }
+            "/metrics" if self.serve_metrics => Some(Route::Metrics),
+            _ if self.only_metrics => None,
+            "/search" => Some(Route::Search),
+            "/health" => Some(Route::Health),
+            "/ready" => Some(Route::Ready),
+            "/openapi.yaml" => Some(Route::OpenApi),
+            "/" => Some(Route::Status),
+            _ => None,
+        };
+        let Some(route) = route else {
+            return error_response(
+                404,
+                Route::Other,
+                code::NOT_FOUND,
+                &format!(
+                    "no such path; see /openapi.yaml ({} {})",
+                    req.method,
+                    short(path)
+                ),
+            );
         };
         if !matches!(req.method, "GET" | "HEAD") {
             let mut r = error_response(
@@ -358,6 +374,13 @@ impl Api {
     }
 
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
+        // A form field left empty means "unbounded" here (the API itself
+        // answers 400 to an empty value).
+        let form = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("&");
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
             last_success: self.metrics.last_success(),
@@ -368,7 +391,7 @@ impl Api {
                 None
             } else {
                 Some(
-                    parse_search_query(query, self.tz)
+                    parse_search_query(&form, self.tz)
                         .map_err(|e| e.message)
                         .and_then(|w| {
                             self.answer(&w, src)
@@ -377,6 +400,7 @@ impl Api {
                         }),
                 )
             },
+            metrics_here: self.serve_metrics,
         });
         Response {
             status: 200,
@@ -392,6 +416,60 @@ impl Api {
             body: html.into_bytes().into(),
         }
     }
+}
+
+/// One event of a `/search` answer, decoded for people (status page, CLI
+/// table) with the prices' exact JSON text kept.
+#[derive(Debug, serde::Deserialize)]
+pub struct EventRow {
+    pub id: String,
+    pub title: String,
+    pub start_date: String,
+    pub start_time: Option<String>,
+    pub end_date: Option<String>,
+    pub end_time: Option<String>,
+    pub min_price: Box<serde_json::value::RawValue>,
+    pub max_price: Box<serde_json::value::RawValue>,
+}
+
+impl EventRow {
+    /// `date time`, or `-` when absent.
+    pub fn start(&self) -> String {
+        join_date_time(Some(&self.start_date), self.start_time.as_deref())
+    }
+
+    pub fn end(&self) -> String {
+        join_date_time(self.end_date.as_deref(), self.end_time.as_deref())
+    }
+
+    /// The price as the API wrote it (`15.00`), `-` for null.
+    pub fn price(raw: &serde_json::value::RawValue) -> &str {
+        match raw.get() {
+            "null" => "-",
+            p => p,
+        }
+    }
+}
+
+fn join_date_time(date: Option<&str>, time: Option<&str>) -> String {
+    match (date, time) {
+        (Some(d), Some(t)) => format!("{d} {t}"),
+        (Some(d), None) => d.to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Decodes the events of a `/search` success body.
+pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        data: Data,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        events: Vec<EventRow>,
+    }
+    Ok(serde_json::from_slice::<Envelope>(body)?.data.events)
 }
 
 /// The served OpenAPI document.
@@ -618,6 +696,44 @@ mod tests {
         assert!(r.header("Retry-After").is_some());
         let msg = json(&r)["error"]["message"].as_str().unwrap().to_string();
         assert!(!msg.to_lowercase().contains("sql"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_move_to_their_own_listener_when_asked() {
+        let metrics = Arc::new(Metrics::new());
+        let main = Api::new(Tz::UTC, metrics.clone(), Arc::default()).without_metrics();
+        let side = Api::metrics_only(metrics);
+        let mut src = Fake::default();
+        assert_eq!(main.handle(&get("/metrics"), &mut src).status, 404);
+        assert_eq!(main.handle(&get("/search"), &mut src).status, 200);
+        assert_eq!(main.handle(&get("/"), &mut src).status, 200);
+        let m = side.handle(&get("/metrics"), &mut src);
+        assert_eq!(m.status, 200);
+        assert!(String::from_utf8_lossy(&m.body).contains("planbox_plans_searchable"));
+        for path in [
+            "/search",
+            "/",
+            "/health",
+            "/ready",
+            "/openapi.yaml",
+            "/nope",
+        ] {
+            assert_eq!(side.handle(&get(path), &mut src).status, 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn status_page_treats_empty_form_fields_as_unbounded() {
+        let a = api();
+        let mut src = Fake {
+            events: vec![(1, r#"{"id":"x","title":"Shown","start_date":"2021-01-01","start_time":"10:00:00","end_date":null,"end_time":null,"min_price":null,"max_price":null}"#.into())],
+            ..Fake::default()
+        };
+        let page = a.handle(&get("/?starts_at=&ends_at="), &mut src);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("1 plan(s)"), "{html}");
+        let page = a.handle(&get("/?starts_at=nope&ends_at="), &mut src);
+        assert!(String::from_utf8_lossy(&page.body).contains("starts_at: not a date-time"));
     }
 
     #[test]

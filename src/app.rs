@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,11 +34,17 @@ pub fn main() -> ExitCode {
         .ok()
         .and_then(|l| crate::log::Level::parse(&l))
         .unwrap_or(crate::log::Level::Info);
-    crate::log::init(level, cli.log_format == LogFormat::Json);
+    let json = cli.log_format == LogFormat::Json;
+    crate::log::init(level, json);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("planbox: {e:#}");
+            if json {
+                // Keep stderr one JSON object per line.
+                crate::log::error(&format!("{e:#}"));
+            } else {
+                eprintln!("planbox: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -59,7 +66,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup(args) => {
-            let store = open_store(&args.db)?;
+            let store = open_existing_store(&args.db)?;
             let started = Instant::now();
             store
                 .backup_to(&args.dest)
@@ -76,8 +83,21 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
+/// Opens (creating when absent) and migrates the store.
 fn open_store(db: &cli::DbArgs) -> Result<Store> {
     Ok(Store::open(&db.db)?)
+}
+
+/// Opens an existing store: commands that only read (`search`, `status`,
+/// `backup`) must not leave an empty store behind a typo in `--db`.
+fn open_existing_store(db: &cli::DbArgs) -> Result<Store> {
+    if !db.db.exists() {
+        bail!(
+            "{}: no such store (create one with `planbox import`, `fetch` or `serve`)",
+            db.db.display()
+        );
+    }
+    open_store(db)
 }
 
 /// Takes the per-store serve lock: an advisory `flock` on the database file
@@ -128,6 +148,9 @@ fn last_success(runs: &[FetchRun]) -> Option<i64> {
 }
 
 fn serve(cfg: ServeConfig) -> Result<ExitCode> {
+    // Before anything else: a SIGTERM that arrives while the store is being
+    // checked or the demo feeds land must still mean a clean stop.
+    let signalled = install_signal_handlers()?;
     let _lock = lock_store(&cfg.db)?;
     let mut store = Store::open(&cfg.db)?;
     store
@@ -169,11 +192,10 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         metrics.set_plans_searchable(store.counts()?.plans_searchable);
     }
 
-    let api = Arc::new(Api::new(
-        cfg.provider.timezone,
-        metrics.clone(),
-        info.clone(),
-    ));
+    let mut api = Api::new(cfg.provider.timezone, metrics.clone(), info.clone());
+    if cfg.metrics_listen.is_some() {
+        api = api.without_metrics();
+    }
     let server_cfg = ServerConfig {
         workers: cfg.workers,
         rate_limit: cfg.rate_limit,
@@ -182,7 +204,22 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     };
     let listener = server::bind(cfg.listen, server_cfg.idle_timeout)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let http = RunningServer::start(listener, api, cfg.db.clone(), server_cfg)?;
+    // `/metrics` on its own listener: a second front with one worker and an
+    // API that answers nothing else, over the same counters.
+    let metrics_http = match cfg.metrics_listen {
+        Some(addr) => {
+            let mcfg = ServerConfig {
+                workers: 1,
+                ..ServerConfig::default()
+            };
+            let l = server::bind(addr, mcfg.idle_timeout)
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
+            let mapi = Arc::new(Api::metrics_only(metrics.clone()));
+            Some(RunningServer::start(l, mapi, cfg.db.clone(), mcfg)?)
+        }
+        None => None,
+    };
+    let http = RunningServer::start(listener, Arc::new(api), cfg.db.clone(), server_cfg)?;
     crate::log::log(
         crate::log::Level::Info,
         "listening",
@@ -192,6 +229,13 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             ("db", &cfg.db.display()),
         ],
     );
+    if let Some(m) = &metrics_http {
+        crate::log::log(
+            crate::log::Level::Info,
+            "metrics listening",
+            &[("addr", &m.local_addr())],
+        );
+    }
 
     let fetcher = match sync_cfg {
         Some(sc) => {
@@ -201,6 +245,10 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             } else {
                 Duration::ZERO
             };
+            info.next_fetch.store(
+                chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
+                Ordering::Relaxed,
+            );
             Some(
                 thread::Builder::new()
                     .name("planbox-fetch".into())
@@ -226,47 +274,110 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             crate::log::warn(&format!("cannot notify systemd: {e}"));
         }
     }
-    wait_for_signal(&stop, notifier.as_ref())?;
-    crate::log::info("shutting down");
+    // The fetch thread only ends on `stop`; if it ends before, it panicked:
+    // stop pinging the watchdog and exit non-zero so a supervisor restarts
+    // planbox instead of it serving ever older data.
+    let fetcher_alive = || fetcher.as_ref().is_none_or(|f| !f.is_finished());
+    let woke = wait_for_signal(&signalled, &stop, notifier.as_ref(), &fetcher_alive);
+    if woke == Wake::FetcherDied {
+        crate::log::error("the fetch loop ended unexpectedly; shutting down");
+    } else {
+        crate::log::info("shutting down");
+    }
     if let Some(n) = &notifier {
         let _ = n.stopping();
     }
     stop.stop();
-    http.shutdown(Duration::from_secs(5));
+    // Both fronts stop accepting now, then get the same grace to finish
+    // in-flight requests.
+    // The fetch loop winds down meanwhile; all of shutdown stays within 10 s,
+    // under the unit's TimeoutStopSec=15.
+    let fetch_deadline = Instant::now() + Duration::from_secs(10);
+    let grace = Duration::from_secs(5);
+    match metrics_http {
+        Some(m) => {
+            let t = thread::spawn(move || m.shutdown(grace));
+            http.shutdown(grace);
+            let _ = t.join();
+        }
+        None => http.shutdown(grace),
+    }
     if let Some(f) = fetcher {
         // A running ingest stops at its next checkpoint and rolls back, or
         // commits first; either way the store stays whole.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f.is_finished() && Instant::now() < deadline {
+        while !f.is_finished() && Instant::now() < fetch_deadline {
             thread::sleep(Duration::from_millis(20));
+        }
+        if !f.is_finished() {
+            // Typically a download from a slow provider (it is not
+            // interruptible). Leaving it is safe: nothing of it is in the
+            // store yet, and SQLite discards an unfinished transaction.
+            crate::log::warn("the fetch in progress did not finish in time; abandoning it");
         }
     }
     drop(demo);
     crate::log::info("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(if woke == Wake::FetcherDied {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-/// Blocks until SIGINT or SIGTERM (or `stop` from elsewhere), pinging the
-/// systemd watchdog meanwhile when one is configured.
-fn wait_for_signal(stop: &Arc<Stop>, notifier: Option<&crate::systemd::Notifier>) -> Result<()> {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Why [`wait_for_signal`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// SIGINT, SIGTERM, or `stop` from elsewhere.
+    Stop,
+    /// `healthy` turned false.
+    FetcherDied,
+}
+
+/// SIGINT and SIGTERM set the returned flag; a second one while it is set
+/// (a stuck shutdown) exits at once with code 1.
+fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone())
+            .context("cannot install signal handlers")?;
         signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
     }
+    Ok(flag)
+}
+
+/// Blocks until `flag` is set by a signal (or `stop` from elsewhere),
+/// pinging the systemd watchdog meanwhile when one is configured, as long as
+/// `healthy` holds.
+fn wait_for_signal(
+    flag: &AtomicBool,
+    stop: &Arc<Stop>,
+    notifier: Option<&crate::systemd::Notifier>,
+    healthy: &dyn Fn() -> bool,
+) -> Wake {
     let watchdog = notifier.and(crate::systemd::watchdog_interval());
     let mut last_ping = Instant::now();
-    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-        if stop.wait(Duration::from_millis(100)) {
+    while !flag.load(Ordering::Relaxed) {
+        if stop.wait(Duration::from_millis(50)) {
             break;
+        }
+        if !healthy() {
+            return Wake::FetcherDied;
         }
         if let (Some(n), Some(every)) = (notifier, watchdog) {
             if last_ping.elapsed() >= every {
-                let _ = n.watchdog();
+                if let Err(e) = n.watchdog() {
+                    crate::log::log(
+                        crate::log::Level::Debug,
+                        "cannot ping the systemd watchdog",
+                        &[("error", &e)],
+                    );
+                }
                 last_ping = Instant::now();
             }
         }
     }
-    Ok(())
+    Wake::Stop
 }
 
 fn print_run(run: &FetchRun, json: bool) {
@@ -442,20 +553,14 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let store = open_store(&args.db)?;
+    let store = open_existing_store(&args.db)?;
     let body = store.search(&window)?;
     if args.json {
         std::io::stdout().write_all(&body)?;
         println!();
         return Ok(ExitCode::SUCCESS);
     }
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
-    let events = v["data"]["events"].as_array().cloned().unwrap_or_default();
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let events = crate::api::decode_events(&body)?;
     println!(
         "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  title",
         "id", "start", "end", "min", "max"
@@ -463,12 +568,12 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
     for e in &events {
         println!(
             "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  {}",
-            text(&e["id"]),
-            format!("{} {}", text(&e["start_date"]), text(&e["start_time"])),
-            format!("{} {}", text(&e["end_date"]), text(&e["end_time"])),
-            text(&e["min_price"]),
-            text(&e["max_price"]),
-            text(&e["title"])
+            e.id,
+            e.start(),
+            e.end(),
+            crate::api::EventRow::price(&e.min_price),
+            crate::api::EventRow::price(&e.max_price),
+            e.title
         );
     }
     println!("{} plan(s)", events.len());
@@ -476,7 +581,7 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
 }
 
 fn status(args: cli::StatusArgs) -> Result<ExitCode> {
-    let store = open_store(&args.db)?;
+    let store = open_existing_store(&args.db)?;
     let runs = store.runs(args.limit)?;
     if args.json {
         println!(

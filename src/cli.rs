@@ -24,7 +24,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log line format on stderr.
+    /// Log line format on stderr (the level comes from PLANBOX_LOG: error,
+    /// warn, info or debug; default info).
     #[arg(
         long,
         global = true,

@@ -1,6 +1,10 @@
 //! Logging to stderr: one line per event, `text` or `json`, level from
 //! `PLANBOX_LOG` (`error`, `warn`, `info`, `debug`; default `info`).
 //!
+//! When stderr is the systemd journal (`JOURNAL_STREAM` names stderr's
+//! device and inode), each line starts with its syslog priority (`<4>`), which
+//! journald strips and records, so `journalctl -p warning` works.
+//!
 //! Deliberately tiny: no global registry, no macros, no allocation when a
 //! level is off. It must not block on anything but stderr.
 
@@ -16,6 +20,16 @@ pub enum Level {
 }
 
 impl Level {
+    /// The syslog priority journald records for the level.
+    fn syslog_priority(self) -> u8 {
+        match self {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug => 7,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Level::Error => "error",
@@ -38,11 +52,33 @@ impl Level {
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static JSON: AtomicBool = AtomicBool::new(false);
+static JOURNAL: AtomicBool = AtomicBool::new(false);
 
-/// Sets the level and format for the whole process.
+/// Sets the level and format for the whole process, and whether stderr is
+/// the journal.
 pub fn init(level: Level, json: bool) {
     LEVEL.store(level as u8, Relaxed);
     JSON.store(json, Relaxed);
+    JOURNAL.store(stderr_is_journal(), Relaxed);
+}
+
+/// `JOURNAL_STREAM` (`DEV:INODE`, set by systemd) names our stderr. A child
+/// whose stderr was redirected elsewhere inherits the variable, hence the
+/// comparison (see `systemd.exec(5)`).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    // Follows the /proc magic link to the open file, pipe or socket itself.
+    std::fs::metadata("/proc/self/fd/2")
+        .is_ok_and(|m| journal_stream_matches(&want.to_string_lossy(), m.dev(), m.ino()))
+}
+
+fn journal_stream_matches(var: &str, dev: u64, ino: u64) -> bool {
+    var.split_once(':').is_some_and(|(d, i)| {
+        d.trim().parse::<u64>() == Ok(dev) && i.trim().parse::<u64>() == Ok(ino)
+    })
 }
 
 pub fn enabled(level: Level) -> bool {
@@ -76,7 +112,11 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         }
         s
     };
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let mut err = std::io::stderr().lock();
+    if JOURNAL.load(Relaxed) {
+        let _ = write!(err, "<{}>", level.syslog_priority());
+    }
+    let _ = writeln!(err, "{line}");
 }
 
 pub fn error(msg: &str) {
@@ -89,4 +129,30 @@ pub fn warn(msg: &str) {
 
 pub fn info(msg: &str) {
     log(Level::Info, msg, &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_must_name_this_device_and_inode() {
+        assert!(journal_stream_matches("8:12345", 8, 12345));
+        assert!(!journal_stream_matches("8:12345", 8, 12346));
+        assert!(!journal_stream_matches("9:12345", 8, 12345));
+        assert!(!journal_stream_matches("", 8, 12345));
+        assert!(!journal_stream_matches("8-12345", 8, 12345));
+    }
+
+    #[test]
+    fn levels_map_to_syslog_priorities() {
+        let p: Vec<u8> = [Level::Error, Level::Warn, Level::Info, Level::Debug]
+            .iter()
+            .map(|l| l.syslog_priority())
+            .collect();
+        assert_eq!(p, [3, 4, 6, 7]);
+        assert_eq!(Level::parse(" WARNING "), Some(Level::Warn));
+        assert_eq!(Level::parse("trace"), Some(Level::Debug));
+        assert_eq!(Level::parse("loud"), None);
+    }
 }

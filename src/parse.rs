@@ -1843,4 +1843,544 @@ mod tests {
         assert!(feed.next_item().unwrap().is_none());
         assert!(feed.next_item().unwrap().is_none());
     }
+
+    // ----- properties ------------------------------------------------------------
+
+    mod properties {
+        use super::*;
+        use chrono::NaiveDate;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::{select, Index};
+
+        /// A date-time attribute as generated, and what it should mean.
+        #[derive(Clone, Debug)]
+        enum GenTime {
+            Absent,
+            Empty,
+            /// Possibly impossible (day 31 of a 30-day month, 29 February).
+            Moment(i32, u32, u32, u32, u32, u32),
+            Garbage(&'static str),
+        }
+
+        enum Reading {
+            Absent,
+            Valid(LocalDateTime),
+            Invalid,
+        }
+
+        impl GenTime {
+            fn text(&self) -> Option<String> {
+                match self {
+                    GenTime::Absent => None,
+                    GenTime::Empty => Some(String::new()),
+                    GenTime::Moment(y, mo, d, h, mi, s) => {
+                        Some(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}"))
+                    }
+                    GenTime::Garbage(g) => Some((*g).to_owned()),
+                }
+            }
+
+            /// Computed from calendar arithmetic, not from the string parser.
+            fn reading(&self) -> Reading {
+                match self {
+                    GenTime::Absent | GenTime::Empty => Reading::Absent,
+                    GenTime::Garbage(_) => Reading::Invalid,
+                    GenTime::Moment(y, mo, d, h, mi, s) => {
+                        match NaiveDate::from_ymd_opt(*y, *mo, *d)
+                            .and_then(|date| date.and_hms_opt(*h, *mi, *s))
+                        {
+                            Some(t) => Reading::Valid(t),
+                            None => Reading::Invalid,
+                        }
+                    }
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        enum GenPrice {
+            Absent,
+            Valid(String),
+            Bad(&'static str),
+        }
+
+        #[derive(Clone, Debug)]
+        struct GenZone {
+            id: String,
+            price: GenPrice,
+            noise: Vec<usize>,
+        }
+
+        #[derive(Clone, Debug)]
+        struct GenPlan {
+            id: Option<String>,
+            start: GenTime,
+            end: GenTime,
+            zones: Vec<GenZone>,
+            noise: Vec<usize>,
+        }
+
+        #[derive(Clone, Debug)]
+        struct GenGroup {
+            id: Option<String>,
+            sell_mode: Option<&'static str>,
+            title: Option<String>,
+            plans: Vec<GenPlan>,
+            noise: Vec<usize>,
+        }
+
+        #[derive(Clone, Debug)]
+        struct GenFeed {
+            dialect: Dialect,
+            output: bool,
+            single_quotes: bool,
+            char_refs: bool,
+            unknown_attributes: bool,
+            groups: Vec<GenGroup>,
+            noise: Vec<usize>,
+        }
+
+        fn time() -> impl Strategy<Value = GenTime> {
+            let moment = (
+                1i32..=9999,
+                1u32..=12,
+                1u32..=31,
+                0u32..24,
+                0u32..60,
+                0u32..60,
+            )
+                .prop_map(|(y, mo, d, h, mi, s)| GenTime::Moment(y, mo, d, h, mi, s));
+            let garbage = select(vec![
+                "soon",
+                "2021-06-30",
+                "2021-13-01T00:00:00",
+                "2021-06-30 21:00:00",
+                "24:00",
+            ])
+            .prop_map(GenTime::Garbage);
+            prop_oneof![
+                8 => moment,
+                1 => Just(GenTime::Absent),
+                1 => Just(GenTime::Empty),
+                1 => garbage,
+            ]
+        }
+
+        fn id() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                10 => "[a-z0-9]{1,4}".prop_map(Some),
+                1 => "[a-z0-9&<>\"'Ó ]{0,4}".prop_map(Some),
+                1 => Just(None),
+            ]
+        }
+
+        fn price_text() -> impl Strategy<Value = GenPrice> {
+            let valid = ("0{0,2}", 0u64..100_000, proptest::option::of("[0-9]{1,4}")).prop_map(
+                |(zeros, int, frac)| match frac {
+                    Some(frac) => GenPrice::Valid(format!("{zeros}{int}.{frac}")),
+                    None => GenPrice::Valid(format!("{zeros}{int}")),
+                },
+            );
+            let bad = select(vec![
+                "",
+                "abc",
+                "-5",
+                "1,5",
+                "1e3",
+                "NaN",
+                "1.",
+                ".5",
+                "12.0000000001",
+            ])
+            .prop_map(GenPrice::Bad);
+            prop_oneof![6 => valid, 1 => bad, 1 => Just(GenPrice::Absent)]
+        }
+
+        fn noise() -> impl Strategy<Value = Vec<usize>> {
+            vec(0usize..7, 0..2)
+        }
+
+        fn zone() -> impl Strategy<Value = GenZone> {
+            ("[0-9]{1,2}", price_text(), noise()).prop_map(|(id, price, noise)| GenZone {
+                id,
+                price,
+                noise,
+            })
+        }
+
+        fn plan() -> impl Strategy<Value = GenPlan> {
+            (id(), time(), time(), vec(zone(), 0..4), noise()).prop_map(
+                |(id, start, end, zones, noise)| GenPlan {
+                    id,
+                    start,
+                    end,
+                    zones,
+                    noise,
+                },
+            )
+        }
+
+        fn group() -> impl Strategy<Value = GenGroup> {
+            let sell_mode =
+                proptest::option::of(select(vec!["online", "offline", "Online", "online "]));
+            let title = proptest::option::of("[a-zA-Z0-9 &<>\"'ÓéЖ😀]{0,12}");
+            (id(), sell_mode, title, vec(plan(), 0..4), noise()).prop_map(
+                |(id, sell_mode, title, plans, noise)| GenGroup {
+                    id,
+                    sell_mode,
+                    title,
+                    plans,
+                    noise,
+                },
+            )
+        }
+
+        fn gen_feed() -> impl Strategy<Value = GenFeed> {
+            let dialect = prop_oneof![Just(Dialect::Plans), Just(Dialect::Events)];
+            (dialect, any::<[bool; 4]>(), vec(group(), 0..4), noise()).prop_map(
+                |(dialect, flags, groups, noise)| GenFeed {
+                    dialect,
+                    output: flags[0],
+                    single_quotes: flags[1],
+                    char_refs: flags[2],
+                    unknown_attributes: flags[3],
+                    groups,
+                    noise,
+                },
+            )
+        }
+
+        impl GenFeed {
+            fn attr(&self, out: &mut String, name: &str, value: Option<&str>) {
+                let Some(value) = value else { return };
+                let quote = if self.single_quotes { '\'' } else { '"' };
+                out.push(' ');
+                out.push_str(name);
+                out.push('=');
+                out.push(quote);
+                for c in value.chars() {
+                    match c {
+                        '&' => out.push_str("&amp;"),
+                        '<' => out.push_str("&lt;"),
+                        '>' => out.push_str("&gt;"),
+                        '"' => out.push_str("&quot;"),
+                        '\'' => out.push_str("&apos;"),
+                        c if self.char_refs && !c.is_ascii() => {
+                            out.push_str(&format!("&#{};", c as u32))
+                        }
+                        c => out.push(c),
+                    }
+                }
+                out.push(quote);
+            }
+
+            fn unknown_attributes(&self, out: &mut String) {
+                if self.unknown_attributes {
+                    out.push_str(" sold_out=\"false\" xsi:extra=\"&amp;\"");
+                }
+            }
+
+            /// Content the parser must ignore wherever it appears.
+            fn noise(&self, out: &mut String, picks: &[usize]) {
+                let own = self.dialect.vocabulary();
+                let other = match self.dialect {
+                    Dialect::Plans => &EVENTS,
+                    Dialect::Events => &PLANS,
+                };
+                for pick in picks {
+                    let snippet = match pick {
+                        0 => "<!-- note -- -->".replace("-- -->", "-->"),
+                        1 => "<?pi some data?>".to_owned(),
+                        2 => format!(
+                            r#"<extra kind="x"><{} {}="99" {}="2021-01-01T00:00:00"/><zone zone_id="1" price="oops"/></extra>"#,
+                            own.item, own.item_id, own.start
+                        ),
+                        3 => r#"<![CDATA[<plan plan_id="97"> & ]]>"#.to_owned(),
+                        4 => " text &amp; more &#211; ".to_owned(),
+                        5 => format!(
+                            r#"<{g} {gid}="7" sell_mode="online"><{i} {iid}="1" {s}="2021-01-01T00:00:00"/></{g}>"#,
+                            g = other.group,
+                            gid = other.group_id,
+                            i = other.item,
+                            iid = other.item_id,
+                            s = other.start
+                        ),
+                        _ => format!(
+                            r#"<{i} {iid}="2" {s}="2021-01-01T00:00:00"><zone zone_id="1" price="bad"/></{i}>"#,
+                            i = other.item,
+                            iid = other.item_id,
+                            s = other.start
+                        ),
+                    };
+                    out.push_str(&snippet);
+                }
+            }
+
+            /// The document, ending exactly with the root's end tag.
+            fn render(&self) -> String {
+                let words = self.dialect.vocabulary();
+                let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+                out.push_str(&format!(
+                    "<{} xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" version=\"1.0\">\n",
+                    words.root
+                ));
+                if self.output {
+                    out.push_str("<output>");
+                }
+                self.noise(&mut out, &self.noise);
+                for g in &self.groups {
+                    out.push_str(&format!("\n  <{}", words.group));
+                    self.attr(&mut out, words.group_id, g.id.as_deref());
+                    self.attr(&mut out, SELL_MODE, g.sell_mode);
+                    self.attr(&mut out, TITLE, g.title.as_deref());
+                    self.unknown_attributes(&mut out);
+                    out.push('>');
+                    self.noise(&mut out, &g.noise);
+                    for p in &g.plans {
+                        out.push_str(&format!("\n    <{}", words.item));
+                        self.attr(&mut out, words.start, p.start.text().as_deref());
+                        self.attr(&mut out, words.end, p.end.text().as_deref());
+                        self.attr(&mut out, words.item_id, p.id.as_deref());
+                        self.unknown_attributes(&mut out);
+                        if p.zones.is_empty() && p.noise.is_empty() {
+                            out.push_str(" />");
+                            continue;
+                        }
+                        out.push('>');
+                        for z in &p.zones {
+                            out.push_str("\n      <zone");
+                            self.attr(&mut out, ZONE_ID, Some(&z.id));
+                            let price = match &z.price {
+                                GenPrice::Absent => None,
+                                GenPrice::Valid(v) => Some(v.as_str()),
+                                GenPrice::Bad(b) => Some(*b),
+                            };
+                            self.attr(&mut out, PRICE, price);
+                            self.unknown_attributes(&mut out);
+                            if z.noise.is_empty() {
+                                out.push_str("/>");
+                            } else {
+                                out.push('>');
+                                self.noise(&mut out, &z.noise);
+                                out.push_str("</zone>");
+                            }
+                        }
+                        self.noise(&mut out, &p.noise);
+                        out.push_str(&format!("\n    </{}>", words.item));
+                    }
+                    out.push_str(&format!("\n  </{}>", words.group));
+                }
+                if self.output {
+                    out.push_str("\n</output>");
+                }
+                out.push_str(&format!("\n</{}>", words.root));
+                out
+            }
+
+            /// What the parser must produce, details left empty.
+            fn expected(&self) -> Vec<FeedItem> {
+                let blank = |id: &Option<String>| id.as_deref().is_none_or(|s| s.trim().is_empty());
+                let mut items = Vec::new();
+                for g in &self.groups {
+                    for p in &g.plans {
+                        let skip = |reason| {
+                            FeedItem::Skipped(Skip {
+                                reason,
+                                base_plan_id: g.id.clone().unwrap_or_default(),
+                                plan_id: p.id.clone().unwrap_or_default(),
+                                detail: String::new(),
+                            })
+                        };
+                        if blank(&g.id) || blank(&p.id) {
+                            items.push(skip(SkipReason::MissingId));
+                            continue;
+                        }
+                        let start = match p.start.reading() {
+                            Reading::Absent => {
+                                items.push(skip(SkipReason::MissingStart));
+                                continue;
+                            }
+                            Reading::Invalid => {
+                                items.push(skip(SkipReason::InvalidStart));
+                                continue;
+                            }
+                            Reading::Valid(t) => t,
+                        };
+                        let end = match p.end.reading() {
+                            Reading::Absent => None,
+                            Reading::Invalid => {
+                                items.push(skip(SkipReason::InvalidEnd));
+                                continue;
+                            }
+                            Reading::Valid(t) if t < start => {
+                                items.push(skip(SkipReason::EndBeforeStart));
+                                continue;
+                            }
+                            Reading::Valid(t) => Some(t),
+                        };
+                        let mut prices = PriceRange::default();
+                        for z in &p.zones {
+                            match &z.price {
+                                GenPrice::Valid(v) => prices.add(price(v)),
+                                GenPrice::Absent | GenPrice::Bad(_) => {
+                                    items.push(skip(SkipReason::ZoneInvalidPrice))
+                                }
+                            }
+                        }
+                        items.push(FeedItem::Plan(FeedPlan {
+                            base_plan_id: g.id.clone().unwrap_or_default(),
+                            plan_id: p.id.clone().unwrap_or_default(),
+                            title: g.title.clone().unwrap_or_default(),
+                            online: g.sell_mode == Some("online"),
+                            start,
+                            end,
+                            prices,
+                        }));
+                    }
+                }
+                items
+            }
+        }
+
+        fn without_details(items: Vec<FeedItem>) -> Vec<FeedItem> {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    FeedItem::Skipped(skip) => {
+                        assert!(!skip.detail.is_empty());
+                        FeedItem::Skipped(Skip {
+                            detail: String::new(),
+                            ..skip
+                        })
+                    }
+                    plan => plan,
+                })
+                .collect()
+        }
+
+        /// Whatever the bytes: no panic, and a clean end only for something
+        /// that looks like a complete feed.
+        fn check_arbitrary(bytes: &[u8], capacity: usize) -> Result<(), TestCaseError> {
+            let mut feed = FeedReader::new(BufReader::with_capacity(capacity, bytes));
+            let mut steps = 0usize;
+            let outcome = loop {
+                steps += 1;
+                prop_assert!(steps <= bytes.len() + 2, "more items than bytes");
+                match feed.next_item() {
+                    Ok(Some(_)) => {}
+                    other => break other,
+                }
+            };
+            prop_assert!(feed.position() <= bytes.len() as u64);
+            if let Ok(None) = outcome {
+                let text = String::from_utf8_lossy(bytes);
+                prop_assert!(
+                    text.contains("<planList") || text.contains("<eventList"),
+                    "accepted without a feed root: {text:?}"
+                );
+                let content =
+                    bytes.len() - bytes.iter().rev().take_while(|b| is_xml_space(**b)).count();
+                prop_assert!(
+                    content > 0 && bytes[content - 1] == b'>',
+                    "accepted without a final `>`: {text:?}"
+                );
+                // Without its last `>` an accepted document is incomplete.
+                prop_assert!(
+                    parse_from(&bytes[..content - 1]).is_err(),
+                    "accepted both {text:?} and its cut"
+                );
+            }
+            Ok(())
+        }
+
+        const TOKENS: &[&str] = &[
+            "<planList>",
+            "</planList>",
+            "<eventList>",
+            "</eventList>",
+            "<planList/>",
+            "<output>",
+            "</output>",
+            r#"<base_plan base_plan_id="1" sell_mode="online">"#,
+            "</base_plan>",
+            r#"<plan plan_id="2" plan_start_date="2021-06-30T21:00:00">"#,
+            "</plan>",
+            r#"<zone price="1.5"/>"#,
+            r#"<zone price="x">"#,
+            "</zone>",
+            "<!--",
+            "-->",
+            "<?pi ?>",
+            "<?xml version=\"1.0\"?>",
+            "<!DOCTYPE planList>",
+            "<![CDATA[",
+            "]]>",
+            "&amp;",
+            "&",
+            "<",
+            ">",
+            "/>",
+            "\"",
+            "'",
+            "=",
+            " ",
+            "\n",
+            "text",
+        ];
+
+        proptest! {
+            #[test]
+            fn generated_feeds_parse_exactly_as_the_model_says(
+                feed in gen_feed(),
+                capacity in prop_oneof![1usize..16, Just(8192)],
+            ) {
+                let xml = feed.render();
+                let items = parse_from(BufReader::with_capacity(capacity, xml.as_bytes()))
+                    .map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
+                prop_assert_eq!(without_details(items), feed.expected(), "{}", xml);
+            }
+
+            #[test]
+            fn generated_feeds_cut_anywhere_are_rejected(feed in gen_feed(), cut in any::<Index>()) {
+                let xml = feed.render();
+                let cut = cut.index(xml.len());
+                prop_assert!(parse_from(&xml.as_bytes()[..cut]).is_err(), "accepted a prefix of {} bytes:\n{}", cut, xml);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_or_end_cleanly(
+                bytes in vec(any::<u8>(), 0..512),
+                capacity in 1usize..64,
+            ) {
+                check_arbitrary(&bytes, capacity)?;
+            }
+
+            #[test]
+            fn xml_token_soup_never_panics_or_ends_cleanly_unless_a_feed(
+                tokens in vec(select(TOKENS), 0..40),
+                capacity in 1usize..64,
+            ) {
+                check_arbitrary(tokens.concat().as_bytes(), capacity)?;
+            }
+
+            #[test]
+            fn mutated_fixtures_never_panic(
+                edits in vec((any::<Index>(), proptest::option::of(any::<u8>())), 1..4),
+                which in 0usize..3,
+            ) {
+                let mut bytes = RESPONSES[which].as_bytes().to_vec();
+                for (at, edit) in edits {
+                    let at = at.index(bytes.len());
+                    match edit {
+                        Some(b) => bytes[at] = b,
+                        None => {
+                            bytes.remove(at);
+                        }
+                    }
+                }
+                check_arbitrary(&bytes, 4096)?;
+            }
+        }
+    }
 }

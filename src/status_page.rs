@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::api::ServiceInfo;
+use crate::api::{EventRow, ServiceInfo};
 use crate::model::FetchRun;
 use crate::query::percent_decode;
 use crate::store::StoreCounts;
@@ -21,6 +21,8 @@ pub struct PageInput<'a> {
     /// The search answer (JSON envelope) or the error message, when the form
     /// was submitted.
     pub search: Option<Result<crate::api::Bytes, String>>,
+    /// Whether `/metrics` is served on this listener (link it).
+    pub metrics_here: bool,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -43,6 +45,40 @@ fn unix_to_text(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
+}
+
+/// A journal timestamp (RFC 3339, UTC) as `YYYY-MM-DD HH:MM:SS`.
+fn journal_time(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| t.to_owned())
+}
+
+/// The `/search` URL for the form's values (empty values left out, as the
+/// API rejects empty parameters).
+fn json_link(starts_at: &str, ends_at: &str) -> String {
+    let params: Vec<String> = [("starts_at", starts_at), ("ends_at", ends_at)]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    if params.is_empty() {
+        "/search".into()
+    } else {
+        format!("/search?{}", params.join("&"))
+    }
+}
+
+fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 fn param(query: &str, name: &str) -> String {
@@ -113,10 +149,12 @@ pub fn render(p: &PageInput<'_>) -> String {
          <label>starts_at <input name=\"starts_at\" value=\"{}\" placeholder=\"2021-06-30T00:00:00Z\"></label> \
          <label>ends_at <input name=\"ends_at\" value=\"{}\" placeholder=\"2021-07-31T23:59:59\"></label> \
          <button type=\"submit\">Search</button></form>\
-         <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset. \
-         The same query as JSON: <code>/search?…</code></p>",
+         <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset; \
+         either may be empty. The same query as JSON: <a href=\"{}\"><code>{}</code></a></p>",
         esc(&s),
-        esc(&e)
+        esc(&e),
+        esc(&json_link(&s, &e)),
+        esc(&json_link(&s, &e)),
     );
     match &p.search {
         None => {}
@@ -142,7 +180,7 @@ pub fn render(p: &PageInput<'_>) -> String {
                 h,
                 "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&r.started_at),
+                esc(&journal_time(&r.started_at)),
                 r.outcome,
                 r.http_status.map_or_else(|| "-".into(), |s| s.to_string()),
                 r.bytes,
@@ -156,16 +194,21 @@ pub fn render(p: &PageInput<'_>) -> String {
         }
         h.push_str("</tbody></table>");
     }
-    h.push_str(
-        "<p class=\"muted\"><a href=\"/openapi.yaml\">OpenAPI</a> · <a href=\"/metrics\">metrics</a> · \
+    let _ = write!(
+        h,
+        "<p class=\"muted\"><a href=\"/openapi.yaml\">OpenAPI</a> · {}\
          <a href=\"/health\">health</a> · <a href=\"/ready\">ready</a></p></body></html>",
+        if p.metrics_here {
+            "<a href=\"/metrics\">metrics</a> · "
+        } else {
+            ""
+        }
     );
     h
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let events = v["data"]["events"].as_array().cloned().unwrap_or_default();
+    let events = crate::api::decode_events(body).unwrap_or_default();
     let _ = write!(h, "<p>{} plan(s)</p>", events.len());
     if events.is_empty() {
         return;
@@ -174,23 +217,16 @@ fn render_results(h: &mut String, body: &[u8]) {
         "<table><thead><tr><th>Title</th><th>Start</th><th>End</th><th>Min price</th>\
          <th>Max price</th><th>id</th></tr></thead><tbody>",
     );
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     for e in events.iter().take(1000) {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{} {}</td><td>{} {}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&text(&e["title"])),
-            esc(&text(&e["start_date"])),
-            esc(&text(&e["start_time"])),
-            esc(&text(&e["end_date"])),
-            esc(&text(&e["end_time"])),
-            esc(&text(&e["min_price"])),
-            esc(&text(&e["max_price"])),
-            esc(&text(&e["id"])),
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(&e.title),
+            esc(&e.start()),
+            esc(&e.end()),
+            esc(EventRow::price(&e.min_price)),
+            esc(EventRow::price(&e.max_price)),
+            esc(&e.id),
         );
     }
     h.push_str("</tbody></table>");
@@ -218,10 +254,26 @@ mod tests {
             runs: vec![],
             query: "starts_at=%3Cx%3E",
             search: Some(Ok(body[..].into())),
+            metrics_here: false,
         });
+        assert!(!html.contains("href=\"/metrics\""));
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;b&gt;Camela&lt;/b&gt;"));
         assert!(html.contains("value=\"&lt;x&gt;\""));
-        assert!(html.contains("<td>15.00</td>") || html.contains("<td>15.0</td>"));
+        assert!(html.contains("<td>15.00</td><td>30.00</td>"), "{html}");
+        assert!(
+            html.contains("href=\"/search?starts_at=%3Cx%3E\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn decoded_events_keep_exact_prices_whatever_the_title_says() {
+        let body = br#"{"data":{"events":[{"id":"x","title":"a\"min_price\":1","start_date":"2021-01-01","start_time":"10:00:00","end_date":null,"end_time":null,"min_price":12.340,"max_price":null}]},"error":null}"#;
+        let rows = crate::api::decode_events(body).unwrap();
+        assert_eq!(EventRow::price(&rows[0].min_price), "12.340");
+        assert_eq!(EventRow::price(&rows[0].max_price), "-");
+        assert_eq!(rows[0].start(), "2021-01-01 10:00:00");
+        assert_eq!(rows[0].end(), "-");
     }
 }

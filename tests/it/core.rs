@@ -342,3 +342,71 @@ fn ids_are_equal_across_fresh_stores() {
     // Pinned: the id of (provider, 322, 1642) never changes.
     assert_eq!(ia[0], "d15fb038-ee28-5248-86d0-4764c3f38782");
 }
+
+#[test]
+fn flags_win_over_environment_and_environment_over_defaults() {
+    let t = temp_store();
+    let (from_env, from_flag) = (t.dir.path().join("env.db"), t.dir.path().join("flag.db"));
+    run_ok(
+        planbox()
+            .arg("migrate")
+            .env("PLANBOX_DB", &from_env)
+            .current_dir(t.dir.path()),
+    );
+    assert!(from_env.exists());
+    run_ok(
+        planbox()
+            .arg("migrate")
+            .arg("--db")
+            .arg(&from_flag)
+            .env("PLANBOX_DB", t.dir.path().join("unused.db"))
+            .current_dir(t.dir.path()),
+    );
+    assert!(from_flag.exists());
+    assert!(!t.dir.path().join("unused.db").exists());
+    run_ok(planbox().arg("migrate").current_dir(t.dir.path()));
+    assert!(
+        t.dir.path().join("planbox.db").exists(),
+        "default --db is planbox.db"
+    );
+    // A bad value in a serve variable is refused before anything starts.
+    let out = planbox()
+        .arg("serve")
+        .env("PLANBOX_FETCH_INTERVAL", "soon")
+        .current_dir(t.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+}
+
+#[test]
+fn read_only_commands_refuse_a_missing_store_without_creating_it() {
+    let t = temp_store();
+    for cmd in [&["search"][..], &["status"], &["backup", "copy.db"]] {
+        let out = planbox()
+            .args(cmd)
+            .arg("--db")
+            .arg(&t.db)
+            .current_dir(t.dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no such store"),
+            "{cmd:?}"
+        );
+        assert!(!t.db.exists(), "{cmd:?} created the store");
+    }
+}
+
+#[test]
+fn search_table_shows_exact_prices() {
+    let t = temp_store();
+    let files = fixture_files(t.dir.path(), Dialect::Plans);
+    run_ok(planbox().arg("import").arg("--db").arg(&t.db).args(&files));
+    let out = run_ok(planbox().args(["search", "--db"]).arg(&t.db));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("65.00") && text.contains("75.00"), "{text}");
+    assert!(text.contains("4 plan(s)"), "{text}");
+}

@@ -4,4 +4,5 @@
 
 mod core;
 mod hostile;
+mod ops;
 mod support;
