@@ -700,11 +700,12 @@ fn imported_store(dir: &Path, feed: &[u8]) -> PathBuf {
 fn kill_9_during_import_leaves_exactly_before_or_after() {
     let t = temp_store();
     let dir = t.dir.path();
-    // ~2,600 and ~3,600 plans, 2-3 MB each; "after" updates every plan of
-    // "before" and adds 500 base plans.
-    let base = imported_store(dir, &gen_feed(0, 1300, 1));
+    // 4,000 and 5,600 plans (~3.5 and ~5 MB): "after" updates every plan of
+    // "before" and adds 800 base plans; big enough that SQLite spills the
+    // open transaction into the WAL, so some kills land mid-write.
+    let base = imported_store(dir, &gen_feed(0, 2000, 1));
     let after_feed = dir.join("after.xml");
-    std::fs::write(&after_feed, gen_feed(0, 1800, 2)).unwrap();
+    std::fs::write(&after_feed, gen_feed(0, 2800, 2)).unwrap();
     let before_body = all_plans(&base);
 
     // One whole import, to know the after state and how long it takes.
