@@ -385,12 +385,12 @@ fn print_run(run: &FetchRun, json: bool) {
         println!("{}", serde_json::to_string_pretty(run).unwrap_or_default());
         return;
     }
-    let skipped: u64 = run.skipped.values().sum();
+    let skipped = run.skipped_total();
     println!(
         "{}: {} (HTTP {}) {} bytes in {} ms: {} seen, {} new, {} updated, {} unchanged, {} skipped{}",
         run.source,
         run.outcome,
-        run.http_status.map_or_else(|| "-".into(), |s| s.to_string()),
+        run.http_status_text(),
         run.bytes,
         run.duration_ms,
         run.counts.plans_seen,
@@ -607,13 +607,13 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
             "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {}",
             r.started_at,
             r.outcome.as_str(),
-            r.http_status.map_or_else(|| "-".into(), |s| s.to_string()),
+            r.http_status_text(),
             r.bytes,
             r.duration_ms,
             r.counts.plans_seen,
             r.counts.plans_new,
             r.counts.plans_updated,
-            r.skipped.values().sum::<u64>(),
+            r.skipped_total(),
             r.error.as_deref().unwrap_or("")
         );
     }

@@ -354,6 +354,19 @@ pub struct FetchRun {
     pub error: Option<String>,
 }
 
+impl FetchRun {
+    /// Items and zones skipped, all reasons together.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    /// The HTTP status for tables and logs, `-` when there was none.
+    pub fn http_status_text(&self) -> String {
+        self.http_status
+            .map_or_else(|| "-".into(), |s| s.to_string())
+    }
+}
+
 fn outcome_str<S: serde::Serializer>(o: &Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(o.as_str())
 }

@@ -175,14 +175,14 @@ pub fn render(p: &PageInput<'_>) -> String {
         );
         for r in &p.runs {
             let class = if r.outcome.is_success() { "ok" } else { "bad" };
-            let skipped: u64 = r.skipped.values().sum();
+            let skipped = r.skipped_total();
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&journal_time(&r.started_at)),
                 r.outcome,
-                r.http_status.map_or_else(|| "-".into(), |s| s.to_string()),
+                r.http_status_text(),
                 r.bytes,
                 r.duration_ms,
                 r.counts.plans_seen,

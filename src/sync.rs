@@ -258,10 +258,8 @@ pub fn log_run(run: &FetchRun) {
     } else {
         crate::log::Level::Warn
     };
-    let skipped: u64 = run.skipped.values().sum();
-    let status = run
-        .http_status
-        .map_or_else(|| "-".into(), |s| s.to_string());
+    let skipped = run.skipped_total();
+    let status = run.http_status_text();
     let error = run.error.clone().unwrap_or_default();
     crate::log::log(
         level,
