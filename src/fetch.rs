@@ -89,6 +89,8 @@ pub enum FetchError {
     TooLarge { limit: u64, status: u16 },
     #[error("cannot spool the feed to disk: {0}")]
     Spool(io::Error),
+    #[error("interrupted by shutdown")]
+    Cancelled,
 }
 
 impl FetchError {
@@ -116,7 +118,14 @@ pub fn spool_path(db: &Path) -> PathBuf {
 
 /// Copies `src` into a new spool file at `path`, hashing and counting, and
 /// failing with `TooLarge` as soon as more than `max` bytes arrive.
-pub fn spool(src: &mut dyn Read, path: &Path, max: u64) -> Result<Spooled, SpoolError> {
+/// `cancelled` is checked after every read, so a shutdown does not wait for
+/// a slow body to finish.
+pub fn spool(
+    src: &mut dyn Read,
+    path: &Path,
+    max: u64,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Spooled, SpoolError> {
     let file = File::create(path).map_err(SpoolError::Io)?;
     // Built first so that any early return removes the file.
     let mut spooled = Spooled {
@@ -135,6 +144,9 @@ pub fn spool(src: &mut dyn Read, path: &Path, max: u64) -> Result<Spooled, Spool
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(SpoolError::Read(e)),
         };
+        if cancelled() {
+            return Err(SpoolError::Cancelled);
+        }
         total += n as u64;
         if total > max {
             return Err(SpoolError::TooLarge);
@@ -153,15 +165,19 @@ pub enum SpoolError {
     /// Reading the source failed (network, decompression, or a file).
     Read(io::Error),
     TooLarge,
+    /// The caller asked to stop (shutdown).
+    Cancelled,
     /// Writing the spool file failed.
     Io(io::Error),
 }
 
 /// One conditional GET of the feed into a spool file at `spool_to`.
+/// `cancelled` is polled while the body arrives (see [`spool`]).
 pub fn fetch(
     cfg: &FetchConfig,
     validators: &Validators,
     spool_to: &Path,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -215,7 +231,7 @@ pub fn fetch(
     } else {
         Box::new(raw)
     };
-    match spool(&mut reader, spool_to, cfg.max_bytes) {
+    match spool(&mut reader, spool_to, cfg.max_bytes, cancelled) {
         Ok(body) => Ok(Fetched::Body {
             status,
             body,
@@ -226,6 +242,7 @@ pub fn fetch(
             status,
         }),
         Err(SpoolError::Io(e)) => Err(FetchError::Spool(e)),
+        Err(SpoolError::Cancelled) => Err(FetchError::Cancelled),
         Err(SpoolError::Read(e)) => Err(classify_read(e, cfg, started, status)),
     }
 }
@@ -279,7 +296,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("planbox-spool-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.tmp");
-        let s = spool(&mut &b"hello world"[..], &path, 11).unwrap();
+        let s = spool(&mut &b"hello world"[..], &path, 11, &|| false).unwrap();
         assert_eq!(s.bytes, 11);
         let mut d = Digest::new();
         d.update(b"hello world");
@@ -290,8 +307,12 @@ mod tests {
         drop(s);
         assert!(!path.exists(), "spool file removed on drop");
         assert!(matches!(
-            spool(&mut &b"hello world!"[..], &path, 11),
+            spool(&mut &b"hello world!"[..], &path, 11, &|| false),
             Err(SpoolError::TooLarge)
+        ));
+        assert!(matches!(
+            spool(&mut &b"hello"[..], &path, 11, &|| true),
+            Err(SpoolError::Cancelled)
         ));
         assert!(!path.exists(), "no spool file left after a failure");
     }

@@ -296,7 +296,13 @@ pub fn fetch_once(
         last_modified: state.last_modified.clone(),
     };
     let mut journaled = false;
-    match fetch::fetch(&cfg.fetch, &validators, &fetch::spool_path(&cfg.db)) {
+    let cancelled = || stop.is_some_and(Stop::is_stopped);
+    match fetch::fetch(
+        &cfg.fetch,
+        &validators,
+        &fetch::spool_path(&cfg.db),
+        &cancelled,
+    ) {
         Ok(Fetched::NotModified) => {
             run.outcome = Outcome::NotModified;
             run.http_status = Some(304);
@@ -352,6 +358,11 @@ pub fn fetch_once(
                 }
             }
         }
+        Err(FetchError::Cancelled) => {
+            // Not an attempt the provider failed: nothing to journal.
+            crate::log::info("fetch interrupted by shutdown; nothing written");
+            return Attempt { run, retry_after };
+        }
         Err(e) => {
             run.http_status = e.http_status();
             run.outcome = match &e {
@@ -363,7 +374,9 @@ pub fn fetch_once(
                 }
                 FetchError::Timeout(_) | FetchError::ConnectTimeout(_) => Outcome::Timeout,
                 FetchError::TooLarge { .. } => Outcome::TooLarge,
-                FetchError::Network(_) | FetchError::Spool(_) => Outcome::NetworkError,
+                FetchError::Network(_) | FetchError::Spool(_) | FetchError::Cancelled => {
+                    Outcome::NetworkError
+                }
             };
             run.error = Some(e.to_string());
         }

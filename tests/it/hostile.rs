@@ -1283,3 +1283,53 @@ fn rate_limit_and_trusted_proxy_flags_are_validated() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an IP network"));
 }
+
+#[test]
+fn a_shutdown_interrupts_a_slow_download_and_journals_nothing() {
+    let t = temp_store();
+    let mut feed = String::from("<planList><output>");
+    for i in 0..2000 {
+        feed.push_str(&format!(
+            r#"<base_plan base_plan_id="{i}" sell_mode="online" title="T"><plan plan_id="1" plan_start_date="2021-01-01T10:00:00" plan_end_date="2021-01-01T11:00:00"><zone zone_id="1" price="1.00"/></plan></base_plan>"#
+        ));
+    }
+    feed.push_str("</output></planList>");
+    let provider = FakeProvider::start(vec![feed.into_bytes()]).unwrap();
+    // About 350 KB at 2 KB / 50 ms: about 9 s to arrive in full.
+    provider.push(Behaviour::Drip {
+        bytes: 2048,
+        every: Duration::from_millis(50),
+    });
+    let mut cfg = sync_config(&t.db, &provider.url());
+    cfg.fetch.timeout = Duration::from_secs(120);
+    let mut store = Store::open(&t.db).unwrap();
+    let stop = Stop::new();
+    let stopper = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            stop.stop();
+        })
+    };
+    let started = Instant::now();
+    let attempt = sync::fetch_once(&mut store, &cfg, &Metrics::new(), Some(&stop));
+    stopper.join().unwrap();
+    // Returned at the stop, long before the body (or the deadline) would end.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(attempt.run.counts.plans_seen, 0);
+    assert!(
+        store.runs(10).unwrap().is_empty(),
+        "an interrupted fetch is not journaled"
+    );
+    assert_eq!(store.counts().unwrap().plans_stored, 0);
+    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".feed-"))
+        .collect();
+    assert!(leftovers.is_empty(), "spool file removed");
+}
