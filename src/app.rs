@@ -191,6 +191,19 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         }
         metrics.set_plans_searchable(store.counts()?.plans_searchable);
     }
+    // The demo has just fetched: its loop starts one interval later. Known
+    // before the server answers, so the status page never shows "-" for it.
+    let first_wait = if demo.is_some() {
+        cfg.fetch_interval
+    } else {
+        Duration::ZERO
+    };
+    if sync_cfg.is_some() {
+        info.next_fetch.store(
+            chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
+            Ordering::Relaxed,
+        );
+    }
 
     let mut api = Api::new(cfg.provider.timezone, metrics.clone(), info.clone());
     if cfg.metrics_listen.is_some() {
@@ -240,15 +253,6 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     let fetcher = match sync_cfg {
         Some(sc) => {
             let (m, i, s) = (metrics.clone(), info.clone(), stop.clone());
-            let first_wait = if demo.is_some() {
-                sc.interval
-            } else {
-                Duration::ZERO
-            };
-            info.next_fetch.store(
-                chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
-                Ordering::Relaxed,
-            );
             Some(
                 thread::Builder::new()
                     .name("planbox-fetch".into())
