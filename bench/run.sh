@@ -261,8 +261,9 @@ bench_search() {
     "$PLANBOX" import --db "$db" "$(feed_file "$label" 0)"
   fi
   log "planbox serve on $base ($label store)"
+  # No --provider-url: serve answers from the store and does not fetch.
   "$PLANBOX" serve --db "$db" --listen "127.0.0.1:$PORT" --fetch-interval 1h \
-    --provider-url http://127.0.0.1:1/ >"$OUT/serve-$label.log" 2>&1 &
+    >"$OUT/serve-$label.log" 2>&1 &
   SERVE_PID=$!
   wait_http "$base/ready" 60 || die "planbox serve did not get ready (see $OUT/serve-$label.log)"
   for q in "${QUERIES[@]}"; do

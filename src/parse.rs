@@ -628,30 +628,30 @@ impl Document {
 
     /// Folds a zone's price into the open plan, or says why it cannot.
     fn read_zone(&mut self, e: &BytesStart<'_>, at: u64) -> Result<Option<Skip>, ParseError> {
+        // Values stay borrowed from the event buffer: a zone allocates
+        // nothing unless it is skipped.
         let (mut zone_id, mut price) = (None, None);
         for_each_attribute(e, at, |key, value| {
             if key == ZONE_ID {
-                zone_id = Some(value.into_owned());
+                zone_id = Some(value);
             } else if key == PRICE {
-                price = Some(value.into_owned());
+                price = Some(value);
             }
         })?;
         let Some(plan) = self.plan.as_mut() else {
             return Ok(None);
         };
+        if let Some(p) = price.as_deref().and_then(Price::parse) {
+            plan.prices.add(p);
+            return Ok(None);
+        }
         let zone = match zone_id.as_deref() {
             Some(id) if !id.trim().is_empty() => format!("zone {}", quoted(id)),
             _ => "a zone without zone_id".to_owned(),
         };
         let detail = match price.as_deref() {
             None => format!("{zone} has no price"),
-            Some(p) => match Price::parse(p) {
-                Some(p) => {
-                    plan.prices.add(p);
-                    return Ok(None);
-                }
-                None => format!("{zone} has price \"{}\", not a plain decimal", quoted(p)),
-            },
+            Some(p) => format!("{zone} has price \"{}\", not a plain decimal", quoted(p)),
         };
         Ok(Some(Skip {
             reason: SkipReason::ZoneInvalidPrice,
@@ -687,6 +687,13 @@ fn for_each_attribute<'a>(
                 ),
             ));
         }
+        // One pass over the raw value decides whether it needs any work:
+        // most values have no `<`, no reference, no white space to normalize
+        // and no NUL, and are handed on as they are (no allocation).
+        if !attr.value.bytes().any(needs_attention) {
+            f(key, attr.value.clone());
+            continue;
+        }
         if attr.value.contains('<') {
             return Err(xml_at(
                 at,
@@ -703,6 +710,13 @@ fn for_each_attribute<'a>(
         f(key, replace_nul(value));
     }
     Ok(())
+}
+
+/// A raw attribute value byte that makes the value need checking or
+/// rewriting: a raw `<` (an error), a reference or a character XML 1.0
+/// attribute-value normalization replaces, or NUL (see [`replace_nul`]).
+fn needs_attention(b: u8) -> bool {
+    matches!(b, b'<' | b'&' | b'\t' | b'\r' | b'\n' | 0)
 }
 
 fn check_attributes(e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
@@ -743,14 +757,19 @@ fn check_reference(r: &BytesRef<'_>, at: u64) -> Result<(), ParseError> {
 }
 
 /// XML `Name`: ASCII checked exactly, any non-ASCII character accepted.
+///
+/// Checked byte by byte: every byte of a non-ASCII character is >= 0x80 and
+/// accepted anywhere, so this is the same as checking characters.
 fn is_xml_name(name: &str) -> bool {
-    fn start(c: char) -> bool {
-        c.is_ascii_alphabetic() || c == '_' || c == ':' || !c.is_ascii()
+    fn start(b: u8) -> bool {
+        b.is_ascii_alphabetic() || b == b'_' || b == b':' || !b.is_ascii()
     }
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => {
-            start(first) && chars.all(|c| start(c) || c.is_ascii_digit() || c == '-' || c == '.')
+    match name.as_bytes().split_first() {
+        Some((&first, rest)) => {
+            start(first)
+                && rest
+                    .iter()
+                    .all(|&b| start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
         }
         None => false,
     }
