@@ -281,7 +281,8 @@ impl Ingest<'_> {
     pub fn upsert(&mut self, plan: &FeedPlan) -> Result<()> {
         self.counts.plans_seen += 1;
         let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
-        let id = uuid.to_string();
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let id: &str = uuid.hyphenated().encode_lower(&mut id_buf);
         let hash = plan.content_hash() as i64;
         let existing: Option<(i64, bool)> = self
             .tx
