@@ -674,9 +674,35 @@ fn for_each_attribute<'a>(
     mut f: impl FnMut(&str, Cow<'a, str>),
 ) -> Result<(), ParseError> {
     let element = e.name().into_inner();
-    for attr in e.attributes() {
+    let tag: &str = e;
+    // Duplicate attributes are checked here rather than by quick-xml, whose
+    // check allocates a list of keys for every element (a zone has five
+    // attributes: three allocator calls per zone). Same verdict and
+    // position; only a duplicate that is also malformed (`a="1" a=2`) is
+    // reported as malformed rather than as a duplicate.
+    let mut seen: [&str; 16] = [""; 16];
+    let mut seen_len = 0;
+    let mut more_seen: Vec<&str> = Vec::new();
+    let mut attributes = e.attributes();
+    attributes.with_checks(false);
+    for attr in attributes {
         let attr = attr.map_err(|err| attribute_error(&err, at, element))?;
         let key = attr.key.into_inner();
+        if seen[..seen_len].contains(&key) || more_seen.contains(&key) {
+            let offset = (key.as_ptr() as usize).wrapping_sub(tag.as_ptr() as usize);
+            let prev = 0;
+            return Err(attribute_error(
+                &AttrError::Duplicated(offset.min(tag.len()), prev),
+                at,
+                element,
+            ));
+        }
+        if seen_len < seen.len() {
+            seen[seen_len] = key;
+            seen_len += 1;
+        } else {
+            more_seen.push(key);
+        }
         if !is_xml_name(key) {
             return Err(xml_at(
                 at,
@@ -1854,6 +1880,30 @@ mod tests {
                 assert!(!message.contains(debug_marker), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn duplicate_attributes_are_reported_where_quick_xml_reports_them() {
+        for (xml, dup) in [
+            (&b"<planList><base_plan a=\"1\" a=\"2\"/></planList>"[..], "a=\"2"),
+            (b"<planList><output><base_plan base_plan_id=\"1\" title=\"t\" sell_mode=\"online\"><plan plan_id=\"1\" plan_start_date=\"2021-01-01T00:00:00\"><zone zone_id=\"1\" price=\"1\" x=\"\" y=\"\" price=\"2\"/></plan></base_plan></output></planList>", "price=\"2"),
+            (b"<planList><z a1=\"\" a2=\"\" a3=\"\" a4=\"\" a5=\"\" a6=\"\" a7=\"\" a8=\"\" a9=\"\" a10=\"\" a11=\"\" a12=\"\" a13=\"\" a14=\"\" a15=\"\" a16=\"\" a17=\"\" a3=\"\"/></planList>", "a3=\"\"/"),
+        ] {
+            let text = std::str::from_utf8(xml).unwrap();
+            let expected = text.rfind(dup).unwrap() as u64;
+            match assert_rejected(xml) {
+                ParseError::Xml { position, message } => {
+                    assert_eq!(position, expected, "{message}");
+                    assert!(message.contains("appears twice"), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        // Distinct attributes, more than the inline list holds: fine.
+        let many: String = (0..40).map(|i| format!(" a{i}=\"\"")).collect();
+        let xml = format!("<planList><z{many}/></planList>");
+        let mut feed = FeedReader::new(xml.as_bytes());
+        assert!(feed.next_item().unwrap().is_none());
     }
 
     #[test]
