@@ -201,6 +201,23 @@ def main():
            "RSS fresh", "RSS re", "RSS next", "failed runs"], rows)
 
     rows = []
+    for label in LABELS:
+        try:
+            before, after = [int(x) for x in (out / f"reimport-{label}.bytes").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        st = read_json(out / f"reimport-{label}.status.json") or {}
+        run = (st.get("runs") or [{}])[0]
+        summary["import"].setdefault(label, {})["reimport_writes"] = {
+            "store_bytes_before": before, "store_bytes_after": after, "run": run}
+        rows.append([label, before, after, after - before, run.get("plans_seen", "-"),
+                     run.get("plans_new", "-"), run.get("plans_updated", "-"),
+                     run.get("plans_unchanged", "-")])
+    table("Re-import of an unchanged feed: store bytes (db + WAL) and counts",
+          ["feed", "bytes before", "bytes after", "delta", "seen", "new", "updated",
+           "unchanged"], rows)
+
+    rows = []
     # In the order run.sh ran them (QUERIES order).
     runs = sorted(out.glob("wrk-planbox-*.txt"), key=lambda p: p.stat().st_mtime)
     names = [p.stem[len("wrk-planbox-"):] for p in runs]

@@ -38,7 +38,9 @@
 #
 # Environment (defaults): SEED (42), PORT (18080, planbox), NGINX_PORT
 # (18081), WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION (10s),
-# IMPORT_RUNS (3; 1 for the big feed), PLANBOX (target/release/planbox).
+# IMPORT_RUNS (3; 1 for the big feed), PLANBOX (target/release/planbox),
+# MAX_FEED (2GiB: `import --max-feed-bytes`, the big feed is over the
+# default 512MiB).
 #
 # Everything it writes goes to bench/out/ (gitignored), except nginx's
 # scratch directory, which lives in a mktemp dir under /tmp and is removed
@@ -59,6 +61,8 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
 IMPORT_RUNS=${IMPORT_RUNS:-3}
+# The ~1 GB feed is over planbox's default 512MiB limit.
+MAX_FEED=${MAX_FEED:-2GiB}
 export PATH=$PATH:/usr/sbin:/sbin
 
 # Search queries: label=query string. Feeds start on 2021-01-01 and spread
@@ -192,6 +196,15 @@ bench_baseline() {
 
 # --- 5. import --------------------------------------------------------------
 
+# store_bytes DB: bytes of the store file plus its WAL (if any).
+store_bytes() {
+  local n=0 f
+  for f in "$1" "$1-wal"; do
+    if [[ -e $f ]]; then n=$((n + $(stat -c %s "$f"))); fi
+  done
+  echo "$n"
+}
+
 # bench_import LABEL: fresh import, re-import of the unchanged feed, and the
 # next generation over a copy of the generation-0 store. Leaves the store at
 # $OUT/db-LABEL/planbox.db holding generation 0.
@@ -209,7 +222,7 @@ bench_import() {
   hyperfine --warmup 0 --runs "$runs" --export-json "$OUT/import-$label.json" \
     --command-name "import $label" \
     --prepare "rm -f $db $db-wal $db-shm" \
-    "/usr/bin/time -v -a -o $OUT/import-$label.time $PLANBOX import --db $db $f0" >&2
+    "/usr/bin/time -v -a -o $OUT/import-$label.time $PLANBOX import --max-feed-bytes $MAX_FEED --db $db $f0" >&2
 
   # Snapshot of the generation-0 store (no process has it open now).
   rm -rf "$snap" && mkdir -p "$snap"
@@ -220,14 +233,21 @@ bench_import() {
   rm -f "$OUT/reimport-$label.time"
   hyperfine --warmup 0 --runs "$runs" --export-json "$OUT/reimport-$label.json" \
     --command-name "reimport $label" \
-    "/usr/bin/time -v -a -o $OUT/reimport-$label.time $PLANBOX import --db $db $f0" >&2
+    "/usr/bin/time -v -a -o $OUT/reimport-$label.time $PLANBOX import --max-feed-bytes $MAX_FEED --db $db $f0" >&2
+  # Re-import writes (almost) nothing: the store's bytes before and after
+  # one more re-import (after a checkpoint, so the WAL is included).
+  store_bytes "$db" >"$OUT/reimport-$label.bytes"
+  "$PLANBOX" import --max-feed-bytes "$MAX_FEED" --db "$db" "$f0" 2>/dev/null
+  ls -l "$db"* >"$OUT/reimport-$label.files"
+  store_bytes "$db" >>"$OUT/reimport-$label.bytes"
+  "$PLANBOX" status --db "$db" --json --limit 1 >"$OUT/reimport-$label.status.json" 2>/dev/null || true
 
   log "import $label: next generation over the generation-0 store ($runs runs)"
   rm -f "$OUT/nextgen-$label.time"
   hyperfine --warmup 0 --runs "$runs" --export-json "$OUT/nextgen-$label.json" \
     --command-name "nextgen $label" \
     --prepare "rm -f $db $db-wal $db-shm && cp $snap/* $dir/" \
-    "/usr/bin/time -v -a -o $OUT/nextgen-$label.time $PLANBOX import --db $db $f1" >&2
+    "/usr/bin/time -v -a -o $OUT/nextgen-$label.time $PLANBOX import --max-feed-bytes $MAX_FEED --db $db $f1" >&2
 
   # Leave the store at generation 0 for bench_search.
   rm -f "$db" "$db-wal" "$db-shm" && cp "$snap"/* "$dir/"
@@ -254,15 +274,19 @@ run_wrk() {
 # bench_search LABEL: planbox serve on the LABEL store, wrk on each query.
 # Saves each response body to $OUT/search-QUERY.json for nginx.
 bench_search() {
-  local label=$1 db=$OUT/db-$label/planbox.db q name qs base=http://127.0.0.1:$PORT
+  # Two statements: in one, `$label` would expand before it is assigned
+  # (to the caller's `label`, e.g. the last store imported).
+  local label=$1
+  local db=$OUT/db-$label/planbox.db q name qs base=http://127.0.0.1:$PORT
   if [[ ! -s $db ]]; then
     log "no $label store yet: importing $(feed_file "$label" 0)"
     mkdir -p "$OUT/db-$label"
-    "$PLANBOX" import --db "$db" "$(feed_file "$label" 0)"
+    "$PLANBOX" import --max-feed-bytes "$MAX_FEED" --db "$db" "$(feed_file "$label" 0)"
   fi
   log "planbox serve on $base ($label store)"
+  # No --provider-url: serve answers from the store and does not fetch.
   "$PLANBOX" serve --db "$db" --listen "127.0.0.1:$PORT" --fetch-interval 1h \
-    --provider-url http://127.0.0.1:1/ >"$OUT/serve-$label.log" 2>&1 &
+    >"$OUT/serve-$label.log" 2>&1 &
   SERVE_PID=$!
   wait_http "$base/ready" 60 || die "planbox serve did not get ready (see $OUT/serve-$label.log)"
   for q in "${QUERIES[@]}"; do

@@ -45,7 +45,31 @@ pub fn from_local_seconds(secs: i64) -> Option<LocalDateTime> {
 /// Impossible dates such as `2021-09-31T20:00:00` are `None`.
 pub fn parse_feed_datetime(s: &str) -> Option<LocalDateTime> {
     let s = s.trim();
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+    // The shape nearly every feed value has, read without chrono's format
+    // machinery (a visible share of a large ingest); anything else, and any
+    // value the fast path does not accept, takes chrono's parser.
+    fast_feed_datetime(s.as_bytes())
+        .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` exactly, when it is a real date-time.
+fn fast_feed_datetime(b: &[u8]) -> Option<LocalDateTime> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
+    date.and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)
 }
 
 /// An exact, non-negative decimal amount as written by the provider
@@ -230,8 +254,14 @@ impl FeedPlan {
                 .map_or(i64::MIN, |e| local_seconds(&e))
                 .to_le_bytes(),
         );
+        let mut text = String::with_capacity(24);
         for p in [self.prices.min, self.prices.max] {
-            d.field(p.map(|p| p.to_string()).unwrap_or_default().as_bytes());
+            text.clear();
+            if let Some(p) = p {
+                use std::fmt::Write;
+                let _ = write!(text, "{p}");
+            }
+            d.field(text.as_bytes());
         }
         d.finish()
     }
@@ -239,35 +269,80 @@ impl FeedPlan {
     /// The upstream API's `EventSummary` object for this plan, as JSON text.
     /// Dates and times are the provider's local wall-clock values, unchanged.
     pub fn event_summary_json(&self, id: &Uuid) -> String {
-        use std::fmt::Write;
         let title = serde_json::to_string(&self.title).unwrap_or_else(|_| "\"\"".into());
         let mut out = String::with_capacity(200 + title.len());
-        let _ = write!(
-            out,
-            r#"{{"id":"{id}","title":{title},"start_date":"{}","start_time":"{}","#,
-            self.start.format("%Y-%m-%d"),
-            self.start.format("%H:%M:%S"),
-        );
+        out.push_str(r#"{"id":""#);
+        out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        out.push_str(r#"","title":"#);
+        out.push_str(&title);
+        out.push_str(r#","start_date":""#);
+        push_date(&mut out, &self.start);
+        out.push_str(r#"","start_time":""#);
+        push_time(&mut out, &self.start);
+        out.push_str("\",");
         match self.end {
             Some(e) => {
-                let _ = write!(
-                    out,
-                    r#""end_date":"{}","end_time":"{}","#,
-                    e.format("%Y-%m-%d"),
-                    e.format("%H:%M:%S")
-                );
+                out.push_str(r#""end_date":""#);
+                push_date(&mut out, &e);
+                out.push_str(r#"","end_time":""#);
+                push_time(&mut out, &e);
+                out.push_str("\",");
             }
             None => out.push_str(r#""end_date":null,"end_time":null,"#),
         }
-        let price = |p: Option<Price>| p.map_or_else(|| "null".to_string(), |p| p.to_string());
-        let _ = write!(
-            out,
-            r#""min_price":{},"max_price":{}}}"#,
-            price(self.prices.min),
-            price(self.prices.max)
-        );
+        let price = |out: &mut String, p: Option<Price>| {
+            use std::fmt::Write;
+            match p {
+                Some(p) => {
+                    let _ = write!(out, "{p}");
+                }
+                None => out.push_str("null"),
+            }
+        };
+        out.push_str(r#""min_price":"#);
+        price(&mut out, self.prices.min);
+        out.push_str(r#","max_price":"#);
+        price(&mut out, self.prices.max);
+        out.push('}');
         out
     }
+}
+
+/// Appends `n` as exactly `width` decimal digits (`n < 10^width`).
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        out.push(char::from(b'0' + ((n / 10u32.pow(i)) % 10) as u8));
+    }
+}
+
+/// `%Y-%m-%d`, written by hand for the years a feed can hold (0000-9999):
+/// chrono's format machinery was a visible share of a large ingest.
+fn push_date(out: &mut String, t: &LocalDateTime) {
+    use chrono::Datelike;
+    match u32::try_from(t.year()) {
+        Ok(y) if y <= 9999 => {
+            push_digits(out, y, 4);
+            out.push('-');
+            push_digits(out, t.month(), 2);
+            out.push('-');
+            push_digits(out, t.day(), 2);
+        }
+        _ => {
+            use std::fmt::Write;
+            let _ = write!(out, "{}", t.format("%Y-%m-%d"));
+        }
+    }
+}
+
+/// `%H:%M:%S` (a leap second shows as `:60`, like chrono).
+fn push_time(out: &mut String, t: &LocalDateTime) {
+    use chrono::Timelike;
+    push_digits(out, t.hour(), 2);
+    out.push(':');
+    push_digits(out, t.minute(), 2);
+    out.push(':');
+    let leap = u32::from(t.nanosecond() >= 1_000_000_000);
+    push_digits(out, t.second() + leap, 2);
 }
 
 /// How one fetch or import attempt ended (PRODUCT.md §5).
@@ -456,6 +531,56 @@ mod tests {
         assert!(plan
             .event_summary_json(&id)
             .ends_with(r#""min_price":15.00,"max_price":30.00}"#));
+    }
+
+    #[test]
+    fn fast_date_parsing_agrees_with_chrono() {
+        for text in [
+            "2021-06-30T21:00:00",
+            "2021-09-31T20:00:00",
+            "2020-02-29T00:00:00",
+            "2021-02-29T00:00:00",
+            "2021-06-30T24:00:00",
+            "2021-06-30T23:59:60",
+            "2021-06-30T23:60:00",
+            "2021-13-01T00:00:00",
+            "0000-01-01T00:00:00",
+            "0001-01-01T00:00:00",
+            "9999-12-31T23:59:59",
+            "2021-06-30T21:00:00.5",
+            "2021-6-30T21:00:00",
+            "2021-06-30 21:00:00",
+            "+2021-06-30T21:00:0",
+            "2021-06-30T2a:00:00",
+        ] {
+            let chrono = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok();
+            assert_eq!(parse_feed_datetime(text), chrono, "{text}");
+        }
+    }
+
+    #[test]
+    fn hand_written_dates_and_times_match_chrono() {
+        for text in [
+            "0001-01-01T00:00:00",
+            "0999-12-31T23:59:59",
+            "2021-06-30T21:00:00",
+            "2021-02-03T04:05:06.789",
+            "9999-12-31T23:59:59",
+        ] {
+            let t = parse_feed_datetime(text).unwrap();
+            let (mut d, mut h) = (String::new(), String::new());
+            push_date(&mut d, &t);
+            push_time(&mut h, &t);
+            assert_eq!(d, t.format("%Y-%m-%d").to_string(), "{text}");
+            assert_eq!(h, t.format("%H:%M:%S").to_string(), "{text}");
+        }
+        let far = chrono::NaiveDate::from_ymd_opt(12345, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap();
+        let mut d = String::new();
+        push_date(&mut d, &far);
+        assert_eq!(d, far.format("%Y-%m-%d").to_string());
     }
 
     #[test]

@@ -628,30 +628,30 @@ impl Document {
 
     /// Folds a zone's price into the open plan, or says why it cannot.
     fn read_zone(&mut self, e: &BytesStart<'_>, at: u64) -> Result<Option<Skip>, ParseError> {
+        // Values stay borrowed from the event buffer: a zone allocates
+        // nothing unless it is skipped.
         let (mut zone_id, mut price) = (None, None);
         for_each_attribute(e, at, |key, value| {
             if key == ZONE_ID {
-                zone_id = Some(value.into_owned());
+                zone_id = Some(value);
             } else if key == PRICE {
-                price = Some(value.into_owned());
+                price = Some(value);
             }
         })?;
         let Some(plan) = self.plan.as_mut() else {
             return Ok(None);
         };
+        if let Some(p) = price.as_deref().and_then(Price::parse) {
+            plan.prices.add(p);
+            return Ok(None);
+        }
         let zone = match zone_id.as_deref() {
             Some(id) if !id.trim().is_empty() => format!("zone {}", quoted(id)),
             _ => "a zone without zone_id".to_owned(),
         };
         let detail = match price.as_deref() {
             None => format!("{zone} has no price"),
-            Some(p) => match Price::parse(p) {
-                Some(p) => {
-                    plan.prices.add(p);
-                    return Ok(None);
-                }
-                None => format!("{zone} has price \"{}\", not a plain decimal", quoted(p)),
-            },
+            Some(p) => format!("{zone} has price \"{}\", not a plain decimal", quoted(p)),
         };
         Ok(Some(Skip {
             reason: SkipReason::ZoneInvalidPrice,
@@ -674,9 +674,35 @@ fn for_each_attribute<'a>(
     mut f: impl FnMut(&str, Cow<'a, str>),
 ) -> Result<(), ParseError> {
     let element = e.name().into_inner();
-    for attr in e.attributes() {
+    let tag: &str = e;
+    // Duplicate attributes are checked here rather than by quick-xml, whose
+    // check allocates a list of keys for every element (a zone has five
+    // attributes: three allocator calls per zone). Same verdict and
+    // position; only a duplicate that is also malformed (`a="1" a=2`) is
+    // reported as malformed rather than as a duplicate.
+    let mut seen: [&str; 16] = [""; 16];
+    let mut seen_len = 0;
+    let mut more_seen: Vec<&str> = Vec::new();
+    let mut attributes = e.attributes();
+    attributes.with_checks(false);
+    for attr in attributes {
         let attr = attr.map_err(|err| attribute_error(&err, at, element))?;
         let key = attr.key.into_inner();
+        if seen[..seen_len].contains(&key) || more_seen.contains(&key) {
+            let offset = (key.as_ptr() as usize).wrapping_sub(tag.as_ptr() as usize);
+            let prev = 0;
+            return Err(attribute_error(
+                &AttrError::Duplicated(offset.min(tag.len()), prev),
+                at,
+                element,
+            ));
+        }
+        if seen_len < seen.len() {
+            seen[seen_len] = key;
+            seen_len += 1;
+        } else {
+            more_seen.push(key);
+        }
         if !is_xml_name(key) {
             return Err(xml_at(
                 at,
@@ -686,6 +712,13 @@ fn for_each_attribute<'a>(
                     quoted(element)
                 ),
             ));
+        }
+        // One pass over the raw value decides whether it needs any work:
+        // most values have no `<`, no reference, no white space to normalize
+        // and no NUL, and are handed on as they are (no allocation).
+        if !attr.value.bytes().any(needs_attention) {
+            f(key, attr.value.clone());
+            continue;
         }
         if attr.value.contains('<') {
             return Err(xml_at(
@@ -703,6 +736,13 @@ fn for_each_attribute<'a>(
         f(key, replace_nul(value));
     }
     Ok(())
+}
+
+/// A raw attribute value byte that makes the value need checking or
+/// rewriting: a raw `<` (an error), a reference or a character XML 1.0
+/// attribute-value normalization replaces, or NUL (see [`replace_nul`]).
+fn needs_attention(b: u8) -> bool {
+    matches!(b, b'<' | b'&' | b'\t' | b'\r' | b'\n' | 0)
 }
 
 fn check_attributes(e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
@@ -743,14 +783,19 @@ fn check_reference(r: &BytesRef<'_>, at: u64) -> Result<(), ParseError> {
 }
 
 /// XML `Name`: ASCII checked exactly, any non-ASCII character accepted.
+///
+/// Checked byte by byte: every byte of a non-ASCII character is >= 0x80 and
+/// accepted anywhere, so this is the same as checking characters.
 fn is_xml_name(name: &str) -> bool {
-    fn start(c: char) -> bool {
-        c.is_ascii_alphabetic() || c == '_' || c == ':' || !c.is_ascii()
+    fn start(b: u8) -> bool {
+        b.is_ascii_alphabetic() || b == b'_' || b == b':' || !b.is_ascii()
     }
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => {
-            start(first) && chars.all(|c| start(c) || c.is_ascii_digit() || c == '-' || c == '.')
+    match name.as_bytes().split_first() {
+        Some((&first, rest)) => {
+            start(first)
+                && rest
+                    .iter()
+                    .all(|&b| start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
         }
         None => false,
     }
@@ -1835,6 +1880,30 @@ mod tests {
                 assert!(!message.contains(debug_marker), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn duplicate_attributes_are_reported_where_quick_xml_reports_them() {
+        for (xml, dup) in [
+            (&b"<planList><base_plan a=\"1\" a=\"2\"/></planList>"[..], "a=\"2"),
+            (b"<planList><output><base_plan base_plan_id=\"1\" title=\"t\" sell_mode=\"online\"><plan plan_id=\"1\" plan_start_date=\"2021-01-01T00:00:00\"><zone zone_id=\"1\" price=\"1\" x=\"\" y=\"\" price=\"2\"/></plan></base_plan></output></planList>", "price=\"2"),
+            (b"<planList><z a1=\"\" a2=\"\" a3=\"\" a4=\"\" a5=\"\" a6=\"\" a7=\"\" a8=\"\" a9=\"\" a10=\"\" a11=\"\" a12=\"\" a13=\"\" a14=\"\" a15=\"\" a16=\"\" a17=\"\" a3=\"\"/></planList>", "a3=\"\"/"),
+        ] {
+            let text = std::str::from_utf8(xml).unwrap();
+            let expected = text.rfind(dup).unwrap() as u64;
+            match assert_rejected(xml) {
+                ParseError::Xml { position, message } => {
+                    assert_eq!(position, expected, "{message}");
+                    assert!(message.contains("appears twice"), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        // Distinct attributes, more than the inline list holds: fine.
+        let many: String = (0..40).map(|i| format!(" a{i}=\"\"")).collect();
+        let xml = format!("<planList><z{many}/></planList>");
+        let mut feed = FeedReader::new(xml.as_bytes());
+        assert!(feed.next_item().unwrap().is_none());
     }
 
     #[test]
