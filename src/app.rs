@@ -257,6 +257,7 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
                 thread::Builder::new()
                     .name("planbox-fetch".into())
                     .spawn(move || {
+                        lower_thread_priority();
                         if !s.wait(first_wait) {
                             sync::run_loop(store, sc, m, i, s, || {});
                         }
@@ -348,6 +349,19 @@ fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
         signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
     }
     Ok(flag)
+}
+
+/// Lowers the calling thread's CPU priority (nice 10) so a large ingest
+/// yields the cores to the HTTP workers: search p99 during a 196 MB ingest
+/// went from 13-15x to 1.0-1.3x of quiet, with the same ingest time
+/// (docs/PERFORMANCE.md). On Linux, `setpriority(PRIO_PROCESS, 0, ..)`
+/// applies to the calling thread only. Failure is harmless and ignored.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 /// Blocks until `flag` is set by a signal (or `stop` from elsewhere),
