@@ -581,13 +581,6 @@ impl Reader {
         runs(&self.conn, limit)
     }
 
-    /// `PRAGMA quick_check` on this read connection, so a caller can verify
-    /// the store off its start-up path (it reads every page: seconds on a
-    /// large store whose pages are not in the page cache).
-    pub fn quick_check(&self) -> Result<()> {
-        integrity(&self.conn, &self.path, "quick_check")
-    }
-
     /// The store is open and migrated (the `/ready` check).
     pub fn ready(&self) -> bool {
         self.generation().is_ok()
@@ -823,7 +816,6 @@ mod tests {
         let mut store = Store::open(&path).unwrap();
         let mut reader = Reader::open(&path).unwrap();
         assert!(reader.ready());
-        reader.quick_check().unwrap();
         let g0 = reader.search(&Window::default()).unwrap().generation;
         ingest(
             &mut store,
