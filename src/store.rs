@@ -181,6 +181,7 @@ impl Store {
             provider: provider.to_owned(),
             run_marker,
             counts: PlanCounts::default(),
+            became_searchable: 0,
         })
     }
 
@@ -284,6 +285,9 @@ pub struct Ingest<'a> {
     provider: String,
     run_marker: i64,
     counts: PlanCounts,
+    /// Plans that became searchable in this ingest (new and online, or
+    /// online for the first time).
+    became_searchable: u64,
 }
 
 impl Ingest<'_> {
@@ -307,10 +311,16 @@ impl Ingest<'_> {
             }
             Some((_, was_online)) => {
                 self.counts.plans_updated += 1;
+                if !was_online && plan.online {
+                    self.became_searchable += 1;
+                }
                 was_online || plan.online
             }
             None => {
                 self.counts.plans_new += 1;
+                if plan.online {
+                    self.became_searchable += 1;
+                }
                 plan.online
             }
         };
@@ -356,8 +366,12 @@ impl Ingest<'_> {
     pub fn commit(self, run: &FetchRun, state: Option<&FeedState>) -> Result<PlanCounts> {
         if self.counts.plans_new + self.counts.plans_updated > 0 {
             self.tx.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'generation'",
-                [],
+                "UPDATE meta SET value = value + CASE key
+                     WHEN 'generation' THEN 1
+                     WHEN 'plans_stored' THEN ?1
+                     WHEN 'plans_searchable' THEN ?2 END
+                 WHERE key IN ('generation', 'plans_stored', 'plans_searchable')",
+                params![self.counts.plans_new as i64, self.became_searchable as i64],
             )?;
         }
         if let Some(state) = state {
@@ -454,21 +468,19 @@ fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
 }
 
 fn counts(conn: &Connection) -> Result<StoreCounts> {
-    // Two index-only counts (the primary key's index and the partial
-    // `plans_window` index, which holds exactly the searchable plans) rather
-    // than a scan of every row: this runs at start, after every fetch and on
-    // every `/metrics` scrape.
-    Ok(conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM plans),
-                (SELECT COUNT(*) FROM plans INDEXED BY plans_window WHERE ever_online = 1)",
-        [],
-        |r| {
+    // Counters kept by every ingest (migration V2): this runs at start, after
+    // every fetch and on every `/metrics` scrape, and must not scan.
+    Ok(conn
+        .prepare_cached(
+            "SELECT (SELECT value FROM meta WHERE key = 'plans_stored'),
+                (SELECT value FROM meta WHERE key = 'plans_searchable')",
+        )?
+        .query_row([], |r| {
             Ok(StoreCounts {
                 plans_stored: r.get::<_, i64>(0)?.max(0) as u64,
                 plans_searchable: r.get::<_, i64>(1)?.max(0) as u64,
             })
-        },
-    )?)
+        })?)
 }
 
 fn generation(conn: &Connection) -> Result<u64> {
@@ -481,6 +493,18 @@ fn generation(conn: &Connection) -> Result<u64> {
 const ENVELOPE_HEAD: &[u8] = br#"{"data":{"events":["#;
 const ENVELOPE_TAIL: &[u8] = br#"]},"error":null}"#;
 
+/// The window query with both bounds. A plan with no end is left out when
+/// `ends_at` is given; since end >= start, `start_at <= ends_at` bounds the
+/// index range. Served by the covering `plans_window` index, in its order.
+const SEARCH_BOUNDED: &str = "SELECT json FROM plans
+     WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
+       AND end_at IS NOT NULL AND end_at <= ?2
+     ORDER BY start_at, end_at, id";
+
+/// The window query without `ends_at`.
+const SEARCH_OPEN: &str = "SELECT json FROM plans WHERE ever_online = 1 AND start_at >= ?1
+     ORDER BY start_at, end_at, id";
+
 /// Appends the `/search` body for `window`: the upstream envelope around the
 /// stored `EventSummary` objects, in (start, end, id) order.
 fn search_body(conn: &Connection, window: &Window) -> Result<Vec<u8>> {
@@ -490,22 +514,12 @@ fn search_body(conn: &Connection, window: &Window) -> Result<Vec<u8>> {
         let lo = window.starts_at.unwrap_or(i64::MIN);
         let mut stmt;
         let mut rows = match window.ends_at {
-            // A plan with no end is left out when `ends_at` is given; since
-            // end >= start, `start_at <= ends_at` bounds the index range.
             Some(hi) => {
-                stmt = conn.prepare_cached(
-                    "SELECT json FROM plans
-                     WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
-                       AND end_at IS NOT NULL AND end_at <= ?2
-                     ORDER BY start_at, end_at, id",
-                )?;
+                stmt = conn.prepare_cached(SEARCH_BOUNDED)?;
                 stmt.query(params![lo, hi])?
             }
             None => {
-                stmt = conn.prepare_cached(
-                    "SELECT json FROM plans WHERE ever_online = 1 AND start_at >= ?1
-                     ORDER BY start_at, end_at, id",
-                )?;
+                stmt = conn.prepare_cached(SEARCH_OPEN)?;
                 stmt.query(params![lo])?
             }
         };
@@ -650,6 +664,71 @@ mod tests {
             .iter()
             .map(|e| e["title"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    #[test]
+    fn counters_match_the_rows_through_every_kind_of_change() {
+        let path = temp_db("counters");
+        let mut store = Store::open(&path).unwrap();
+        let real = |store: &Store| -> (u64, u64) {
+            store
+                .conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(ever_online), 0) FROM plans",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+                )
+                .unwrap()
+        };
+        let check = |store: &Store| {
+            let c = store.counts().unwrap();
+            assert_eq!((c.plans_stored, c.plans_searchable), real(store));
+        };
+        let a = plan("1", "1", "2021-01-01T10:00:00", None, false);
+        let b = plan("2", "1", "2021-01-02T10:00:00", None, true);
+        ingest(&mut store, &[a.clone(), b.clone()]);
+        check(&store);
+        assert_eq!(store.counts().unwrap().plans_searchable, 1);
+        // a turns online: searchable +1; b offline: stays searchable.
+        let (mut a2, mut b2) = (a.clone(), b.clone());
+        a2.online = true;
+        b2.online = false;
+        ingest(&mut store, &[a2, b2]);
+        check(&store);
+        assert_eq!(store.counts().unwrap().plans_searchable, 2);
+        // Unchanged, repeated in one feed, and a rolled-back ingest.
+        ingest(&mut store, &[b.clone(), b.clone()]);
+        {
+            let mut tx = store.begin_ingest("p").unwrap();
+            tx.upsert(&plan("3", "1", "2021-01-03T10:00:00", None, true))
+                .unwrap();
+        }
+        check(&store);
+        assert_eq!(store.counts().unwrap().plans_stored, 2);
+    }
+
+    #[test]
+    fn searches_read_only_the_covering_index_in_order() {
+        let path = temp_db("plan");
+        let store = Store::open(&path).unwrap();
+        for sql in [SEARCH_BOUNDED, SEARCH_OPEN] {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let zeros = vec![0i64; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(zeros), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let text = plan.join("; ");
+            assert!(
+                text.contains("COVERING INDEX plans_window"),
+                "{sql}: {text}"
+            );
+            assert!(!text.contains("TEMP B-TREE"), "sorts: {sql}: {text}");
+        }
     }
 
     #[test]
