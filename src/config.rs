@@ -10,15 +10,19 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
+/// Splits `512MiB` into `(512, "MiB")`; `what` names the syntax in errors.
+fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n = num.parse().map_err(|_| format!("`{s}` is not {what}"))?;
+    Ok((n, unit.trim()))
+}
+
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 500ms, 30s, 5m, 1h)"))?;
-    let d = match unit.trim() {
+    let (n, unit) = number_and_unit(s, "a duration (examples: 500ms, 30s, 5m, 1h)")?;
+    let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
@@ -32,12 +36,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses a size: `1048576`, `64KiB`, `512MiB`, `1GiB`, `10MB`, `1GB`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 512MiB, 1GB, 1048576)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(s, "a size (examples: 512MiB, 1GB, 1048576)")?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
         "kib" => 1 << 10,
