@@ -119,8 +119,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PLANBOX_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    #[command(flatten)]
-    pub db: DbArgs,
+    /// The SQLite store [default: planbox.db; planbox-demo.db with --demo, so
+    /// the sample plans never land in a real store by accident].
+    #[arg(long, env = "PLANBOX_DB")]
+    pub db: Option<PathBuf>,
 
     #[command(flatten)]
     pub provider: ProviderArgs,
@@ -165,7 +167,13 @@ impl ServeArgs {
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
-            db: self.db.db.clone(),
+            db: self.db.clone().unwrap_or_else(|| {
+                PathBuf::from(if self.demo {
+                    "planbox-demo.db"
+                } else {
+                    "planbox.db"
+                })
+            }),
             provider: self.provider.to_config(),
             fetch_interval: self.fetch_interval,
             max_backoff: self.max_backoff.max(self.fetch_interval),
@@ -276,6 +284,20 @@ mod tests {
         assert_eq!(c.max_backoff, Duration::from_secs(300));
         assert_eq!(c.provider.timezone, Tz::UTC);
         assert!(c.workers >= 2);
+        let demo = |args: &[&str]| {
+            let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not serve")
+            };
+            a.to_config().unwrap().db
+        };
+        assert_eq!(
+            demo(&["planbox", "serve", "--demo"]),
+            PathBuf::from("planbox-demo.db")
+        );
+        assert_eq!(
+            demo(&["planbox", "serve", "--demo", "--db", "x.db"]),
+            PathBuf::from("x.db")
+        );
     }
 
     #[test]
