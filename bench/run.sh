@@ -51,6 +51,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/nginx-conf.sh
+. "$ROOT/bench/nginx-conf.sh"
 OUT=$ROOT/bench/out
 REL=$ROOT/target/release
 PLANBOX=${PLANBOX:-$REL/planbox}
@@ -313,29 +315,7 @@ bench_search_vs_nginx() {
     cp "$OUT/search-$name.json" "$NGINX_DIR/www/search-$name.json"
   done
   chmod -R a+rX "$NGINX_DIR/www"
-  cat >"$NGINX_DIR/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $NGINX_DIR/nginx.pid;
-error_log $NGINX_DIR/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $NGINX_DIR/tmp/body;
-  proxy_temp_path $NGINX_DIR/tmp/proxy;
-  fastcgi_temp_path $NGINX_DIR/tmp/fastcgi;
-  uwsgi_temp_path $NGINX_DIR/tmp/uwsgi;
-  scgi_temp_path $NGINX_DIR/tmp/scgi;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  default_type application/json;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    root $NGINX_DIR/www;
-  }
-}
-EOF
+  write_nginx_conf "$NGINX_DIR" "$NGINX_PORT"
   log "nginx on $base (same response bytes)"
   nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" &
   NGINX_PID=$!

@@ -15,6 +15,8 @@
 # Servers listen on 127.0.0.1 only and are stopped by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/nginx-conf.sh
+. "$ROOT/bench/nginx-conf.sh"
 OUT=$1; shift
 mkdir -p "$OUT"
 STORES=()
@@ -67,22 +69,7 @@ for s in "${STORES[@]}"; do
   done
 done
 chmod -R a+rX "$NGINX_DIR/www"
-cat >"$NGINX_DIR/nginx.conf" <<NGX
-worker_processes 2;
-daemon off;
-pid $NGINX_DIR/nginx.pid;
-error_log $NGINX_DIR/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $NGINX_DIR/tmp/body; proxy_temp_path $NGINX_DIR/tmp/proxy;
-  fastcgi_temp_path $NGINX_DIR/tmp/fastcgi; uwsgi_temp_path $NGINX_DIR/tmp/uwsgi;
-  scgi_temp_path $NGINX_DIR/tmp/scgi;
-  sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  default_type application/json;
-  server { listen 127.0.0.1:$NGINX_PORT; root $NGINX_DIR/www; }
-}
-NGX
+write_nginx_conf "$NGINX_DIR" "$NGINX_PORT"
 nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" &
 NGINX_PID=$!
 sleep 0.5
