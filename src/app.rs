@@ -259,7 +259,7 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
                     .spawn(move || {
                         lower_thread_priority();
                         if !s.wait(first_wait) {
-                            sync::run_loop(store, sc, m, i, s, || {});
+                            sync::run_loop(store, sc, m, i, s);
                         }
                     })?,
             )

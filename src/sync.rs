@@ -456,9 +456,8 @@ pub fn run_loop(
     metrics: Arc<Metrics>,
     info: Arc<ServiceInfo>,
     stop: Arc<Stop>,
-    mut on_tick: impl FnMut(),
 ) {
-    run_loop_observed(store, cfg, metrics, info, stop, |_| on_tick());
+    run_loop_observed(store, cfg, metrics, info, stop, |_| {});
 }
 
 /// [`run_loop`], telling `on_tick` after every attempt what happened and how

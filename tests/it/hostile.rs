@@ -555,7 +555,6 @@ fn search_keeps_answering_while_the_provider_hangs() {
                 Arc::new(Metrics::new()),
                 Arc::new(ServiceInfo::default()),
                 stop,
-                || {},
             )
         })
     };
