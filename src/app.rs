@@ -18,7 +18,7 @@ use clap::Parser;
 
 use crate::api::{Api, ServiceInfo};
 use crate::cli::{self, Cli, Command, LogFormat};
-use crate::config::ServeConfig;
+use crate::config::{ProviderConfig, ServeConfig};
 use crate::fetch::FetchConfig;
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome};
@@ -123,18 +123,26 @@ fn lock_store(db: &Path) -> Result<File> {
     }
 }
 
-fn sync_config(cfg: &ServeConfig, url: String) -> SyncConfig {
+/// The fetch loop's settings; `fetch` (one attempt) uses the same with
+/// an interval that never comes into play.
+fn sync_config(
+    provider: &ProviderConfig,
+    url: String,
+    db: &Path,
+    interval: Duration,
+    max_backoff: Duration,
+) -> SyncConfig {
     SyncConfig {
-        provider: cfg.provider.name.clone(),
+        provider: provider.name.clone(),
         fetch: FetchConfig {
             url,
-            connect_timeout: cfg.provider.connect_timeout,
-            timeout: cfg.provider.fetch_timeout,
-            max_bytes: cfg.provider.max_feed_bytes,
+            connect_timeout: provider.connect_timeout,
+            timeout: provider.fetch_timeout,
+            max_bytes: provider.max_feed_bytes,
         },
-        interval: cfg.fetch_interval,
-        max_backoff: cfg.max_backoff,
-        db: cfg.db.clone(),
+        interval,
+        max_backoff,
+        db: db.to_owned(),
     }
 }
 
@@ -182,7 +190,15 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         ..ServiceInfo::default()
     });
     let stop = Stop::new();
-    let sync_cfg = provider_url.map(|u| sync_config(&cfg, u));
+    let sync_cfg = provider_url.map(|u| {
+        sync_config(
+            &cfg.provider,
+            u,
+            &cfg.db,
+            cfg.fetch_interval,
+            cfg.max_backoff,
+        )
+    });
     if let (Some(sc), true) = (&sync_cfg, demo.is_some()) {
         // Land the three sample feeds before answering, so the first search
         // already sees the fixtures' final state.
@@ -429,18 +445,8 @@ fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
         bail!("no provider URL: pass --provider-url or set PLANBOX_PROVIDER_URL");
     };
     let mut store = open_store(&args.db)?;
-    let cfg = SyncConfig {
-        provider: provider.name.clone(),
-        fetch: FetchConfig {
-            url,
-            connect_timeout: provider.connect_timeout,
-            timeout: provider.fetch_timeout,
-            max_bytes: provider.max_feed_bytes,
-        },
-        interval: Duration::from_secs(60),
-        max_backoff: Duration::from_secs(60),
-        db: args.db.db.clone(),
-    };
+    let one_minute = Duration::from_secs(60);
+    let cfg = sync_config(&provider, url, &args.db.db, one_minute, one_minute);
     let attempt = sync::fetch_once(&mut store, &cfg, &Metrics::new(), None);
     print_run(&attempt.run, args.json);
     Ok(if attempt.run.outcome.is_success() {
