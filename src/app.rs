@@ -337,6 +337,16 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         }
     }
     drop(demo);
+    // Last, with the workers' readers and the fetch loop's writer closed:
+    // the store file alone must hold everything, so that a copy of
+    // `planbox.db` without its `-wal` (the usual ad-hoc backup) is whole.
+    match Store::checkpoint(&cfg.db, Duration::from_secs(2)) {
+        Ok(true) => {}
+        Ok(false) => crate::log::warn(
+            "a connection was still busy: part of the store stays in its -wal file until the next start",
+        ),
+        Err(e) => crate::log::warn(&format!("cannot checkpoint the store: {e}")),
+    }
     crate::log::info("stopped");
     Ok(if woke == Wake::FetcherDied {
         ExitCode::FAILURE

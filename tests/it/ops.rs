@@ -846,6 +846,52 @@ fn ops_sigint_also_stops_cleanly() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// After a clean stop the store file alone holds everything: the `-wal` is
+/// gone or empty, and a copy of `planbox.db` without its companions (the
+/// most common ad-hoc backup) has every plan and every journaled run.
+#[test]
+fn ops_clean_stop_leaves_everything_in_the_db_file() {
+    // (signal, extra serve args, fetch runs to wait for before stopping)
+    let cases: [(&str, &[&str], usize); 3] = [
+        // Requests only: the demo's three fetches land before listening.
+        ("TERM", &[], 3),
+        // After the fetch loop itself has fetched (and while it keeps going).
+        ("TERM", &["--fetch-interval", "50ms"], 6),
+        ("INT", &["--fetch-interval", "50ms"], 6),
+    ];
+    for (sig, args, fetches) in cases {
+        let t = temp_store();
+        let mut s = Serve::start(&t.db, &[&["--demo"], args].concat(), &[]);
+        s.wait_count(|l| l.contains("fetch run"), fetches);
+        let mut served = 0;
+        for _ in 0..5 {
+            let r = get(&s.url("/search"), &[]);
+            assert_eq!(r.status, 200);
+            served = r.json()["data"]["events"].as_array().unwrap().len();
+        }
+        assert!(served > 0);
+        s.signal(sig);
+        let status = wait_exit(&mut s.child);
+        assert_eq!(status.code(), Some(0), "{}", s.stderr());
+        while s.rx.recv_timeout(Duration::from_secs(5)).is_ok() {}
+        let runs = s.stderr().matches("fetch run").count();
+
+        let wal = t.db.with_file_name("planbox.db-wal");
+        let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert_eq!(wal_len, 0, "SIG{sig} {args:?}: data left in {wal:?}");
+
+        let copy = tempfile::tempdir().unwrap();
+        let only_db = copy.path().join("planbox.db");
+        std::fs::copy(&t.db, &only_db).unwrap();
+        let store = Store::open(&only_db).unwrap();
+        store.integrity_check().unwrap();
+        let c = store.counts().unwrap();
+        assert_eq!(c.plans_searchable, served as u64, "SIG{sig} {args:?}");
+        let stored_runs = store.runs(10_000).unwrap().len();
+        assert_eq!(stored_runs, runs, "SIG{sig} {args:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // systemd
 
