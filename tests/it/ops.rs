@@ -1025,6 +1025,14 @@ fn ops_unit_file_has_the_required_keys() {
     has("SystemCallFilter", "@system-service");
     has("Restart", "on-failure");
     has("ExecStart", "/usr/bin/planbox serve");
+    // The store is found through the working directory, so that `--demo`'s
+    // own default (planbox-demo.db) still applies under the unit.
+    has("WorkingDirectory", "/var/lib/planbox");
+    let environment = svc.get("Environment").cloned().unwrap_or_default();
+    assert!(
+        !environment.iter().any(|v| v.contains("PLANBOX_DB")),
+        "the unit must not pick the store: {environment:?}"
+    );
     let wd: u64 = svc["WatchdogSec"][0]
         .parse()
         .expect("WatchdogSec in seconds");
@@ -1032,6 +1040,14 @@ fn ops_unit_file_has_the_required_keys() {
     let env_file = &svc["EnvironmentFile"][0];
     assert_eq!(env_file.trim_start_matches('-'), "/etc/default/planbox");
     assert!(unit_section(&text, "Install").contains_key("WantedBy"));
+}
+
+#[test]
+fn ops_package_summary_fits_one_line() {
+    // cargo-deb wraps the Description line at 79 characters; a longer summary
+    // is cut and its tail starts the long description.
+    let summary = env!("CARGO_PKG_DESCRIPTION");
+    assert!(summary.chars().count() <= 79, "{summary:?}");
 }
 
 #[test]
