@@ -875,21 +875,69 @@ fn ops_clean_stop_leaves_everything_in_the_db_file() {
         assert_eq!(status.code(), Some(0), "{}", s.stderr());
         while s.rx.recv_timeout(Duration::from_secs(5)).is_ok() {}
         let runs = s.stderr().matches("fetch run").count();
-
-        let wal = t.db.with_file_name("planbox.db-wal");
-        let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
-        assert_eq!(wal_len, 0, "SIG{sig} {args:?}: data left in {wal:?}");
-
-        let copy = tempfile::tempdir().unwrap();
-        let only_db = copy.path().join("planbox.db");
-        std::fs::copy(&t.db, &only_db).unwrap();
-        let store = Store::open(&only_db).unwrap();
-        store.integrity_check().unwrap();
-        let c = store.counts().unwrap();
-        assert_eq!(c.plans_searchable, served as u64, "SIG{sig} {args:?}");
-        let stored_runs = store.runs(10_000).unwrap().len();
-        assert_eq!(stored_runs, runs, "SIG{sig} {args:?}");
+        assert_db_file_alone_is_whole(&t.db, served, runs, &format!("SIG{sig} {args:?}"));
     }
+}
+
+/// Even when a worker is still stuck in an answer past the shutdown grace
+/// (its connection is never closed), the store file alone holds everything.
+#[test]
+fn ops_clean_stop_with_a_stuck_client_leaves_everything_in_the_db_file() {
+    // A large store (imported, so already in the store file), then the
+    // demo's fetches on top: small commits that stay in the -wal until a
+    // checkpoint.
+    let t = big_store(30_000);
+    let mut s = Serve::start(&t.db, &["--demo"], &[]);
+    s.wait_count(|l| l.contains("fetch run"), 3);
+    // Asks for the whole store (several MB) and never reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let mut conn: TcpStream = sock.into();
+    conn.write_all(b"GET /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("still busy"), "{err}");
+    drop(conn);
+
+    // A reader still open may keep SQLite from emptying the log, never from
+    // copying all of it into the store file: the file alone equals the
+    // store with its log. (Copied first: closing `live` checkpoints.)
+    let copy = tempfile::tempdir().unwrap();
+    let only_db = copy.path().join("planbox.db");
+    std::fs::copy(&t.db, &only_db).unwrap();
+    let live = Store::open(&t.db).unwrap();
+    let live_runs = live.runs(10_000).unwrap().len();
+    assert_eq!(live_runs, 4, "the import and the demo's three fetches");
+    let plans = live.counts().unwrap().plans_searchable as usize;
+    assert_db_file_alone_holds(&only_db, plans, live_runs, "stuck client");
+}
+
+/// The store's `-wal` is gone or empty, and a copy of the store file alone
+/// (the most common ad-hoc backup) holds `plans` searchable plans and `runs`
+/// journaled fetch runs.
+fn assert_db_file_alone_is_whole(db: &Path, plans: usize, runs: usize, case: &str) {
+    let wal = db.with_file_name("planbox.db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "{case}: data left in {wal:?}");
+    assert_db_file_alone_holds(db, plans, runs, case);
+}
+
+/// A copy of the store file alone, without its `-wal`, holds `plans`
+/// searchable plans and `runs` journaled fetch runs.
+fn assert_db_file_alone_holds(db: &Path, plans: usize, runs: usize, case: &str) {
+    let copy = tempfile::tempdir().unwrap();
+    let only_db = copy.path().join("planbox.db");
+    std::fs::copy(db, &only_db).unwrap();
+    let store = Store::open(&only_db).unwrap();
+    store.integrity_check().unwrap();
+    let c = store.counts().unwrap();
+    assert_eq!(c.plans_searchable, plans as u64, "{case}");
+    assert_eq!(store.runs(10_000).unwrap().len(), runs, "{case}");
 }
 
 // ---------------------------------------------------------------------------
