@@ -242,7 +242,20 @@ check "demo plans in planbox-demo.db" box test -s $d/planbox-demo.db
 check "no planbox.db created by the demo" box test ! -e $d/planbox.db
 echo "    systemd-analyze security: $(box systemd-analyze security planbox 2>/dev/null | tail -n 1 | sed 's/^→ //')"
 
-step "reinstall while running"
+# backup_dropin [EXTRA]: points planbox-backup at the demo store (a demo box
+# has no planbox.db), with EXTRA service lines.
+backup_dropin() {
+    box mkdir -p /etc/systemd/system/planbox-backup.service.d
+    printf '[Service]\nEnvironment=PLANBOX_DB=planbox-demo.db\n%s\n' "${1:-}" |
+        box tee /etc/systemd/system/planbox-backup.service.d/demo.conf > /dev/null
+    box systemctl daemon-reload
+}
+
+step "reinstall while planbox and a backup run"
+# A backup that takes a while: it must outlive the upgrade untouched.
+backup_dropin 'ExecStartPre=/bin/sleep 60'
+box systemctl start --no-block planbox-backup.service
+inv1=$(box systemctl show -p InvocationID --value planbox-backup.service)
 box dpkg -i /root/planbox.deb > "$BOX/dpkg-reinstall.log" 2>&1 || { cat "$BOX/dpkg-reinstall.log"; exit 1; }
 eq "planbox active after the reinstall" active "$(box systemctl is-active planbox || true)"
 pid2=$(box systemctl show -p MainPID --value planbox)
@@ -250,13 +263,13 @@ check "restarted by the reinstall (pid $pid1 -> $pid2)" test "$pid1" != "$pid2"
 check "edited conffile kept" box grep -qx 'PLANBOX_DEMO=true' /etc/default/planbox
 again=$(box curl -fsS 'http://127.0.0.1:8080/search' | grep -o '"id":' | wc -l)
 eq "same plans after the restart" "$served" "$again"
+inv2=$(box systemctl show -p InvocationID --value planbox-backup.service)
+check "running backup neither stopped nor restarted" test -n "$inv1" -a "$inv1" = "$inv2"
+box systemctl stop planbox-backup.service
+box systemctl reset-failed planbox-backup.service 2>/dev/null || true
 
 step "backup service"
-# A demo box has no planbox.db: point the backup at the demo store.
-box mkdir -p /etc/systemd/system/planbox-backup.service.d
-printf '[Service]\nEnvironment=PLANBOX_DB=planbox-demo.db\n' |
-    box tee /etc/systemd/system/planbox-backup.service.d/demo.conf > /dev/null
-box systemctl daemon-reload
+backup_dropin
 check "planbox-backup.service succeeds" box systemctl start planbox-backup.service
 copy=$(box sh -c 'ls /var/lib/private/planbox-backup/planbox-*.db 2>/dev/null | head -n 1')
 check "a backup file is there" test -n "$copy"
