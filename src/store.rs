@@ -237,6 +237,31 @@ impl Store {
         integrity(&copy, dest, "integrity_check")?;
         Ok(())
     }
+
+    /// Moves every commit from the write-ahead log into the store file at
+    /// `path` and empties the log (`PRAGMA wal_checkpoint(TRUNCATE)`), on a
+    /// connection of its own, waiting at most `wait` for a reader or writer
+    /// still in a transaction. `serve` calls it last, once its own
+    /// connections are closed: when the call closes the last connection,
+    /// SQLite also deletes the `-wal` and `-shm` files. `Ok(true)`: the store
+    /// file alone holds every commit (a reader still open may have kept the
+    /// log from being emptied); `Ok(false)`: a busy writer or an old reader
+    /// kept part of the log out of it (the log stays valid and is applied on
+    /// the next open).
+    pub fn checkpoint(path: &Path, wait: Duration) -> Result<bool> {
+        let conn = open_conn(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(wait)?;
+        // (busy, frames in the log, frames now in the store file); both
+        // counts are -1 when the store is not in WAL mode.
+        let (_busy, log, done): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(log == done)
+    }
 }
 
 fn check_identity(conn: &Connection, path: &Path) -> Result<()> {

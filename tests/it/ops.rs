@@ -846,6 +846,100 @@ fn ops_sigint_also_stops_cleanly() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// After a clean stop the store file alone holds everything: the `-wal` is
+/// gone or empty, and a copy of `planbox.db` without its companions (the
+/// most common ad-hoc backup) has every plan and every journaled run.
+#[test]
+fn ops_clean_stop_leaves_everything_in_the_db_file() {
+    // (signal, extra serve args, fetch runs to wait for before stopping)
+    let cases: [(&str, &[&str], usize); 3] = [
+        // Requests only: the demo's three fetches land before listening.
+        ("TERM", &[], 3),
+        // After the fetch loop itself has fetched (and while it keeps going).
+        ("TERM", &["--fetch-interval", "50ms"], 6),
+        ("INT", &["--fetch-interval", "50ms"], 6),
+    ];
+    for (sig, args, fetches) in cases {
+        let t = temp_store();
+        let mut s = Serve::start(&t.db, &[&["--demo"], args].concat(), &[]);
+        s.wait_count(|l| l.contains("fetch run"), fetches);
+        let mut served = 0;
+        for _ in 0..5 {
+            let r = get(&s.url("/search"), &[]);
+            assert_eq!(r.status, 200);
+            served = r.json()["data"]["events"].as_array().unwrap().len();
+        }
+        assert!(served > 0);
+        s.signal(sig);
+        let status = wait_exit(&mut s.child);
+        assert_eq!(status.code(), Some(0), "{}", s.stderr());
+        while s.rx.recv_timeout(Duration::from_secs(5)).is_ok() {}
+        let runs = s.stderr().matches("fetch run").count();
+        assert_db_file_alone_is_whole(&t.db, served, runs, &format!("SIG{sig} {args:?}"));
+    }
+}
+
+/// Even when a worker is still stuck in an answer past the shutdown grace
+/// (its connection is never closed), the store file alone holds everything.
+#[test]
+fn ops_clean_stop_with_a_stuck_client_leaves_everything_in_the_db_file() {
+    // A large store (imported, so already in the store file), then the
+    // demo's fetches on top: small commits that stay in the -wal until a
+    // checkpoint.
+    let t = big_store(30_000);
+    let mut s = Serve::start(&t.db, &["--demo"], &[]);
+    s.wait_count(|l| l.contains("fetch run"), 3);
+    // Asks for the whole store (several MB) and never reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let mut conn: TcpStream = sock.into();
+    conn.write_all(b"GET /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("still busy"), "{err}");
+    drop(conn);
+
+    // A reader still open may keep SQLite from emptying the log, never from
+    // copying all of it into the store file: the file alone equals the
+    // store with its log. (Copied first: closing `live` checkpoints.)
+    let copy = tempfile::tempdir().unwrap();
+    let only_db = copy.path().join("planbox.db");
+    std::fs::copy(&t.db, &only_db).unwrap();
+    let live = Store::open(&t.db).unwrap();
+    let live_runs = live.runs(10_000).unwrap().len();
+    assert_eq!(live_runs, 4, "the import and the demo's three fetches");
+    let plans = live.counts().unwrap().plans_searchable as usize;
+    assert_db_file_alone_holds(&only_db, plans, live_runs, "stuck client");
+}
+
+/// The store's `-wal` is gone or empty, and a copy of the store file alone
+/// (the most common ad-hoc backup) holds `plans` searchable plans and `runs`
+/// journaled fetch runs.
+fn assert_db_file_alone_is_whole(db: &Path, plans: usize, runs: usize, case: &str) {
+    let wal = db.with_file_name("planbox.db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "{case}: data left in {wal:?}");
+    assert_db_file_alone_holds(db, plans, runs, case);
+}
+
+/// A copy of the store file alone, without its `-wal`, holds `plans`
+/// searchable plans and `runs` journaled fetch runs.
+fn assert_db_file_alone_holds(db: &Path, plans: usize, runs: usize, case: &str) {
+    let copy = tempfile::tempdir().unwrap();
+    let only_db = copy.path().join("planbox.db");
+    std::fs::copy(db, &only_db).unwrap();
+    let store = Store::open(&only_db).unwrap();
+    store.integrity_check().unwrap();
+    let c = store.counts().unwrap();
+    assert_eq!(c.plans_searchable, plans as u64, "{case}");
+    assert_eq!(store.runs(10_000).unwrap().len(), runs, "{case}");
+}
+
 // ---------------------------------------------------------------------------
 // systemd
 
@@ -979,6 +1073,14 @@ fn ops_unit_file_has_the_required_keys() {
     has("SystemCallFilter", "@system-service");
     has("Restart", "on-failure");
     has("ExecStart", "/usr/bin/planbox serve");
+    // The store is found through the working directory, so that `--demo`'s
+    // own default (planbox-demo.db) still applies under the unit.
+    has("WorkingDirectory", "/var/lib/planbox");
+    let environment = svc.get("Environment").cloned().unwrap_or_default();
+    assert!(
+        !environment.iter().any(|v| v.contains("PLANBOX_DB")),
+        "the unit must not pick the store: {environment:?}"
+    );
     let wd: u64 = svc["WatchdogSec"][0]
         .parse()
         .expect("WatchdogSec in seconds");
@@ -986,6 +1088,14 @@ fn ops_unit_file_has_the_required_keys() {
     let env_file = &svc["EnvironmentFile"][0];
     assert_eq!(env_file.trim_start_matches('-'), "/etc/default/planbox");
     assert!(unit_section(&text, "Install").contains_key("WantedBy"));
+}
+
+#[test]
+fn ops_package_summary_fits_one_line() {
+    // cargo-deb wraps the Description line at 79 characters; a longer summary
+    // is cut and its tail starts the long description.
+    let summary = env!("CARGO_PKG_DESCRIPTION");
+    assert!(summary.chars().count() <= 79, "{summary:?}");
 }
 
 #[test]
