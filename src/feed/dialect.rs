@@ -2,14 +2,16 @@
 //! root, groups, items and zones, and how an item's attributes become a
 //! [`FeedPlan`] or a [`Skip`].
 
+use std::borrow::Cow;
+
 use quick_xml::events::{BytesStart, Event};
 
+use super::entities::{Entities, Repairs, Unresolved};
 use super::markup::{
-    check_attributes, check_reference, for_each_attribute, is_blank, is_xml_name, is_xml_space,
-    quoted, xml_at,
+    check_attributes, for_each_attribute, is_blank, is_xml_name, is_xml_space, quoted, xml_at,
 };
 use super::{Dialect, FeedItem, ParseError, Skip, MAX_DEPTH, MAX_EVENT_BYTES};
-use crate::model::{parse_feed_datetime, FeedPlan, Price, PriceRange, SkipReason};
+use crate::model::{parse_feed_datetime, FeedPlan, Price, PriceRange, RepairReason, SkipReason};
 
 // ---------------------------------------------------------------------------
 // Document state machine
@@ -82,10 +84,14 @@ enum Level {
 /// The open base plan.
 #[derive(Default)]
 struct Group {
-    /// Raw id; `None` when absent.
+    /// Id as written (references expanded when they could be); `None` when
+    /// absent.
     id: Option<String>,
     title: String,
     online: bool,
+    /// Why a value of the base plan could not be read: each of its plans
+    /// is skipped with it.
+    unresolved: Option<String>,
 }
 
 /// What handling one event produced.
@@ -113,11 +119,28 @@ pub(super) struct Document {
     group: Group,
     /// The open, valid plan element collecting its zones.
     plan: Option<FeedPlan>,
+    /// General entities of the internal DTD subset.
+    entities: Entities,
+    repairs: Repairs,
 }
 
 impl Document {
     fn vocabulary(&self) -> &'static Vocabulary {
         self.dialect.unwrap_or(Dialect::Plans).vocabulary()
+    }
+
+    pub(super) fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> {
+        self.repairs.by_reason()
+    }
+
+    /// A value planbox reads, its references expanded.
+    fn value(&mut self, raw: Option<&Cow<'_, str>>) -> Result<Option<String>, Unresolved> {
+        raw.map(|v| {
+            self.entities
+                .expand(v, &mut self.repairs)
+                .map(Cow::into_owned)
+        })
+        .transpose()
     }
 
     pub(super) fn on_event(&mut self, event: Event<'_>, at: u64) -> Result<Step, ParseError> {
@@ -132,11 +155,11 @@ impl Document {
                 }
                 Ok(Step::Continue)
             }
-            Event::GeneralRef(r) => {
+            // Text is never read, so neither are the references in it.
+            Event::GeneralRef(_) => {
                 if !in_root {
                     return Err(xml_at(at, "a reference outside the root element"));
                 }
-                check_reference(&r, at)?;
                 Ok(Step::Continue)
             }
             Event::CData(_) => {
@@ -155,7 +178,7 @@ impl Document {
                 }
                 Ok(Step::Continue)
             }
-            Event::DocType(_) => {
+            Event::DocType(doctype) => {
                 if !matches!(self.phase, Phase::Prolog) || self.seen_doctype {
                     return Err(xml_at(
                         at,
@@ -163,6 +186,7 @@ impl Document {
                     ));
                 }
                 self.seen_doctype = true;
+                self.entities = Entities::from_doctype(&doctype);
                 Ok(Step::Continue)
             }
             Event::Eof => match self.phase {
@@ -303,16 +327,39 @@ impl Document {
 
     fn read_group(&mut self, e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
         let words = self.vocabulary();
-        let mut group = Group::default();
+        let (mut id, mut mode, mut title) = (None, None, None);
         for_each_attribute(e, at, |key, value| {
             if key == words.group_id {
-                group.id = Some(value.into_owned());
+                id = Some(value);
             } else if key == SELL_MODE {
-                group.online = value == "online";
+                mode = Some(value);
             } else if key == TITLE {
-                group.title = value.into_owned();
+                title = Some(value);
             }
         })?;
+        let mut group = Group::default();
+        let mut unresolved = Vec::new();
+        match self.value(id.as_ref()) {
+            Ok(v) => group.id = v,
+            Err(why) => {
+                group.id = id.map(Cow::into_owned);
+                unresolved.push(format!("its {}: {why}", words.group_id));
+            }
+        }
+        match self.value(mode.as_ref()) {
+            Ok(v) => group.online = v.as_deref() == Some("online"),
+            Err(why) => unresolved.push(format!("its {SELL_MODE}: {why}")),
+        }
+        match self.value(title.as_ref()) {
+            Ok(v) => group.title = v.unwrap_or_default(),
+            Err(why) => unresolved.push(format!("its {TITLE}: {why}")),
+        }
+        if !unresolved.is_empty() {
+            group.unresolved = Some(format!(
+                "its base plan cannot be read: {}",
+                unresolved.join("; ")
+            ));
+        }
         self.group = group;
         Ok(())
     }
@@ -327,16 +374,37 @@ impl Document {
         at: u64,
     ) -> Result<Result<FeedPlan, Skip>, ParseError> {
         let words = self.vocabulary();
-        let (mut id, mut start, mut end) = (None, None, None);
+        let (mut raw_id, mut raw_start, mut raw_end) = (None, None, None);
         for_each_attribute(e, at, |key, value| {
             if key == words.item_id {
-                id = Some(value.into_owned());
+                raw_id = Some(value);
             } else if key == words.start {
-                start = Some(value.into_owned());
+                raw_start = Some(value);
             } else if key == words.end {
-                end = Some(value.into_owned());
+                raw_end = Some(value);
             }
         })?;
+        let (id, start, end) = match (
+            self.value(raw_id.as_ref()),
+            self.value(raw_start.as_ref()),
+            self.value(raw_end.as_ref()),
+        ) {
+            (Ok(id), Ok(start), Ok(end)) => (id, start, end),
+            (id, start, end) => {
+                let why = [id.err(), start.err(), end.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|why| why.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Ok(Err(Skip {
+                    reason: SkipReason::UnresolvedReference,
+                    base_plan_id: self.group.id.clone().unwrap_or_default(),
+                    plan_id: raw_id.map(Cow::into_owned).unwrap_or_default(),
+                    detail: format!("the plan cannot be read: {why}"),
+                }));
+            }
+        };
 
         let group = &self.group;
         let skip = |reason, detail: String| Skip {
@@ -345,6 +413,9 @@ impl Document {
             plan_id: id.clone().unwrap_or_default(),
             detail,
         };
+        if let Some(why) = &group.unresolved {
+            return Ok(Err(skip(SkipReason::UnresolvedReference, why.clone())));
+        }
         if is_blank(group.id.as_deref()) {
             let detail = "its base plan has no id".to_owned();
             return Ok(Err(skip(SkipReason::MissingId, detail)));
@@ -411,6 +482,24 @@ impl Document {
                 price = Some(value);
             }
         })?;
+        if self.plan.is_none() {
+            return Ok(None);
+        }
+        let price = match self.value(price.as_ref()) {
+            Ok(price) => price,
+            Err(why) => {
+                let plan = self
+                    .plan
+                    .as_ref()
+                    .map_or(("", ""), |p| (p.base_plan_id.as_str(), p.plan_id.as_str()));
+                return Ok(Some(Skip {
+                    reason: SkipReason::UnresolvedReference,
+                    base_plan_id: plan.0.to_owned(),
+                    plan_id: plan.1.to_owned(),
+                    detail: format!("a zone's price cannot be read: {why}"),
+                }));
+            }
+        };
         let Some(plan) = self.plan.as_mut() else {
             return Ok(None);
         };

@@ -3,11 +3,8 @@
 
 use std::borrow::Cow;
 
-use quick_xml::errors::Error as XmlError;
-use quick_xml::escape::{resolve_predefined_entity, EscapeError};
 use quick_xml::events::attributes::AttrError;
-use quick_xml::events::{BytesRef, BytesStart};
-use quick_xml::XmlVersion;
+use quick_xml::events::BytesStart;
 
 use super::{ParseError, MAX_QUOTED_CHARS};
 
@@ -15,7 +12,8 @@ use super::{ParseError, MAX_QUOTED_CHARS};
 // ---------------------------------------------------------------------------
 
 /// Checks every attribute of a start tag for well-formedness and hands the
-/// decoded, normalized value of each to `f`.
+/// raw value of each to `f` (references are expanded, for the values that
+/// are read, by `entities.rs`).
 pub(super) fn for_each_attribute<'a>(
     e: &'a BytesStart<'_>,
     at: u64,
@@ -61,12 +59,21 @@ pub(super) fn for_each_attribute<'a>(
                 ),
             ));
         }
-        // One pass over the raw value decides whether it needs any work:
-        // most values have no `<`, no reference, no white space to normalize
-        // and no NUL, and are handed on as they are (no allocation).
+        // One pass over the raw value decides whether it needs a closer
+        // look: most values have neither `<` nor NUL.
         if !attr.value.bytes().any(needs_attention) {
             f(key, attr.value.clone());
             continue;
+        }
+        if attr.value.contains('\0') {
+            return Err(xml_at(
+                at,
+                format!(
+                    "attribute {} of <{}> contains the character U+0000, which XML does not allow",
+                    quoted(key),
+                    quoted(element)
+                ),
+            ));
         }
         if attr.value.contains('<') {
             return Err(xml_at(
@@ -78,56 +85,18 @@ pub(super) fn for_each_attribute<'a>(
                 ),
             ));
         }
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|err| escape_error(&err, at, element, key))?;
-        f(key, replace_nul(value));
+        f(key, attr.value.clone());
     }
     Ok(())
 }
 
-/// A raw attribute value byte that makes the value need checking or
-/// rewriting: a raw `<` (an error), a reference or a character XML 1.0
-/// attribute-value normalization replaces, or NUL (see [`replace_nul`]).
+/// A raw attribute value byte that no well-formed value holds.
 fn needs_attention(b: u8) -> bool {
-    matches!(b, b'<' | b'&' | b'\t' | b'\r' | b'\n' | 0)
+    matches!(b, b'<' | 0)
 }
 
 pub(super) fn check_attributes(e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
     for_each_attribute(e, at, |_, _| {})
-}
-
-/// Invalid UTF-8 reaches the XML reader as NUL bytes (see [`BoundedInput`]);
-/// in a value they become U+FFFD, the usual lossy decoding. NUL itself can
-/// never be part of an XML document.
-fn replace_nul(value: Cow<'_, str>) -> Cow<'_, str> {
-    if value.contains('\0') {
-        Cow::Owned(value.replace('\0', "\u{FFFD}"))
-    } else {
-        value
-    }
-}
-
-pub(super) fn check_reference(r: &BytesRef<'_>, at: u64) -> Result<(), ParseError> {
-    let text: &str = r;
-    if r.is_char_ref() {
-        if let Err(e) = r.resolve_char_ref() {
-            let why = match e {
-                XmlError::Escape(EscapeError::InvalidCharRef(why)) => why.to_string(),
-                other => other.to_string(),
-            };
-            return Err(xml_at(
-                at,
-                format!("invalid character reference `&{};`: {why}", quoted(text)),
-            ));
-        }
-    } else if resolve_predefined_entity(text).is_none() {
-        return Err(xml_at(
-            at,
-            format!("unknown entity `&{};` in text", quoted(text)),
-        ));
-    }
-    Ok(())
 }
 
 /// XML `Name`: ASCII checked exactly, any non-ASCII character accepted.
@@ -197,24 +166,4 @@ fn attribute_error(err: &AttrError, at: u64, element: &str) -> ParseError {
         at + 1 + *offset as u64,
         format!("in <{}>: {what}", quoted(element)),
     )
-}
-
-fn escape_error(err: &XmlError, at: u64, element: &str, key: &str) -> ParseError {
-    let place = format!("attribute {} of <{}>", quoted(key), quoted(element));
-    let XmlError::Escape(err) = err else {
-        return xml_at(at, format!("in {place}: {err}"));
-    };
-    let message = match err {
-        EscapeError::UnrecognizedEntity(_, name) => {
-            format!("unknown entity `&{};` in {place}", quoted(name))
-        }
-        EscapeError::UnterminatedEntity(_) => {
-            format!("a `&` in {place} does not start a reference (write `&amp;`)")
-        }
-        EscapeError::InvalidCharRef(why) => {
-            format!("invalid character reference in {place}: {why}")
-        }
-        EscapeError::TooManyNestedEntities => format!("too many nested entities in {place}"),
-    };
-    xml_at(at, message)
 }

@@ -19,7 +19,9 @@
 //! It must not do I/O of its own (it reads only the reader it is given), touch
 //! the store or the network, or know about fetching, time zones or identity.
 
+mod decode;
 mod dialect;
+mod entities;
 mod input;
 mod markup;
 #[cfg(test)]
@@ -31,8 +33,9 @@ use std::io::{self, BufRead};
 use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
 use quick_xml::reader::Reader;
 
-use crate::model::{FeedPlan, SkipReason};
+use crate::model::{FeedPlan, RepairReason, SkipReason};
 
+pub use decode::EncodingSource;
 use dialect::{Document, Phase, Step, Vocabulary, EVENTS, PLANS};
 use input::{BoundedInput, Failure};
 use markup::{quoted, shown_id};
@@ -51,8 +54,6 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Longest piece of feed text quoted in an error or skip message.
 const MAX_QUOTED_CHARS: usize = 80;
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 // ---------------------------------------------------------------------------
 // Public API
@@ -142,6 +143,19 @@ pub enum ParseError {
         "the feed has a tag or text run longer than {limit} bytes (starting at byte {position})"
     )]
     TooLarge { position: u64, limit: usize },
+    /// The document names an encoding planbox cannot read.
+    #[error("the feed's encoding \"{label}\" ({from}) is not one planbox can read")]
+    UnknownEncoding { label: String, from: EncodingSource },
+    /// Bytes that do not decode in the document's encoding (or an encoding
+    /// label that contradicts the bytes, at position 0).
+    #[error(
+        "the feed is not valid {encoding} ({from}): the bytes at byte {position} do not decode"
+    )]
+    Undecodable {
+        encoding: &'static str,
+        from: EncodingSource,
+        position: u64,
+    },
 }
 
 impl ParseError {
@@ -162,6 +176,19 @@ impl ParseError {
                 position: *position,
                 limit: *limit,
             },
+            ParseError::UnknownEncoding { label, from } => ParseError::UnknownEncoding {
+                label: label.clone(),
+                from: *from,
+            },
+            ParseError::Undecodable {
+                encoding,
+                from,
+                position,
+            } => ParseError::Undecodable {
+                encoding,
+                from: *from,
+                position: *position,
+            },
         }
     }
 }
@@ -179,11 +206,23 @@ pub struct FeedReader<R: BufRead> {
 }
 
 impl<R: BufRead> FeedReader<R> {
+    /// A reader of a document whose encoding is told by its own bytes (BOM,
+    /// XML declaration; UTF-8 without either).
     pub fn new(reader: R) -> Self {
-        let mut xml = Reader::from_reader(BoundedInput::new(reader));
+        Self::with_charset(reader, None)
+    }
+
+    /// A reader of a document served with `charset` in its `Content-Type`:
+    /// the charset wins over the XML declaration (a BOM still wins over it).
+    pub fn with_charset(reader: R, charset: Option<&str>) -> Self {
+        let input = BoundedInput::new(reader, charset.map(str::to_owned));
+        let mut xml = Reader::from_reader(input);
         let config = xml.config_mut();
         // Mismatched end tags and `--` inside comments are errors.
         config.enable_all_checks(true);
+        // A `&` that starts no reference in text is kept as text: text is
+        // never read, and a lone `&` is damage to repair, not to reject.
+        config.allow_dangling_amp = true;
         config.expand_empty_elements = false;
         config.trim_text(false);
         FeedReader {
@@ -209,9 +248,46 @@ impl<R: BufRead> FeedReader<R> {
                 Ok(item)
             }
             Err(e) => {
+                let e = self.in_document_terms(e);
                 self.doc.phase = Phase::Failed(e.duplicate());
                 Err(e)
             }
+        }
+    }
+
+    /// The document's encoding (`encoding_rs` name), once known, and how it
+    /// was decided.
+    pub fn encoding(&self) -> Option<(&'static str, EncodingSource)> {
+        self.xml
+            .get_ref()
+            .encoding()
+            .map(|(e, source)| (e.name(), source))
+    }
+
+    /// Repairs made so far (HTML named references, lone `&`s), by reason.
+    pub fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> + '_ {
+        self.doc.repairs()
+    }
+
+    /// Positions in a transcoded document count its text decoded to UTF-8;
+    /// say so, and give a truncation at the end in bytes of the document.
+    fn in_document_terms(&self, e: ParseError) -> ParseError {
+        let input = self.xml.get_ref();
+        if !input.transcoding() {
+            return e;
+        }
+        match e {
+            ParseError::Xml { position, message } => ParseError::Xml {
+                position,
+                message: format!(
+                    "{message} (the position counts the text decoded from {} to UTF-8)",
+                    input.encoding().map_or("?", |(e, _)| e.name())
+                ),
+            },
+            ParseError::Truncated { .. } if input.exhausted() => ParseError::Truncated {
+                position: input.raw_position(),
+            },
+            other => other,
         }
     }
 
@@ -220,15 +296,15 @@ impl<R: BufRead> FeedReader<R> {
         self.doc.dialect
     }
 
-    /// Bytes consumed from the reader so far (for progress).
+    /// Bytes of the document read so far (for progress).
     pub fn position(&self) -> u64 {
-        self.xml.get_ref().consumed
+        self.xml.get_ref().raw_position()
     }
 
     fn advance(&mut self) -> Result<Option<FeedItem>, ParseError> {
         loop {
             self.buf.clear();
-            let at = self.position();
+            let at = self.xml.get_ref().consumed;
             self.xml.get_mut().start_event();
             let event = match self.xml.read_event_into(&mut self.buf) {
                 Ok(event) => event,
@@ -253,6 +329,7 @@ fn reader_error<R: BufRead>(xml: &mut Reader<BoundedInput<R>>, err: XmlError) ->
                 position,
                 limit: MAX_EVENT_BYTES,
             },
+            Failure::Encoding(e) => e,
         };
     }
     let at_eof = input.exhausted();
