@@ -472,6 +472,11 @@ impl FetchRun {
         self.skipped.values().sum()
     }
 
+    /// Values repaired, all reasons together.
+    pub fn repaired_total(&self) -> u64 {
+        self.repaired.values().sum()
+    }
+
     /// The HTTP status for tables and logs, `-` when there was none.
     pub fn http_status_text(&self) -> String {
         self.http_status

@@ -275,6 +275,7 @@ fn finish(store: &mut Store, run: &FetchRun, journaled: bool, metrics: &Metrics)
         }
     }
     metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+    metrics.observe_damage(run);
     log_run(run);
 }
 
@@ -302,6 +303,7 @@ pub fn log_run(run: &FetchRun) {
             ("updated", &run.counts.plans_updated),
             ("unchanged", &run.counts.plans_unchanged),
             ("skipped", &skipped),
+            ("repaired", &run.repaired_total()),
             ("error", &error),
         ],
     );
@@ -577,6 +579,7 @@ pub fn import_file(
                 crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
             }
             metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+            metrics.observe_damage(&run);
             log_run(&run);
             Ok(run)
         }

@@ -25,6 +25,8 @@ mod entities;
 mod input;
 mod markup;
 #[cfg(test)]
+mod real_xml_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
