@@ -527,6 +527,7 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
             &args.provider_name,
             file,
             args.max_feed_bytes,
+            args.charset.as_deref(),
             &metrics,
             &mut |pos, total| progress.update(pos, total),
         );

@@ -538,12 +538,14 @@ pub fn run_loop_observed(
 }
 
 /// Imports local feed files in order, each as one transaction, as if fetched.
+/// `charset` plays the part of a `Content-Type` charset.
 /// `progress(file, position, total)` is called as the parse advances.
 pub fn import_file(
     store: &mut Store,
     provider: &str,
     path: &Path,
     max_bytes: u64,
+    charset: Option<&str>,
     metrics: &Metrics,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<FetchRun, IngestError> {
@@ -564,7 +566,7 @@ pub fn import_file(
         started,
         stop: None,
         progress: &mut |pos| progress(pos, total),
-        charset: None,
+        charset,
     };
     let result = ingest(store, provider, reader, &mut run, opts);
     run.bytes = hasher.bytes;

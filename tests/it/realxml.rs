@@ -195,6 +195,16 @@ fn an_undeclared_latin1_file_is_rejected_naming_the_encoding_and_offset() {
     let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(&t.db));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(titles_of(&v).is_empty());
+    // Told the encoding, import reads it exactly.
+    run_ok(
+        planbox()
+            .args(["import", "--charset", "ISO-8859-1", "--db"])
+            .arg(&t.db)
+            .arg(&file),
+    );
+    let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(&t.db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(titles_of(&v), ["Control", "Ópera para el Niño"]);
 }
 
 #[test]
