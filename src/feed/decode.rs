@@ -48,7 +48,7 @@ impl fmt::Display for EncodingSource {
             EncodingSource::ContentType => "named by the Content-Type charset",
             EncodingSource::ByteOrderMark => "named by its byte order mark",
             EncodingSource::Declaration => "named by its XML declaration",
-            EncodingSource::Default => "the default without a declaration",
+            EncodingSource::Default => "the default when none is named",
             EncodingSource::Sniffed => "recognised from its first character",
         })
     }

@@ -134,13 +134,13 @@ impl Document {
     }
 
     /// A value planbox reads, its references expanded.
-    fn value(&mut self, raw: Option<&Cow<'_, str>>) -> Result<Option<String>, Unresolved> {
-        raw.map(|v| {
-            self.entities
-                .expand(v, &mut self.repairs)
-                .map(Cow::into_owned)
-        })
-        .transpose()
+    /// Borrowed from `raw` unless a reference or white space needed work.
+    fn value<'v>(
+        &mut self,
+        raw: Option<&'v Cow<'_, str>>,
+    ) -> Result<Option<Cow<'v, str>>, Unresolved> {
+        raw.map(|v| self.entities.expand(v, &mut self.repairs))
+            .transpose()
     }
 
     pub(super) fn on_event(&mut self, event: Event<'_>, at: u64) -> Result<Step, ParseError> {
@@ -340,7 +340,7 @@ impl Document {
         let mut group = Group::default();
         let mut unresolved = Vec::new();
         match self.value(id.as_ref()) {
-            Ok(v) => group.id = v,
+            Ok(v) => group.id = v.map(Cow::into_owned),
             Err(why) => {
                 group.id = id.map(Cow::into_owned);
                 unresolved.push(format!("its {}: {why}", words.group_id));
@@ -351,7 +351,7 @@ impl Document {
             Err(why) => unresolved.push(format!("its {SELL_MODE}: {why}")),
         }
         match self.value(title.as_ref()) {
-            Ok(v) => group.title = v.unwrap_or_default(),
+            Ok(v) => group.title = v.map(Cow::into_owned).unwrap_or_default(),
             Err(why) => unresolved.push(format!("its {TITLE}: {why}")),
         }
         if !unresolved.is_empty() {
@@ -389,7 +389,7 @@ impl Document {
             self.value(raw_start.as_ref()),
             self.value(raw_end.as_ref()),
         ) {
-            (Ok(id), Ok(start), Ok(end)) => (id, start, end),
+            (Ok(id), Ok(start), Ok(end)) => (id.map(Cow::into_owned), start, end),
             (id, start, end) => {
                 let why = [id.err(), start.err(), end.err()]
                     .into_iter()

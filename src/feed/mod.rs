@@ -151,7 +151,7 @@ pub enum ParseError {
     /// Bytes that do not decode in the document's encoding (or an encoding
     /// label that contradicts the bytes, at position 0).
     #[error(
-        "the feed is not valid {encoding} ({from}): the bytes at byte {position} do not decode"
+        "the feed is not valid {encoding} ({from}): the bytes at offset {position} do not decode"
     )]
     Undecodable {
         encoding: &'static str,

@@ -319,7 +319,7 @@ fn bytes_that_are_not_utf8_reject_the_document_naming_the_encoding_and_offset() 
             Err(e @ ParseError::Undecodable { .. }) => {
                 let message = e.to_string();
                 assert!(
-                    message.contains("UTF-8") && message.contains(&format!("byte {}", at + 3)),
+                    message.contains("UTF-8") && message.contains(&format!("offset {}", at + 3)),
                     "{message}"
                 );
             }

@@ -189,7 +189,7 @@ fn an_undeclared_latin1_file_is_rejected_naming_the_encoding_and_offset() {
     assert_eq!(run["outcome"], "parse_error");
     let error = run["error"].as_str().unwrap();
     assert!(
-        error.contains("UTF-8") && error.contains(&format!("byte {first}")),
+        error.contains("UTF-8") && error.contains(&format!("offset {first}")),
         "{error}"
     );
     let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(&t.db));
