@@ -344,12 +344,17 @@ pub fn fetch_once(
         }) => {
             run.http_status = Some(status);
             run.bytes = body.bytes;
+            // The same bytes under another charset are another document.
+            let body_key = match &charset {
+                Some(c) => format!("{}; charset={}", body.hash, c.to_ascii_lowercase()),
+                None => body.hash.clone(),
+            };
             let new_state = FeedState {
                 etag: validators.etag,
                 last_modified: validators.last_modified,
-                body_hash: Some(body.hash.clone()),
+                body_hash: Some(body_key.clone()),
             };
-            if state.body_hash.as_deref() == Some(body.hash.as_str()) {
+            if state.body_hash.as_deref() == Some(body_key.as_str()) {
                 run.outcome = Outcome::Unchanged;
                 // Only new validators are worth a write; the plans are not
                 // touched at all.

@@ -350,3 +350,68 @@ proptest! {
         prop_assert_eq!(titles(&r.items), vec![title.as_str()]);
     }
 }
+
+const DTD_TOKENS: &[&str] = &[
+    "<!ENTITY ",
+    "<!ENTITY % ",
+    "a ",
+    "b ",
+    "nbsp ",
+    "\"",
+    "'",
+    "&a;",
+    "&b;",
+    "&#38;",
+    "&#x26;",
+    "&#0;",
+    "&",
+    ";",
+    "%a;",
+    " SYSTEM ",
+    " PUBLIC ",
+    " NDATA ",
+    ">",
+    "<",
+    "]",
+    "[",
+    "<!--",
+    "-->",
+    "<?",
+    "?>",
+    "é",
+    " ",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_bytes_in_any_encoding_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        charset in proptest::sample::select(vec![None, Some("utf-16"), Some("UTF-16BE"), Some("windows-1252"), Some("ISO-8859-15"), Some("utf-8"), Some("nonsense")]),
+        bom in proptest::sample::select(vec![&b""[..], b"\xEF\xBB\xBF", b"\xFF\xFE", b"\xFE\xFF"]),
+        capacity in 1usize..32,
+    ) {
+        let input = [bom, &bytes[..]].concat();
+        let mut feed = FeedReader::with_charset(BufReader::with_capacity(capacity, &input[..]), charset);
+        for _ in 0..=input.len() + 2 {
+            match feed.next_item() {
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        prop_assert!(feed.position() <= input.len() as u64);
+    }
+
+    #[test]
+    fn arbitrary_dtds_and_values_never_panic_and_stay_bounded(
+        dtd in proptest::collection::vec(proptest::sample::select(DTD_TOKENS), 0..60),
+        value in proptest::collection::vec(proptest::sample::select(DTD_TOKENS), 0..20),
+    ) {
+        let mut entities = super::entities::Entities::from_doctype(&format!("x [{}]", dtd.concat()));
+        let mut repairs = super::entities::Repairs::default();
+        if let Ok(v) = entities.expand(&value.concat(), &mut repairs) {
+            prop_assert!(v.len() <= super::entities::MAX_VALUE_BYTES);
+        }
+    }
+}

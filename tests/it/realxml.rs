@@ -316,3 +316,30 @@ fn a_billion_laughs_feed_costs_only_its_item() {
         assert_eq!(titles_of(&v), ["Control"]);
     }
 }
+
+#[test]
+fn the_same_bytes_under_a_corrected_charset_are_read_again() {
+    let t = temp_store();
+    let provider = FakeProvider::start(vec![]).unwrap();
+    let mut store = Store::open(&t.db).unwrap();
+    let cfg = sync_config(&t.db, &provider.url());
+    let metrics = Metrics::new();
+    let body = std::fs::read(fixture("dtd-entity", "plans")).unwrap();
+    for (charset, outcome, title) in [
+        // A lying header over UTF-8 bytes reads as (well-formed) mojibake...
+        ("windows-1252", "ok", "Ã“pera\u{a0}Real"),
+        ("windows-1252", "unchanged", "Ã“pera\u{a0}Real"),
+        // ...until the provider fixes the header: then it is read again.
+        ("utf-8", "ok", "Ópera\u{a0}Real"),
+    ] {
+        provider.push(Behaviour::Typed {
+            body: body.clone(),
+            content_type: format!("application/xml; charset={charset}"),
+        });
+        let run = sync::fetch_once(&mut store, &cfg, &metrics, None).run;
+        assert_eq!(run.outcome.as_str(), outcome, "{charset}: {:?}", run.error);
+        let v: serde_json::Value =
+            serde_json::from_slice(&store.search(&Default::default()).unwrap()).unwrap();
+        assert!(titles_of(&v).contains(&title.to_owned()), "{v}");
+    }
+}
