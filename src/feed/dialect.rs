@@ -134,6 +134,21 @@ impl Document {
     }
 
     /// A value planbox reads, its references expanded.
+    /// `raw`, or when the attribute is absent the default the DTD declares
+    /// for it.
+    fn defaulted<'v>(
+        &self,
+        raw: Option<Cow<'v, str>>,
+        element: &str,
+        attribute: &str,
+    ) -> Option<Cow<'v, str>> {
+        raw.or_else(|| {
+            self.entities
+                .attribute_default(element, attribute)
+                .map(|d| Cow::Owned(d.to_owned()))
+        })
+    }
+
     /// Borrowed from `raw` unless a reference or white space needed work.
     fn value<'v>(
         &mut self,
@@ -337,6 +352,9 @@ impl Document {
                 title = Some(value);
             }
         })?;
+        let id = self.defaulted(id, words.group, words.group_id);
+        let mode = self.defaulted(mode, words.group, SELL_MODE);
+        let title = self.defaulted(title, words.group, TITLE);
         let mut group = Group::default();
         let mut unresolved = Vec::new();
         match self.value(id.as_ref()) {
@@ -384,6 +402,9 @@ impl Document {
                 raw_end = Some(value);
             }
         })?;
+        let raw_id = self.defaulted(raw_id, words.item, words.item_id);
+        let raw_start = self.defaulted(raw_start, words.item, words.start);
+        let raw_end = self.defaulted(raw_end, words.item, words.end);
         let (id, start, end) = match (
             self.value(raw_id.as_ref()),
             self.value(raw_start.as_ref()),
@@ -482,6 +503,8 @@ impl Document {
                 price = Some(value);
             }
         })?;
+        let zone_id = self.defaulted(zone_id, ZONE, ZONE_ID);
+        let price = self.defaulted(price, ZONE, PRICE);
         if self.plan.is_none() {
             return Ok(None);
         }

@@ -1,5 +1,6 @@
-//! References in the attribute values planbox reads, and the general
-//! entities of the document's internal DTD subset.
+//! References in the attribute values planbox reads, and what the
+//! document's internal DTD subset declares for them: general entities and
+//! attribute defaults.
 //!
 //! A value is expanded the way XML 1.0 §3.3.3 normalizes an attribute
 //! value (white space characters become spaces; references are replaced),
@@ -114,11 +115,13 @@ enum Def {
     ParameterEntity,
 }
 
-/// The general entities of one document, and what expanding them cost so
-/// far.
+/// The general entities of one document, the attribute defaults its DTD
+/// declares, and what expanding entities cost so far.
 #[derive(Default)]
 pub(super) struct Entities {
     defs: HashMap<String, Def>,
+    /// (element, attribute) -> raw default value (`<!ATTLIST>`).
+    defaults: HashMap<(String, String), String>,
     spent: u64,
 }
 
@@ -258,6 +261,10 @@ impl Entities {
                 let end = declaration_end(after);
                 self.read_entity(&after[..end]);
                 rest = after.get(end + 1..).unwrap_or("");
+            } else if let Some(after) = rest.strip_prefix("<!ATTLIST") {
+                let end = declaration_end(after);
+                self.read_attlist(&after[..end]);
+                rest = after.get(end + 1..).unwrap_or("");
             } else if let Some(after) = rest.strip_prefix("<!") {
                 let end = declaration_end(after);
                 rest = after.get(end + 1..).unwrap_or("");
@@ -268,6 +275,48 @@ impl Entities {
             } else {
                 let skip = rest.chars().next().map_or(1, char::len_utf8);
                 rest = &rest[skip..];
+            }
+        }
+    }
+
+    /// The default value the DTD declares for `attribute` of `element`
+    /// (raw: references are expanded like a written value's).
+    pub(super) fn attribute_default(&self, element: &str, attribute: &str) -> Option<&str> {
+        if self.defaults.is_empty() {
+            return None;
+        }
+        self.defaults
+            .get(&(element.to_owned(), attribute.to_owned()))
+            .map(String::as_str)
+    }
+
+    /// One `<!ATTLIST …>` declaration, without `<!ATTLIST` and `>`: the
+    /// defaults of its attributes (`"v"` or `#FIXED "v"`; `#REQUIRED` and
+    /// `#IMPLIED` have none). The first declaration of an attribute wins.
+    fn read_attlist(&mut self, decl: &str) {
+        let mut words = Words(decl);
+        let Some(element) = words.next() else {
+            return;
+        };
+        while let Some(attribute) = words.next() {
+            // The type: a name, an enumeration `(a|b)`, or NOTATION (…).
+            let Some(kind) = words.next() else {
+                return;
+            };
+            if kind == "NOTATION" {
+                words.next();
+            }
+            let default = match words.next() {
+                Some("#FIXED") => words.next(),
+                other => other,
+            };
+            let Some(literal) = default.and_then(unquote) else {
+                continue;
+            };
+            if self.defaults.len() < MAX_ENTITIES {
+                self.defaults
+                    .entry((element.to_owned(), attribute.to_owned()))
+                    .or_insert_with(|| literal.to_owned());
             }
         }
     }
@@ -455,6 +504,34 @@ fn scan(name: &str, text: &str) -> Scan {
     }
     result.base += rest.len();
     result
+}
+
+/// The words of a markup declaration: names, `#KEYWORDS`, quoted literals
+/// (with their quotes) and parenthesised groups, split on white space.
+struct Words<'a>(&'a str);
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0.trim_start_matches(is_space);
+        let first = rest.chars().next()?;
+        let end = match first {
+            '"' | '\'' => rest[1..].find(first).map_or(rest.len(), |at| at + 2),
+            '(' => rest.find(')').map_or(rest.len(), |at| at + 1),
+            _ => rest
+                .find(|c: char| is_space(c) || c == '(')
+                .unwrap_or(rest.len()),
+        };
+        self.0 = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+/// The text of a quoted literal.
+fn unquote(word: &str) -> Option<&str> {
+    let quote = word.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    word.strip_prefix(quote)?.strip_suffix(quote)
 }
 
 fn is_space(c: char) -> bool {
@@ -692,6 +769,38 @@ mod tests {
             expand(&mut e, "&a;").0,
             Err(Unresolved::Recursive(_))
         ));
+    }
+
+    #[test]
+    fn attribute_defaults_are_read_from_attlist_declarations() {
+        let mut e = Entities::from_doctype(
+            r#"planList [
+              <!ATTLIST base_plan
+                  sell_mode (online|offline) "online"
+                  title CDATA #IMPLIED
+                  base_plan_id ID #REQUIRED
+                  organizer_company_id CDATA #FIXED 'ACME &#38; co'>
+              <!ATTLIST base_plan sell_mode CDATA "offline" kind NOTATION (a|b) "a">
+              <!ATTLIST zone price CDATA "0">
+            ]"#,
+        );
+        assert_eq!(
+            e.attribute_default("base_plan", "sell_mode"),
+            Some("online")
+        );
+        assert_eq!(e.attribute_default("base_plan", "title"), None);
+        assert_eq!(e.attribute_default("base_plan", "base_plan_id"), None);
+        let raw = e
+            .attribute_default("base_plan", "organizer_company_id")
+            .unwrap()
+            .to_owned();
+        assert_eq!(raw, "ACME &#38; co");
+        let (value, repairs) = expand(&mut e, &raw);
+        assert_eq!(value.unwrap(), "ACME & co");
+        assert_eq!(repairs, Repairs::default());
+        assert_eq!(e.attribute_default("base_plan", "kind"), Some("a"));
+        assert_eq!(e.attribute_default("zone", "price"), Some("0"));
+        assert_eq!(e.attribute_default("plan", "price"), None);
     }
 
     #[test]

@@ -415,3 +415,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn attribute_defaults_of_the_internal_dtd_apply_to_both_dialects() {
+    for (root, group, item) in [
+        ("planList", "base_plan", "plan"),
+        ("eventList", "base_event", "event"),
+    ] {
+        let xml = format!(
+            r#"<?xml version="1.0"?>
+<!DOCTYPE {root} [
+  <!ENTITY org "Teatro">
+  <!ATTLIST {group} sell_mode (online|offline) "online" title CDATA #FIXED "&org; Real">
+  <!ATTLIST zone price CDATA "12.50">
+]>
+<{root}><{group} {group}_id="1"><{item} {item}_id="7" {item}_start_date="2021-06-30T21:00:00"><zone zone_id="1"/><zone zone_id="2" price="20"/></{item}></{group}>
+<{group} {group}_id="2" sell_mode="offline" title="Own"><{item} {item}_id="8" {item}_start_date="2021-06-30T21:00:00"/></{group}></{root}>"#
+        );
+        let r = read(xml.as_bytes(), None);
+        let plans: Vec<&FeedPlan> = r
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                FeedItem::Plan(p) => Some(p),
+                FeedItem::Skipped(_) => None,
+            })
+            .collect();
+        assert_eq!(plans.len(), 2, "{root}");
+        assert_eq!(
+            (plans[0].title.as_str(), plans[0].online),
+            ("Teatro Real", true)
+        );
+        assert_eq!(plans[0].prices.min.unwrap().to_string(), "12.50");
+        assert_eq!(plans[0].prices.max.unwrap().to_string(), "20");
+        assert_eq!((plans[1].title.as_str(), plans[1].online), ("Own", false));
+    }
+}
