@@ -191,6 +191,8 @@ pub fn ingest<R: BufRead>(
         .map(|(reason, n)| (reason.as_str().to_owned(), n))
         .collect();
     log_damage(&skipped, &examples, &repaired);
+    // An import learns its size only by reading it: the whole document was.
+    run.bytes = run.bytes.max(feed.position());
     run.counts = tx.counts();
     run.skipped = skipped;
     run.repaired = repaired;

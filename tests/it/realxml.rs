@@ -158,6 +158,8 @@ fn every_row_imports_exactly_through_the_binary_in_both_dialects() {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             let run = &v["runs"][0];
             assert_eq!(run["outcome"], "ok", "{} {dialect}", row.name);
+            let size = std::fs::metadata(&file).unwrap().len();
+            assert_eq!(run["bytes"], size, "{} {dialect}", row.name);
             assert_eq!(counts(&run["skipped"]), owned(row.skipped), "{}", row.name);
             assert_eq!(
                 counts(&run["repaired"]),
