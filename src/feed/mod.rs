@@ -5,16 +5,24 @@
 //!
 //! * **per item**: turn each plan element into a [`FeedPlan`], or into a
 //!   counted [`Skip`] when it cannot be understood (no id, no or impossible
-//!   start, end before start, unusable zone price);
+//!   start, end before start, unusable zone price, a reference that cannot
+//!   be resolved), and count the values it repaired (HTML named references,
+//!   lone `&`s);
 //! * **per document**: whether the bytes are an acceptable feed at all. Any
 //!   `Err` from [`FeedReader::next_item`] means "reject the whole document"
-//!   (not well-formed, truncated, unknown root, a tag or text run over
+//!   (an unknown encoding or bytes that do not decode in it, not
+//!   well-formed, truncated, unknown root, a tag or text run over
 //!   [`MAX_EVENT_BYTES`], or the reader failed). `Ok(None)` is returned only
 //!   at the well-formed end of a complete document.
 //!
+//! Parts: `decode` (which encoding), `input` (the document streamed into
+//! UTF-8, bounded per event), `dialect` (the document state machine),
+//! `entities` (references and the internal DTD), `markup` (one tag's
+//! attributes and names, error wording).
+//!
 //! Memory is bounded whatever the feed size: no DOM, one reusable event
-//! buffer, one fixed input chunk, and a cap on every single tag or text run
-//! and on element nesting.
+//! buffer, one fixed input chunk, and a cap on every single tag or text run,
+//! on element nesting and on entity expansion.
 //!
 //! It must not do I/O of its own (it reads only the reader it is given), touch
 //! the store or the network, or know about fetching, time zones or identity.
