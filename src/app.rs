@@ -448,6 +448,9 @@ fn print_run(run: &FetchRun, json: bool) {
     for (reason, n) in &run.skipped {
         println!("  skipped {reason}: {n}");
     }
+    for (reason, n) in &run.repaired {
+        println!("  repaired {reason}: {n}");
+    }
 }
 
 fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
@@ -535,6 +538,7 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
             &args.provider_name,
             file,
             args.max_feed_bytes,
+            args.charset.as_deref(),
             &metrics,
             &mut |pos, total| progress.update(pos, total),
         );
@@ -634,12 +638,21 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
         store.generation()?
     );
     println!(
-        "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  error",
-        "started_at", "outcome", "http", "bytes", "ms", "seen", "new", "updated", "skipped"
+        "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  error",
+        "started_at",
+        "outcome",
+        "http",
+        "bytes",
+        "ms",
+        "seen",
+        "new",
+        "updated",
+        "skipped",
+        "repaired"
     );
     for r in &runs {
         println!(
-            "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {}",
+            "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  {}",
             r.started_at,
             r.outcome.as_str(),
             r.http_status_text(),
@@ -649,6 +662,7 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
             r.counts.plans_new,
             r.counts.plans_updated,
             r.skipped_total(),
+            r.repaired_total(),
             r.error.as_deref().unwrap_or("")
         );
     }

@@ -206,6 +206,12 @@ pub struct ImportArgs {
     /// Largest file accepted.
     #[arg(long, env = "PLANBOX_MAX_FEED_BYTES", default_value = "512MiB", value_parser = parse_size)]
     pub max_feed_bytes: u64,
+    /// The files' encoding, as an HTTP Content-Type charset would say it
+    /// (`ISO-8859-1`, `windows-1252`, `UTF-16`): it wins over an XML
+    /// declaration, a byte order mark still wins over it. Without it, a file
+    /// is read as its BOM or declaration says, else as UTF-8.
+    #[arg(long, value_name = "LABEL")]
+    pub charset: Option<String>,
     /// Feed files, ingested in this order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

@@ -68,6 +68,9 @@ pub enum Fetched {
         status: u16,
         body: Spooled,
         validators: Validators,
+        /// The `charset` parameter of the `Content-Type`, if any: it wins
+        /// over the document's XML declaration (RFC 7303).
+        charset: Option<String>,
     },
 }
 
@@ -218,6 +221,7 @@ pub fn fetch(
         etag: header("ETag"),
         last_modified: header("Last-Modified"),
     };
+    let charset = header("Content-Type").and_then(|v| charset_of(&v));
     let gzip = header("Content-Encoding").is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
     // The raw body is limited too, so a compressed stream cannot run on for
     // ever either.
@@ -236,6 +240,7 @@ pub fn fetch(
             status,
             body,
             validators,
+            charset,
         }),
         Err(SpoolError::TooLarge) => Err(FetchError::TooLarge {
             limit: cfg.max_bytes,
@@ -274,6 +279,19 @@ fn classify_ureq(e: ureq::Error, cfg: &FetchConfig) -> FetchError {
         ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => FetchError::Timeout(timeout),
         other => FetchError::Network(other.to_string()),
     }
+}
+
+/// The `charset` parameter of a `Content-Type` value
+/// (`text/xml; charset="ISO-8859-1"` → `ISO-8859-1`).
+pub fn charset_of(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return None;
+        }
+        let value = value.trim().trim_matches('"').trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    })
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -315,6 +333,21 @@ mod tests {
             Err(SpoolError::Cancelled)
         ));
         assert!(!path.exists(), "no spool file left after a failure");
+    }
+
+    #[test]
+    fn the_charset_is_read_from_the_content_type() {
+        assert_eq!(
+            charset_of("text/xml; charset=ISO-8859-1").as_deref(),
+            Some("ISO-8859-1")
+        );
+        assert_eq!(
+            charset_of("application/xml;Charset=\"windows-1252\" ; q=1").as_deref(),
+            Some("windows-1252")
+        );
+        assert_eq!(charset_of("application/xml"), None);
+        assert_eq!(charset_of("text/xml; charset="), None);
+        assert_eq!(charset_of("text/xml; format=flowed"), None);
     }
 
     #[test]

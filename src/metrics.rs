@@ -2,7 +2,8 @@
 //!
 //! Owns the counters the HTTP workers and the fetch loop bump: requests by
 //! route and status, a request-duration histogram per route, fetch runs by
-//! outcome, plans searchable and the last successful fetch. Lock-free on the
+//! outcome, feed items skipped and values repaired by reason, plans
+//! searchable and the last successful fetch. Lock-free on the
 //! request path except one uncontended mutex for the (route, status) map.
 //! This module must not touch the store or the network.
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::model::Outcome;
+use crate::model::{FetchRun, Outcome};
 
 /// The routes planbox serves, as metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,6 +68,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
     durations: [Histogram; Route::ALL.len()],
     fetch_runs: [AtomicU64; Outcome::ALL.len()],
+    /// ("skipped" | "repaired", reason) -> count, over all fetch runs.
+    feed_damage: Mutex<BTreeMap<(&'static str, String), u64>>,
     plans_searchable: AtomicU64,
     /// Unix seconds of the last successful fetch; 0 = never.
     last_success: AtomicI64,
@@ -100,6 +103,18 @@ impl Metrics {
         self.fetch_runs[i].fetch_add(1, Relaxed);
         if outcome.is_success() {
             self.last_success.fetch_max(finished_unix, Relaxed);
+        }
+    }
+
+    /// Counts the items a fetch run skipped and the values it repaired.
+    pub fn observe_damage(&self, run: &FetchRun) {
+        let Ok(mut map) = self.feed_damage.lock() else {
+            return;
+        };
+        for (kind, counts) in [("skipped", &run.skipped), ("repaired", &run.repaired)] {
+            for (reason, n) in counts {
+                *map.entry((kind, reason.clone())).or_default() += n;
+            }
         }
     }
 
@@ -173,6 +188,27 @@ impl Metrics {
                 self.fetch_runs[i].load(Relaxed)
             );
         }
+        if let Ok(map) = self.feed_damage.lock() {
+            for (kind, help) in [
+                (
+                    "skipped",
+                    "Feed items (and zones) skipped since start, by reason.",
+                ),
+                (
+                    "repaired",
+                    "Feed values repaired since start (HTML entities, lone &), by reason.",
+                ),
+            ] {
+                let name = format!("planbox_feed_{kind}_total");
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for ((k, reason), n) in map.iter() {
+                    if *k == kind {
+                        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+                    }
+                }
+            }
+        }
         out.push_str(
             "# HELP planbox_plans_searchable Plans a search can return (ever seen online).\n",
         );
@@ -216,5 +252,30 @@ mod tests {
         ));
         assert!(text.contains("planbox_fetch_runs_total{outcome=\"timeout\"} 1"));
         assert!(text.contains("planbox_last_fetch_success_timestamp_seconds 20"));
+    }
+
+    #[test]
+    fn skips_and_repairs_are_counted_by_reason_across_runs() {
+        let m = Metrics::new();
+        let mut run = FetchRun {
+            started_at: String::new(),
+            duration_ms: 0,
+            source: String::new(),
+            outcome: Outcome::Ok,
+            http_status: None,
+            bytes: 0,
+            counts: Default::default(),
+            skipped: [("unresolved_reference".to_owned(), 2)].into(),
+            repaired: [("html_entity".to_owned(), 3)].into(),
+            error: None,
+        };
+        m.observe_damage(&run);
+        run.repaired.insert("bare_ampersand".into(), 1);
+        m.observe_damage(&run);
+        let text = m.render();
+        assert!(text.contains("planbox_feed_skipped_total{reason=\"unresolved_reference\"} 4"));
+        assert!(text.contains("planbox_feed_repaired_total{reason=\"html_entity\"} 6"));
+        assert!(text.contains("planbox_feed_repaired_total{reason=\"bare_ampersand\"} 1"));
+        assert!(text.contains("# TYPE planbox_feed_repaired_total counter"));
     }
 }

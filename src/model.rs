@@ -195,16 +195,22 @@ pub enum SkipReason {
     /// A zone whose price is missing or not a decimal (the zone, not the plan,
     /// is skipped).
     ZoneInvalidPrice,
+    /// A value planbox reads holds a reference it cannot resolve: an
+    /// undeclared entity, an external or unparsed one, a character
+    /// reference to a character XML forbids, or an expansion over the
+    /// bounds.
+    UnresolvedReference,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::MissingId,
         SkipReason::MissingStart,
         SkipReason::InvalidStart,
         SkipReason::InvalidEnd,
         SkipReason::EndBeforeStart,
         SkipReason::ZoneInvalidPrice,
+        SkipReason::UnresolvedReference,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -215,7 +221,36 @@ impl SkipReason {
             SkipReason::InvalidEnd => "invalid_end",
             SkipReason::EndBeforeStart => "end_before_start",
             SkipReason::ZoneInvalidPrice => "zone_invalid_price",
+            SkipReason::UnresolvedReference => "unresolved_reference",
         }
+    }
+}
+
+/// Damage that was repaired rather than skipped. Counted per fetch and
+/// journaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RepairReason {
+    /// An HTML named reference (`&nbsp;`, `&eacute;`) that XML does not
+    /// define, resolved as HTML does.
+    HtmlEntity,
+    /// A `&` that starts no reference (`Tom & Jerry`), kept as `&`.
+    BareAmpersand,
+}
+
+impl RepairReason {
+    pub const ALL: [RepairReason; 2] = [RepairReason::HtmlEntity, RepairReason::BareAmpersand];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairReason::HtmlEntity => "html_entity",
+            RepairReason::BareAmpersand => "bare_ampersand",
+        }
+    }
+}
+
+impl fmt::Display for RepairReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -426,6 +461,8 @@ pub struct FetchRun {
     pub counts: PlanCounts,
     /// Reason -> count; zone skips are counted as `zone_invalid_price`.
     pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Reason -> count of repairs made to values read (see `RepairReason`).
+    pub repaired: std::collections::BTreeMap<String, u64>,
     pub error: Option<String>,
 }
 
@@ -433,6 +470,11 @@ impl FetchRun {
     /// Items and zones skipped, all reasons together.
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
+    }
+
+    /// Values repaired, all reasons together.
+    pub fn repaired_total(&self) -> u64 {
+        self.repaired.values().sum()
     }
 
     /// The HTTP status for tables and logs, `-` when there was none.

@@ -46,6 +46,9 @@ pub enum Behaviour {
     Next,
     /// A fixed body with status 200.
     Body(Vec<u8>),
+    /// Given bytes with status 200 and the given `Content-Type` (a feed in
+    /// another encoding, say `text/xml; charset=ISO-8859-1`).
+    Typed { body: Vec<u8>, content_type: String },
     /// The next feed, gzip-compressed with `Content-Encoding: gzip`.
     Gzip,
     /// A gzip stream that inflates to `n` bytes of zeros inside an XML
@@ -226,6 +229,9 @@ fn answer(sh: &Shared, rq: tiny_http::Request) {
             }
         }
         Behaviour::Body(b) => rq.respond(tiny_http::Response::from_data(b)),
+        Behaviour::Typed { body, content_type } => rq.respond(
+            tiny_http::Response::from_data(body).with_header(header("Content-Type", &content_type)),
+        ),
         Behaviour::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             let _ = enc.write_all(&next_feed(sh));

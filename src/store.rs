@@ -410,10 +410,11 @@ impl Ingest<'_> {
 
 fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
     let skipped = serde_json::to_string(&run.skipped).unwrap_or_else(|_| "{}".into());
+    let repaired = serde_json::to_string(&run.repaired).unwrap_or_else(|_| "{}".into());
     conn.prepare_cached(
         "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, http_status, bytes,
-             plans_seen, plans_new, plans_updated, plans_unchanged, skipped, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             plans_seen, plans_new, plans_updated, plans_unchanged, skipped, error, repaired)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         run.started_at,
@@ -428,6 +429,7 @@ fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
         run.counts.plans_unchanged as i64,
         skipped,
         run.error,
+        repaired,
     ])?;
     conn.prepare_cached(
         "DELETE FROM fetch_runs WHERE id <= (SELECT MAX(id) FROM fetch_runs) - ?1",
@@ -466,12 +468,13 @@ fn feed_state(conn: &Connection, provider: &str) -> Result<FeedState> {
 fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
     let mut stmt = conn.prepare_cached(
         "SELECT started_at, duration_ms, source, outcome, http_status, bytes, plans_seen,
-                plans_new, plans_updated, plans_unchanged, skipped, error
+                plans_new, plans_updated, plans_unchanged, skipped, error, repaired
          FROM fetch_runs ORDER BY id DESC LIMIT ?1",
     )?;
     let rows = stmt.query_map([limit as i64], |r| {
         let outcome: String = r.get(3)?;
         let skipped: String = r.get(10)?;
+        let repaired: String = r.get(12)?;
         Ok(FetchRun {
             started_at: r.get(0)?,
             duration_ms: r.get::<_, i64>(1)?.max(0) as u64,
@@ -487,6 +490,7 @@ fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
             },
             skipped: serde_json::from_str::<BTreeMap<String, u64>>(&skipped).unwrap_or_default(),
             error: r.get(11)?,
+            repaired: serde_json::from_str::<BTreeMap<String, u64>>(&repaired).unwrap_or_default(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -669,6 +673,7 @@ mod tests {
             bytes: 0,
             counts: PlanCounts::default(),
             skipped: BTreeMap::new(),
+            repaired: BTreeMap::new(),
             error: None,
         }
     }

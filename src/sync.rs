@@ -19,10 +19,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::ServiceInfo;
+use crate::feed::{FeedItem, FeedReader, ParseError, Skip};
 use crate::fetch::{self, FetchConfig, FetchError, Fetched, Validators};
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome, PlanCounts};
-use crate::parse::{FeedItem, FeedReader, ParseError};
 use crate::store::{FeedState, Store, StoreError};
 
 /// A stop request shared by the loops of a process.
@@ -130,10 +130,6 @@ impl IngestError {
     }
 }
 
-/// How many skipped items are logged one by one per ingest (the rest are
-/// only counted).
-const SKIP_LOG_LIMIT: usize = 10;
-
 /// How an ingest reports and stops.
 pub struct IngestOptions<'a> {
     /// The provider's feed state to commit with the plans.
@@ -144,6 +140,9 @@ pub struct IngestOptions<'a> {
     pub stop: Option<&'a Stop>,
     /// Called with the parser's byte position as it advances.
     pub progress: &'a mut dyn FnMut(u64),
+    /// The `charset` of the response's `Content-Type`, if any: it wins
+    /// over the document's XML declaration.
+    pub charset: Option<&'a str>,
 }
 
 /// Ingests one feed document from `reader` as one transaction, committed
@@ -161,11 +160,13 @@ pub fn ingest<R: BufRead>(
         started,
         stop,
         progress,
+        charset,
     } = opts;
     let mut tx = store.begin_ingest(provider)?;
-    let mut feed = FeedReader::new(reader);
+    let mut feed = FeedReader::with_charset(reader, charset);
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
-    let mut logged = 0;
+    // The first skip of each reason, for its one log line.
+    let mut examples: BTreeMap<String, Skip> = BTreeMap::new();
     let mut items: u64 = 0;
     while let Some(item) = feed.next_item()? {
         items += 1;
@@ -178,28 +179,55 @@ pub fn ingest<R: BufRead>(
         match item {
             FeedItem::Plan(plan) => tx.upsert(&plan)?,
             FeedItem::Skipped(skip) => {
-                *skipped.entry(skip.reason.as_str().to_owned()).or_default() += 1;
-                if logged < SKIP_LOG_LIMIT {
-                    logged += 1;
-                    crate::log::log(
-                        crate::log::Level::Warn,
-                        "skipped feed item",
-                        &[
-                            ("reason", &skip.reason),
-                            ("base_plan_id", &skip.base_plan_id),
-                            ("plan_id", &skip.plan_id),
-                            ("detail", &skip.detail),
-                        ],
-                    );
-                }
+                let reason = skip.reason.as_str();
+                *skipped.entry(reason.to_owned()).or_default() += 1;
+                examples.entry(reason.to_owned()).or_insert(skip);
             }
         }
     }
     progress(feed.position());
+    let repaired: BTreeMap<String, u64> = feed
+        .repairs()
+        .map(|(reason, n)| (reason.as_str().to_owned(), n))
+        .collect();
+    log_damage(&skipped, &examples, &repaired);
+    // An import learns its size only by reading it: the whole document was.
+    run.bytes = run.bytes.max(feed.position());
     run.counts = tx.counts();
     run.skipped = skipped;
+    run.repaired = repaired;
     run.duration_ms = started.elapsed().as_millis() as u64;
     Ok(tx.commit(run, state)?)
+}
+
+/// One log line per skip reason and per repair reason of an ingest, with
+/// the first skipped item of each reason as an example.
+fn log_damage(
+    skipped: &BTreeMap<String, u64>,
+    examples: &BTreeMap<String, Skip>,
+    repaired: &BTreeMap<String, u64>,
+) {
+    for (reason, n) in skipped {
+        let Some(first) = examples.get(reason) else {
+            continue;
+        };
+        crate::log::log(
+            crate::log::Level::Warn,
+            "skipped feed items",
+            &[
+                ("reason", reason),
+                ("count", n),
+                ("first", &first.to_string()),
+            ],
+        );
+    }
+    for (reason, n) in repaired {
+        crate::log::log(
+            crate::log::Level::Info,
+            "repaired feed values",
+            &[("reason", reason), ("count", n)],
+        );
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -216,6 +244,7 @@ fn new_run(source: &str) -> FetchRun {
         bytes: 0,
         counts: PlanCounts::default(),
         skipped: BTreeMap::new(),
+        repaired: BTreeMap::new(),
         error: None,
     }
 }
@@ -248,6 +277,7 @@ fn finish(store: &mut Store, run: &FetchRun, journaled: bool, metrics: &Metrics)
         }
     }
     metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+    metrics.observe_damage(run);
     log_run(run);
 }
 
@@ -275,6 +305,7 @@ pub fn log_run(run: &FetchRun) {
             ("updated", &run.counts.plans_updated),
             ("unchanged", &run.counts.plans_unchanged),
             ("skipped", &skipped),
+            ("repaired", &run.repaired_total()),
             ("error", &error),
         ],
     );
@@ -311,15 +342,21 @@ pub fn fetch_once(
             status,
             body,
             validators,
+            charset,
         }) => {
             run.http_status = Some(status);
             run.bytes = body.bytes;
+            // The same bytes under another charset are another document.
+            let body_key = match &charset {
+                Some(c) => format!("{}; charset={}", body.hash, c.to_ascii_lowercase()),
+                None => body.hash.clone(),
+            };
             let new_state = FeedState {
                 etag: validators.etag,
                 last_modified: validators.last_modified,
-                body_hash: Some(body.hash.clone()),
+                body_hash: Some(body_key.clone()),
             };
-            if state.body_hash.as_deref() == Some(body.hash.as_str()) {
+            if state.body_hash.as_deref() == Some(body_key.as_str()) {
                 run.outcome = Outcome::Unchanged;
                 // Only new validators are worth a write; the plans are not
                 // touched at all.
@@ -336,6 +373,7 @@ pub fn fetch_once(
                             started,
                             stop,
                             progress: &mut |_| {},
+                            charset: charset.as_deref(),
                         };
                         match ingest(store, &cfg.provider, reader, &mut run, opts) {
                             Ok(_) => journaled = true,
@@ -347,6 +385,7 @@ pub fn fetch_once(
                                 run.outcome = e.outcome();
                                 run.counts = PlanCounts::default();
                                 run.skipped.clear();
+                                run.repaired.clear();
                                 run.error = Some(e.to_string());
                             }
                         }
@@ -506,12 +545,14 @@ pub fn run_loop_observed(
 }
 
 /// Imports local feed files in order, each as one transaction, as if fetched.
+/// `charset` plays the part of a `Content-Type` charset.
 /// `progress(file, position, total)` is called as the parse advances.
 pub fn import_file(
     store: &mut Store,
     provider: &str,
     path: &Path,
     max_bytes: u64,
+    charset: Option<&str>,
     metrics: &Metrics,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<FetchRun, IngestError> {
@@ -532,6 +573,7 @@ pub fn import_file(
         started,
         stop: None,
         progress: &mut |pos| progress(pos, total),
+        charset,
     };
     let result = ingest(store, provider, reader, &mut run, opts);
     run.bytes = hasher.bytes;
@@ -546,6 +588,7 @@ pub fn import_file(
                 crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
             }
             metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+            metrics.observe_damage(&run);
             log_run(&run);
             Ok(run)
         }
@@ -554,6 +597,7 @@ pub fn import_file(
             run.error = Some(e.to_string());
             run.counts = PlanCounts::default();
             run.skipped.clear();
+            run.repaired.clear();
             run.duration_ms = started.elapsed().as_millis() as u64;
             finish(store, &run, false, metrics);
             Err(e)
@@ -763,7 +807,7 @@ mod tests {
                 let mut model: HashMap<(u8, u8), (bool, serde_json::Value)> = HashMap::new();
                 for f in &feeds {
                     let mut run = new_run("prop");
-                    let opts = IngestOptions { state: None, started: Instant::now(), stop: None, progress: &mut |_| {} };
+                    let opts = IngestOptions { state: None, started: Instant::now(), stop: None, progress: &mut |_| {}, charset: None };
                     let xml = render(f);
                     ingest(&mut store, DEFAULT_PROVIDER, xml.as_bytes(), &mut run, opts)
                         .map_err(|e| TestCaseError::fail(format!("{e}: {xml}")))?;
