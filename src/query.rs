@@ -14,7 +14,7 @@
 use chrono::{NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
-use crate::model::Window;
+use crate::model::{Position, SearchQuery, Window};
 
 /// What a bad query says. The message names the parameter and the accepted
 /// forms; it never echoes more than a short prefix of the input.
@@ -39,6 +39,114 @@ fn bad(param: &str, what: &str) -> QueryError {
 enum Bound {
     Lower,
     Upper,
+}
+
+/// Largest `limit` of a page.
+pub const MAX_LIMIT: u32 = 100_000;
+
+/// Parses a raw `/search` query string (without `?`): the window plus the
+/// page parameters `limit` (1..=100,000) and `after` (a cursor from a
+/// `Link` header). Unknown parameters are ignored; each of ours may appear
+/// at most once.
+pub fn parse_search(raw: &str, tz: Tz) -> Result<SearchQuery, QueryError> {
+    let window = parse_search_query(raw, tz)?;
+    let mut q = SearchQuery::from(window);
+    let (mut seen_limit, mut seen_after) = (false, false);
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Ok(key) = percent_decode(k) else {
+            continue;
+        };
+        let seen = match key.as_str() {
+            "limit" => &mut seen_limit,
+            "after" => &mut seen_after,
+            _ => continue,
+        };
+        if *seen {
+            return Err(QueryError {
+                message: format!("{key}: given more than once"),
+            });
+        }
+        *seen = true;
+        let value = percent_decode(v).unwrap_or_default();
+        if key == "limit" {
+            q.limit = Some(
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n) && !value.starts_with('+'))
+                    .ok_or_else(|| QueryError {
+                        message: format!(
+                            "limit: expected a whole number of plans from 1 to {MAX_LIMIT}"
+                        ),
+                    })?,
+            );
+        } else {
+            q.after = Some(decode_cursor(&value).ok_or_else(|| QueryError {
+                message: "after: not a cursor of this server; follow the URL of the                           `Link: <...>; rel=\"next\"` header as given"
+                    .into(),
+            })?);
+        }
+    }
+    Ok(q)
+}
+
+/// Cursor format version (the first byte).
+const CURSOR_V1: u8 = 1;
+
+/// The opaque `after` value for a position: hex of (version, start, end,
+/// id, check digest). The check makes a damaged or hand-edited cursor a
+/// 400 instead of a silent jump.
+pub fn encode_cursor(p: &Position) -> String {
+    let mut raw = Vec::with_capacity(26 + p.id.len());
+    raw.push(CURSOR_V1);
+    raw.extend_from_slice(&p.start.to_be_bytes());
+    raw.push(u8::from(p.end.is_some()));
+    raw.extend_from_slice(&p.end.unwrap_or(0).to_be_bytes());
+    raw.extend_from_slice(p.id.as_bytes());
+    let check = cursor_check(&raw);
+    raw.extend_from_slice(&check);
+    let mut out = String::with_capacity(raw.len() * 2);
+    for b in raw {
+        use std::fmt::Write;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn cursor_check(raw: &[u8]) -> [u8; 8] {
+    let mut d = crate::digest::Digest::new();
+    d.field(b"planbox-cursor");
+    d.update(raw);
+    d.finish().to_be_bytes()
+}
+
+fn decode_cursor(s: &str) -> Option<Position> {
+    if !s.len().is_multiple_of(2) || s.len() > 512 {
+        return None;
+    }
+    let raw = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    if raw.len() < 26 || raw[0] != CURSOR_V1 {
+        return None;
+    }
+    let (body, check) = raw.split_at(raw.len() - 8);
+    if cursor_check(body) != check {
+        return None;
+    }
+    let int = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    let end = match body[9] {
+        0 => None,
+        1 => Some(int(&body[10..18])),
+        _ => return None,
+    };
+    Some(Position {
+        start: int(&body[1..9]),
+        end,
+        id: String::from_utf8(body[18..].to_vec()).ok()?,
+    })
 }
 
 /// Parses a raw query string (without `?`) into a window. Unknown
@@ -207,6 +315,62 @@ fn utc_to_local(utc: i64, tz: Tz) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_tampering_is_refused() {
+        for p in [
+            Position {
+                start: -62_135_596_800,
+                end: None,
+                id: "7b9c1a6e-0000-5000-8000-000000000001".into(),
+            },
+            Position {
+                start: 1_625_000_000,
+                end: Some(1_625_003_600),
+                id: "x".into(),
+            },
+        ] {
+            let c = encode_cursor(&p);
+            let q = parse_search(&format!("limit=5&after={c}"), Tz::UTC).unwrap();
+            assert_eq!((q.limit, q.after), (Some(5), Some(p.clone())));
+            // Every single-character change is caught.
+            for i in 0..c.len() {
+                let mut t = c.clone().into_bytes();
+                t[i] = if t[i] == b'0' { b'1' } else { b'0' };
+                let t = String::from_utf8(t).unwrap();
+                let e = parse_search(&format!("after={t}"), Tz::UTC).unwrap_err();
+                assert!(e.message.starts_with("after:"), "{}", e.message);
+            }
+        }
+        for bad in ["", "zz", "01", &"0".repeat(600)] {
+            let e = parse_search(&format!("after={bad}"), Tz::UTC).unwrap_err();
+            assert!(e.message.starts_with("after:"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn limit_is_1_to_100000_and_named_when_bad() {
+        assert_eq!(parse_search("limit=1", Tz::UTC).unwrap().limit, Some(1));
+        assert_eq!(
+            parse_search("limit=100000", Tz::UTC).unwrap().limit,
+            Some(100_000)
+        );
+        assert_eq!(parse_search("", Tz::UTC).unwrap().limit, None);
+        for bad in [
+            "limit=0",
+            "limit=100001",
+            "limit=-1",
+            "limit=+5",
+            "limit=",
+            "limit=1.5",
+            "limit=ten",
+            "limit=1&limit=2",
+            "limit=99999999999999999999",
+        ] {
+            let e = parse_search(bad, Tz::UTC).unwrap_err();
+            assert!(e.message.starts_with("limit:"), "{bad}: {}", e.message);
+        }
+    }
     use crate::model::{local_seconds, parse_feed_datetime};
 
     fn local(s: &str) -> i64 {

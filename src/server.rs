@@ -23,7 +23,7 @@
 //! This module must not contain API logic (see `api.rs`) or SQL.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Cursor};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::api::{self, code, error_response, Api, Bytes, Response, Source};
+use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
 use crate::metrics::Route;
 use crate::store::{Reader, StoreError};
 
@@ -87,13 +87,16 @@ pub const SHED_TICK: Duration = Duration::from_millis(5);
 /// Most clients the rate limiter tracks at once (about 40 bytes each).
 pub const RATE_LIMIT_MAX_CLIENTS: usize = 65_536;
 
-/// Binds the listening socket with `TCP_NODELAY` and `SO_RCVTIMEO` set, both
-/// inherited by accepted sockets on Linux.
+/// Binds the listening socket with `TCP_NODELAY`, `SO_RCVTIMEO` and
+/// `SO_SNDTIMEO` set, all inherited by accepted sockets on Linux. The send
+/// timeout bounds how long a client that stops reading holds a worker (and,
+/// mid-answer, its read snapshot): one blocked write, at most `idle_timeout`.
 pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_read_timeout(Some(idle_timeout))?;
+    socket.set_write_timeout(Some(idle_timeout))?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
@@ -497,12 +500,100 @@ impl WorkerCtx {
 
     fn handle(&mut self, rq: tiny_http::Request) {
         let started = Instant::now();
-        let response = self.respond_to(&rq);
-        let (status, route) = (response.status, response.route);
-        send(rq, response);
+        let mut response = self.respond_to(&rq);
+        let wire = Wire::of(&rq);
+        let route = response.route;
+        let mut out = rq.into_writer();
+        let status = match response.stream.take() {
+            None => {
+                // The client may be gone; nothing to do about it.
+                let _ = write_whole(&mut out, &wire, &response);
+                response.status
+            }
+            Some(s) => self.stream(&s, &wire, &mut out),
+        };
+        drop(out);
         self.api
             .metrics()
             .observe_request(route, status, started.elapsed());
+    }
+
+    /// Sends a `/search` answer read from the store while it is written.
+    /// Returns the status sent.
+    fn stream(&mut self, s: &SearchStream, wire: &Wire, out: &mut dyn Write) -> u16 {
+        let mut head_sent: Option<u16> = None;
+        let api = &self.api;
+        let source = &mut self.source;
+        let min_rate_after = self.cfg.idle_timeout;
+        let result = catch_unwind(AssertUnwindSafe(|| match source.as_mut() {
+            None => Err(StoreError::Busy),
+            Some(src) => api.stream(s, src.as_mut(), &mut |streamed| match streamed {
+                Streamed::Whole(r) => {
+                    head_sent = Some(r.status);
+                    write_whole(out, wire, &r)
+                }
+                Streamed::Body {
+                    headers,
+                    length,
+                    body,
+                } => {
+                    let mut wrote = false;
+                    let r = write_streamed(
+                        out,
+                        wire,
+                        &headers,
+                        length,
+                        body,
+                        min_rate_after,
+                        &mut wrote,
+                    );
+                    if wrote {
+                        head_sent = Some(200);
+                    }
+                    r
+                }
+            }),
+        }));
+        let fallback = match result {
+            Ok(Ok(Ok(()))) => None,
+            // Writing failed (client gone, too slow) or reading failed
+            // mid-answer: the framing is already broken off; or reading
+            // failed before the first byte: a 503.
+            Ok(Ok(Err(e))) => {
+                if head_sent.is_some() {
+                    crate::log::log(
+                        crate::log::Level::Debug,
+                        "streamed answer cut short",
+                        &[("reason", &e)],
+                    );
+                }
+                Some((
+                    503,
+                    api::unavailable(
+                        Route::Search,
+                        code::NOT_READY,
+                        "the store cannot be read right now",
+                    ),
+                ))
+            }
+            Ok(Err(e)) => Some((503, api::store_failed(&e))),
+            Err(panic) => {
+                crate::log::error(&format!(
+                    "handler panicked while streaming a search: {}",
+                    panic_text(&panic)
+                ));
+                self.source = None;
+                Some((500, internal_error()))
+            }
+        };
+        match (head_sent, fallback) {
+            (Some(status), _) => status,
+            (None, None) => 200,
+            (None, Some((status, r))) => {
+                let _ = write_whole(out, wire, &r);
+                status
+            }
+        }
     }
 
     fn respond_to(&mut self, rq: &tiny_http::Request) -> Response {
@@ -569,6 +660,7 @@ impl WorkerCtx {
             url,
             accept_encoding,
             if_none_match,
+            http10: *rq.http_version() == tiny_http::HTTPVersion(1, 0),
         };
         if self.source.is_none() {
             match (self.sources)() {
@@ -592,23 +684,14 @@ impl WorkerCtx {
         match result {
             Ok(r) => r,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
                 crate::log::error(&format!(
-                    "handler panicked on {method} {}: {what}",
-                    short(url)
+                    "handler panicked on {method} {}: {}",
+                    short(url),
+                    panic_text(&panic)
                 ));
                 // The connection may be mid-statement: start afresh.
                 self.source = None;
-                error_response(
-                    500,
-                    Route::Other,
-                    code::INTERNAL,
-                    "internal error; it has been logged",
-                )
+                internal_error()
             }
         }
     }
@@ -618,27 +701,208 @@ fn short(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-fn send(rq: tiny_http::Request, r: Response) {
-    let mut headers = Vec::with_capacity(r.headers.len());
-    for (k, v) in &r.headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            headers.push(h);
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn internal_error() -> Response {
+    error_response(
+        500,
+        Route::Other,
+        code::INTERNAL,
+        "internal error; it has been logged",
+    )
+}
+
+/// What of the request shapes the response on the wire.
+struct Wire {
+    http10: bool,
+    head: bool,
+}
+
+impl Wire {
+    fn of(rq: &tiny_http::Request) -> Wire {
+        Wire {
+            http10: *rq.http_version() == tiny_http::HTTPVersion(1, 0),
+            head: *rq.method() == tiny_http::Method::Head,
         }
     }
-    let len = r.body.len();
-    let response = tiny_http::Response::new(
-        tiny_http::StatusCode(r.status),
-        headers,
-        Cursor::new(r.body as Bytes),
-        Some(len),
-        None,
-    )
-    // The length is always known: never fall back to chunked encoding
-    // (tiny_http does from 32 KiB on, in 8 KiB chunks; +4-10 % on large
-    // answers, docs/PERFORMANCE.md).
-    .with_chunked_threshold(usize::MAX);
-    // The client may be gone; nothing to do about it.
-    let _ = rq.respond(response);
+}
+
+/// Answers `rq` with a response held in memory.
+fn send(rq: tiny_http::Request, r: Response) {
+    let wire = Wire::of(&rq);
+    let mut out = rq.into_writer();
+    let _ = write_whole(&mut out, &wire, &r);
+}
+
+/// `Date` header value, formatted once a second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(i64, String)> = const {
+            std::cell::RefCell::new((i64::MIN, String::new()))
+        };
+    }
+    let now = chrono::Utc::now();
+    DATE.with_borrow_mut(|(secs, text)| {
+        if *secs != now.timestamp() {
+            *secs = now.timestamp();
+            *text = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Status line and headers (without the blank line).
+fn write_head(buf: &mut Vec<u8>, wire: &Wire, status: u16, headers: &[(&'static str, String)]) {
+    let version: &[u8] = if wire.http10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    };
+    buf.extend_from_slice(version);
+    let mut code = [b'0'; 3];
+    for (i, d) in code.iter_mut().enumerate() {
+        *d = b'0' + ((status / 10u16.pow(2 - i as u32)) % 10) as u8;
+    }
+    buf.extend_from_slice(&code);
+    buf.push(b' ');
+    buf.extend_from_slice(
+        tiny_http::StatusCode(status)
+            .default_reason_phrase()
+            .as_bytes(),
+    );
+    buf.extend_from_slice(b"\r\nDate: ");
+    http_date(buf);
+    buf.extend_from_slice(b"\r\n");
+    for (k, v) in headers {
+        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(v.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes a response held in memory in one `write` (head and body
+/// together), without the body for `HEAD`, 204 and 304.
+fn write_whole(out: &mut dyn Write, wire: &Wire, r: &Response) -> io::Result<()> {
+    let no_body = matches!(r.status, 204 | 304);
+    let send_body = !wire.head && !no_body;
+    let mut buf = Vec::with_capacity(256 + if send_body { r.body.len() } else { 0 });
+    write_head(&mut buf, wire, r.status, &r.headers);
+    if !no_body {
+        buf.extend_from_slice(b"Content-Length: ");
+        buf.extend_from_slice(r.body.len().to_string().as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+    if send_body {
+        buf.extend_from_slice(&r.body);
+    }
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// Bytes of body per chunk (and per `write`) of a streamed answer.
+const CHUNK: usize = 128 << 10;
+
+/// Slowest average rate (bytes/s) a streamed answer may be read at once it
+/// has run for the send timeout. With the send timeout this bounds how long
+/// a reader holds its worker and its WAL snapshot (which keeps checkpoints
+/// from recycling the WAL past it): at most `timeout + bytes / MIN_RATE`.
+pub const MIN_STREAM_RATE: u64 = 32 << 10;
+
+/// Writes a streamed answer: chunked, or with the `length` given (HTTP/1.0,
+/// which has no chunks). A read error mid-body breaks the chunk framing on
+/// purpose, so a client sees a failed transfer instead of a short,
+/// well-formed answer.
+#[allow(clippy::too_many_arguments)]
+fn write_streamed(
+    out: &mut dyn Write,
+    wire: &Wire,
+    headers: &[(&'static str, String)],
+    length: Option<u64>,
+    body: &mut dyn Read,
+    min_rate_after: Duration,
+    wrote: &mut bool,
+) -> io::Result<()> {
+    let chunked = length.is_none();
+    let mut head = Vec::with_capacity(512);
+    write_head(&mut head, wire, 200, headers);
+    match length {
+        None => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
+        Some(n) => head.extend_from_slice(format!("Content-Length: {n}\r\n\r\n").as_bytes()),
+    }
+    if wire.head {
+        *wrote = true;
+        out.write_all(&head)?;
+        return out.flush();
+    }
+    // [room for the chunk-size line][data][CRLF + last chunk]
+    const ROOM: usize = 8;
+    let mut frame = vec![0u8; ROOM + CHUNK + 7];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut pending_head = Some(head);
+    loop {
+        let mut n = 0;
+        let mut eof = false;
+        while n < CHUNK {
+            match body.read(&mut frame[ROOM + n..ROOM + CHUNK]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if *wrote && chunked {
+                        let _ = out.write_all(b"\r\n!broken answer\r\n");
+                        let _ = out.flush();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let (mut from, mut to) = (ROOM, ROOM + n);
+        if chunked {
+            if n > 0 {
+                let size = format!("{n:x}\r\n");
+                from -= size.len();
+                frame[from..ROOM].copy_from_slice(size.as_bytes());
+                frame[to..to + 2].copy_from_slice(b"\r\n");
+                to += 2;
+            }
+            if eof {
+                frame[to..to + 5].copy_from_slice(b"0\r\n\r\n");
+                to += 5;
+            }
+        }
+        *wrote = true;
+        match pending_head.take() {
+            // The head goes out with the first chunk: one write.
+            Some(mut head) => {
+                head.extend_from_slice(&frame[from..to]);
+                out.write_all(&head)?;
+            }
+            None => out.write_all(&frame[from..to])?,
+        }
+        sent += (to - from) as u64;
+        if eof {
+            return out.flush();
+        }
+        let elapsed = started.elapsed();
+        if elapsed > min_rate_after && sent < elapsed.as_secs() * MIN_STREAM_RATE {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client reads the answer too slowly",
+            ));
+        }
+    }
 }
 
 fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
