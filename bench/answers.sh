@@ -14,8 +14,9 @@
 #   3. (AFTER only) gzip and br answers decode to the same bytes; walking
 #      `limit=100000` pages through `Link` yields exactly the whole answer's
 #      ids (bench/walk-pages.py);
-#   4. wrk -t2 -c64 -d${WRK_DURATION:-10s} on small windows (day, week), the
-#      cached path.
+#   4. wrk -t2 -c64 -d${WRK_DURATION:-10s} on fixed windows (day ~265 KB,
+#      week ~1.9 MB on the 1M store: the cached path) and on random one-day
+#      windows (bench/random-window.lua: nearly all cache misses).
 # Then nginx (1 worker, sendfile) serves the AFTER body from a file: the
 # transfer-speed anchor, 3 rounds, same curl. Writes OUTDIR/summary.txt.
 # Servers are stopped by PID at exit; nothing listens beyond loopback.
@@ -47,7 +48,7 @@ start() { # bin db
   wait_http "http://127.0.0.1:$PORT/ready" || { echo "serve failed" >&2; exit 1; }
 }
 stop() { kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=""; }
-kib() { awk -v k="$1" '/^(VmHWM|VmRSS)/ { printf "%s %d MiB  ", $1, $2 / 1024 }' "/proc/$k/status"; }
+kib() { awk '/^(VmHWM|VmRSS)/ { printf "%s %d MiB  ", $1, $2 / 1024 }' "/proc/$1/status"; }
 URL="http://127.0.0.1:$PORT/search"
 
 run_one() { # who bin db
@@ -88,6 +89,8 @@ run_one() { # who bin db
     wrk -t2 -c64 -d"$D" --latency "$URL?$qs" >"$OUT/wrk-$who-$name.txt"
     say "   wrk $name: $(awk '/Requests\/sec/ { print $2 " req/s" } / 99%/ { print "p99 " $2 }' "$OUT/wrk-$who-$name.txt" | paste -sd' ')"
   done
+  WINDOW_DAYS=1 wrk -t2 -c64 -d"$D" --latency -s "$ROOT/bench/random-window.lua" "http://127.0.0.1:$PORT" >"$OUT/wrk-$who-random-day.txt"
+  say "   wrk random one-day windows (uncached): $(awk '/Requests\/sec/ { print $2 " req/s" } / 99%/ { print "p99 " $2 }' "$OUT/wrk-$who-random-day.txt" | paste -sd' ')"
   stop
 }
 

@@ -235,20 +235,29 @@ struct CacheInner {
     generation: u64,
     bytes: usize,
     map: HashMap<SearchQuery, Arc<Rendered>>,
+    /// Queries whose answer streamed once in this generation and turned out
+    /// to fit [`CACHE_MAX_BODY`]: the next request reads them whole.
+    cacheable: std::collections::HashSet<SearchQuery>,
 }
 
 const CACHE_MAX_ENTRIES: usize = 4096;
 const CACHE_MAX_BYTES: usize = 64 << 20;
 /// Answers up to this size are read whole, cached and sent with a
-/// `Content-Length`; larger ones are streamed (chunked) and not cached.
+/// `Content-Length`; larger ones are streamed (chunked). So a request holds
+/// at most this much of an answer in memory unless the answer is known to
+/// be cacheable.
 pub const WHOLE_MAX_BYTES: usize = 1 << 20;
+/// Largest answer kept in the cache: one that streamed once and turned out
+/// to be at most this big is read whole (and cached) from its second
+/// request on.
+const CACHE_MAX_BODY: usize = 4 << 20;
 /// Bodies smaller than this are sent uncompressed (compression would not pay).
 const COMPRESS_MIN_BYTES: usize = 512;
 /// Brotli quality for cached answers (compressed once per generation).
 const BROTLI_CACHED_QUALITY: i32 = 6;
 /// Brotli quality and window (log2) for streamed answers: fast, and a few
 /// MiB of encoder state at most.
-const BROTLI_STREAM_QUALITY: u32 = 4;
+const BROTLI_STREAM_QUALITY: u32 = 1;
 const BROTLI_STREAM_LGWIN: u32 = 20;
 
 impl AnswerCache {
@@ -262,8 +271,35 @@ impl AnswerCache {
             .flatten()
     }
 
+    /// How much of the answer to `q` to read before deciding to stream it.
+    fn whole_limit(&self, generation: u64, q: &SearchQuery) -> usize {
+        match self.inner.lock() {
+            Ok(inner) if inner.generation == generation && inner.cacheable.contains(q) => {
+                CACHE_MAX_BODY
+            }
+            _ => WHOLE_MAX_BYTES,
+        }
+    }
+
+    /// The answer to `q` streamed whole and was at most [`CACHE_MAX_BODY`].
+    fn note_cacheable(&self, generation: u64, q: &SearchQuery) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if generation > inner.generation {
+            inner.map.clear();
+            inner.cacheable.clear();
+            inner.bytes = 0;
+            inner.generation = generation;
+            self.generation.store(generation, Relaxed);
+        }
+        if generation == inner.generation && inner.cacheable.len() < CACHE_MAX_ENTRIES {
+            inner.cacheable.insert(q.clone());
+        }
+    }
+
     fn put(&self, generation: u64, q: SearchQuery, r: &Arc<Rendered>) {
-        if r.body.len() > WHOLE_MAX_BYTES {
+        if r.body.len() > CACHE_MAX_BODY {
             return;
         }
         let Ok(mut inner) = self.inner.lock() else {
@@ -276,6 +312,7 @@ impl AnswerCache {
             inner.map.len() >= CACHE_MAX_ENTRIES || inner.bytes + r.body.len() > CACHE_MAX_BYTES;
         if generation > inner.generation || full {
             inner.map.clear();
+            inner.cacheable.clear();
             inner.bytes = 0;
             inner.generation = generation;
             self.generation.store(generation, Relaxed);
@@ -306,6 +343,22 @@ fn search_etag(v: &DataVersion, q: &SearchQuery, enc: Encoding) -> String {
     }
     d.update(&[enc as u8]);
     format!("\"{:016x}\"", d.finish())
+}
+
+/// Counts the bytes read through it and whether the end was reached.
+struct Counting<R> {
+    inner: R,
+    n: u64,
+    eof: bool,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        self.eof |= k == 0 && !buf.is_empty();
+        Ok(k)
+    }
 }
 
 /// `Link: <...>; rel="next"` for the page after `next`: the request's own
@@ -532,13 +585,19 @@ impl Api {
                 }
                 None => None,
             };
+            let limit = self.cache.whole_limit(snap.version.generation, &s.query);
             let mut prefix = Vec::new();
-            rows.take(WHOLE_MAX_BYTES as u64 + 1)
-                .read_to_end(&mut prefix)?;
-            if prefix.len() <= WHOLE_MAX_BYTES {
+            rows.take(limit as u64 + 1).read_to_end(&mut prefix)?;
+            if prefix.len() <= limit {
                 let (r, _) = self.keep(snap, &s.query, prefix);
                 return send(Streamed::Whole(whole(&r, etag, s.encoding, &s.raw_query)));
             }
+            let mut rest = Counting {
+                inner: rows,
+                n: prefix.len() as u64,
+                eof: false,
+            };
+            let rows = &mut rest;
             let mut headers = search_headers(etag, snap.next.as_ref(), &s.raw_query);
             if let Some(token) = s.encoding.token() {
                 headers.push(("Content-Encoding", token.into()));
@@ -557,11 +616,16 @@ impl Api {
                     BROTLI_STREAM_LGWIN,
                 )),
             };
-            send(Streamed::Body {
+            let sent = send(Streamed::Body {
                 headers,
                 length,
                 body: &mut body,
-            })
+            });
+            drop(body);
+            if sent.is_ok() && rest.eof && rest.n <= CACHE_MAX_BODY as u64 {
+                self.cache.note_cacheable(snap.version.generation, &s.query);
+            }
+            sent
         })
     }
 
@@ -1204,8 +1268,26 @@ mod tests {
             };
             assert_eq!(a.handle(&again, &mut src).status, 304);
         }
-        // Too big for the cache: every request reads the store.
-        assert_eq!(src.searches, 3);
+        // Streamed once, then read whole and cached (under 4 MiB).
+        assert_eq!(src.searches, 2);
+    }
+
+    #[test]
+    fn an_answer_that_streamed_once_under_4_mib_is_cached_from_then_on() {
+        let a = api();
+        let pad = "y".repeat(1000);
+        let mut src = Fake {
+            events: (0..2000)
+                .map(|i| (i, format!(r#"{{"id":"{i}","pad":"{pad}"}}"#)))
+                .collect(),
+            ..Fake::default()
+        };
+        let body = call(&a, &get("/search"), &mut src).body;
+        assert!(body.len() > WHOLE_MAX_BYTES && body.len() < CACHE_MAX_BODY);
+        for _ in 0..3 {
+            assert_eq!(call(&a, &get("/search"), &mut src).body, body);
+        }
+        assert_eq!(src.searches, 2, "streamed, read whole once, then cached");
     }
 
     #[test]

@@ -787,12 +787,18 @@ fn write_head(buf: &mut Vec<u8>, wire: &Wire, status: u16, headers: &[(&'static 
     }
 }
 
-/// Writes a response held in memory in one `write` (head and body
-/// together), without the body for `HEAD`, 204 and 304.
+/// Bodies up to this size go out in the same `write` as the head; larger
+/// ones in a second `write`, not copied.
+const COPY_MAX: usize = 64 << 10;
+
+/// Writes a response held in memory, in one `write` (head and body
+/// together) when the body is small; without the body for `HEAD`, 204 and
+/// 304.
 fn write_whole(out: &mut dyn Write, wire: &Wire, r: &Response) -> io::Result<()> {
     let no_body = matches!(r.status, 204 | 304);
     let send_body = !wire.head && !no_body;
-    let mut buf = Vec::with_capacity(256 + if send_body { r.body.len() } else { 0 });
+    let copy = send_body && r.body.len() <= COPY_MAX;
+    let mut buf = Vec::with_capacity(256 + if copy { r.body.len() } else { 0 });
     write_head(&mut buf, wire, r.status, &r.headers);
     if !no_body {
         buf.extend_from_slice(b"Content-Length: ");
@@ -800,10 +806,13 @@ fn write_whole(out: &mut dyn Write, wire: &Wire, r: &Response) -> io::Result<()>
         buf.extend_from_slice(b"\r\n");
     }
     buf.extend_from_slice(b"\r\n");
-    if send_body {
+    if copy {
         buf.extend_from_slice(&r.body);
     }
     out.write_all(&buf)?;
+    if send_body && !copy {
+        out.write_all(&r.body)?;
+    }
     out.flush()
 }
 
