@@ -91,61 +91,40 @@ pub fn parse_search(raw: &str, tz: Tz) -> Result<SearchQuery, QueryError> {
     Ok(q)
 }
 
-/// Cursor format version (the first byte).
-const CURSOR_V1: u8 = 1;
-
-/// The opaque `after` value for a position: hex of (version, start, end,
-/// id, check digest). The check makes a damaged or hand-edited cursor a
-/// 400 instead of a silent jump.
+/// The opaque `after` value for a position: 65 lowercase hex digits, the
+/// start (16, two's complement), `1` and the end or `0` and sixteen zeros
+/// without end (17), and the plan id, a UUID (32). Every value of that
+/// shape is a position, so a schema-driven client can only send positions
+/// or malformed values (400); an edited cursor that keeps the shape is
+/// another position, which the keyset walk handles like any other.
 pub fn encode_cursor(p: &Position) -> String {
-    let mut raw = Vec::with_capacity(26 + p.id.len());
-    raw.push(CURSOR_V1);
-    raw.extend_from_slice(&p.start.to_be_bytes());
-    raw.push(u8::from(p.end.is_some()));
-    raw.extend_from_slice(&p.end.unwrap_or(0).to_be_bytes());
-    raw.extend_from_slice(p.id.as_bytes());
-    let check = cursor_check(&raw);
-    raw.extend_from_slice(&check);
-    let mut out = String::with_capacity(raw.len() * 2);
-    for b in raw {
-        use std::fmt::Write;
-        let _ = write!(out, "{b:02x}");
+    let id = uuid::Uuid::parse_str(&p.id).unwrap_or_default();
+    debug_assert!(!id.is_nil(), "plan ids are UUIDs: {}", p.id);
+    match p.end {
+        Some(end) => format!("{:016x}1{:016x}{}", p.start as u64, end as u64, id.simple()),
+        None => format!("{:016x}0{:016x}{}", p.start as u64, 0, id.simple()),
     }
-    out
 }
 
-fn cursor_check(raw: &[u8]) -> [u8; 8] {
-    let mut d = crate::digest::Digest::new();
-    d.field(b"planbox-cursor");
-    d.update(raw);
-    d.finish().to_be_bytes()
-}
+/// Length of a cursor.
+pub const CURSOR_LEN: usize = 65;
 
 fn decode_cursor(s: &str) -> Option<Position> {
-    if !s.len().is_multiple_of(2) || s.len() > 512 {
+    let b = s.as_bytes();
+    if b.len() != CURSOR_LEN || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let raw = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    if raw.len() < 26 || raw[0] != CURSOR_V1 {
-        return None;
-    }
-    let (body, check) = raw.split_at(raw.len() - 8);
-    if cursor_check(body) != check {
-        return None;
-    }
-    let int = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
-    let end = match body[9] {
-        0 => None,
-        1 => Some(int(&body[10..18])),
+    let int = |r: std::ops::Range<usize>| u64::from_str_radix(&s[r], 16).ok().map(|v| v as i64);
+    let end = match b[16] {
+        b'0' => None,
+        b'1' => Some(int(17..33)?),
         _ => return None,
     };
+    let id = uuid::Uuid::parse_str(&s[33..]).ok()?;
     Some(Position {
-        start: int(&body[1..9]),
+        start: int(0..16)?,
         end,
-        id: String::from_utf8(body[18..].to_vec()).ok()?,
+        id: id.hyphenated().to_string(),
     })
 }
 
@@ -317,7 +296,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_tampering_is_refused() {
+    fn cursors_round_trip_and_malformed_ones_are_refused() {
         for p in [
             Position {
                 start: -62_135_596_800,
@@ -326,23 +305,31 @@ mod tests {
             },
             Position {
                 start: 1_625_000_000,
-                end: Some(1_625_003_600),
-                id: "x".into(),
+                end: Some(-1),
+                id: "ffffffff-ffff-5fff-bfff-ffffffffffff".into(),
             },
         ] {
             let c = encode_cursor(&p);
+            assert_eq!(c.len(), CURSOR_LEN);
             let q = parse_search(&format!("limit=5&after={c}"), Tz::UTC).unwrap();
             assert_eq!((q.limit, q.after), (Some(5), Some(p.clone())));
-            // Every single-character change is caught.
-            for i in 0..c.len() {
-                let mut t = c.clone().into_bytes();
-                t[i] = if t[i] == b'0' { b'1' } else { b'0' };
-                let t = String::from_utf8(t).unwrap();
-                let e = parse_search(&format!("after={t}"), Tz::UTC).unwrap_err();
-                assert!(e.message.starts_with("after:"), "{}", e.message);
-            }
+            // Every value of the documented shape is a position.
+            let mut other = c.clone().into_bytes();
+            other[3] = if other[3] == b'7' { b'8' } else { b'7' };
+            let other = String::from_utf8(other).unwrap();
+            assert!(parse_search(&format!("after={other}"), Tz::UTC).is_ok());
         }
-        for bad in ["", "zz", "01", &"0".repeat(600)] {
+        let good = encode_cursor(&Position {
+            start: 5,
+            end: Some(6),
+            id: "7b9c1a6e-0000-5000-8000-000000000001".into(),
+        });
+        let flag2 = format!("{}2{}", &good[..16], &good[17..]);
+        let upper = good.to_uppercase();
+        let short = &good[..64];
+        let long = format!("{good}0");
+        let junk = format!("{}g", &good[..64]);
+        for bad in ["", "zz", "0", short, &long, &flag2, &upper, &junk] {
             let e = parse_search(&format!("after={bad}"), Tz::UTC).unwrap_err();
             assert!(e.message.starts_with("after:"), "{bad}: {}", e.message);
         }

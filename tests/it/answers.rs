@@ -240,14 +240,17 @@ fn pages_through_link_concatenate_to_the_whole_answer() {
     let next = next_link(&r).unwrap();
     let cursor = next.rsplit("after=").next().unwrap().to_owned();
     let mut tampered = cursor.clone().into_bytes();
-    tampered[5] = if tampered[5] == b'0' { b'1' } else { b'0' };
+    tampered[5] = b'x';
     let tampered = String::from_utf8(tampered).unwrap();
+    let flag = format!("{}7{}", &cursor[..16], &cursor[17..]);
     for (q, param) in [
         ("limit=0".to_owned(), "limit"),
         ("limit=100001".to_owned(), "limit"),
         ("limit=x".to_owned(), "limit"),
         (format!("limit=5&after={tampered}"), "after"),
         (format!("after={}", &cursor[..cursor.len() - 2]), "after"),
+        (format!("after={flag}"), "after"),
+        (format!("after={cursor}00"), "after"),
         ("after=".to_owned(), "after"),
         (format!("after={cursor}&after={cursor}"), "after"),
     ] {
