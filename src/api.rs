@@ -382,11 +382,65 @@ fn next_link(raw_query: &str, next: &crate::model::Position) -> String {
     format!("<{url}>; rel=\"next\"")
 }
 
+/// How long a data version read from the store is trusted while this
+/// process commits nothing: a change made by another process (`planbox
+/// import` beside `serve`) shows in answers and ETags within this delay.
+/// Commits of this process show at once (see [`crate::store::local_changes`]).
+pub const VERSION_TTL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The data version as last read, so that a cached answer costs no SQLite
+/// work: re-read when this process committed a change since, or when it is
+/// older than [`VERSION_TTL`].
+struct VersionCache {
+    ttl: std::time::Duration,
+    last: Mutex<Option<(DataVersion, std::time::Instant, u64)>>,
+}
+
+impl Default for VersionCache {
+    fn default() -> Self {
+        VersionCache {
+            ttl: VERSION_TTL,
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl VersionCache {
+    fn get(&self, src: &mut dyn Source) -> Result<DataVersion, StoreError> {
+        let changes = crate::store::local_changes();
+        if let Ok(last) = self.last.lock() {
+            if let Some((v, at, seen)) = *last {
+                if seen == changes && at.elapsed() < self.ttl {
+                    return Ok(v);
+                }
+            }
+        }
+        let at = std::time::Instant::now();
+        let v = src.version()?;
+        self.offer(v, at, changes);
+        Ok(v)
+    }
+
+    /// A version read at `at`, when this process had made `changes`.
+    fn offer(&self, v: DataVersion, at: std::time::Instant, changes: u64) {
+        if let Ok(mut last) = self.last.lock() {
+            let newer = match *last {
+                Some((old, old_at, _)) => old_at <= at || old.generation < v.generation,
+                None => true,
+            };
+            if newer {
+                *last = Some((v, at, changes));
+            }
+        }
+    }
+}
+
 /// The API: configuration plus shared caches and metrics. One per server,
 /// shared by all workers.
 pub struct Api {
     tz: Tz,
     cache: AnswerCache,
+    version: VersionCache,
     metrics: Arc<Metrics>,
     info: Arc<ServiceInfo>,
     /// Whether `/metrics` is served here (false when it has its own listener).
@@ -400,6 +454,7 @@ impl Api {
         Api {
             tz,
             cache: AnswerCache::default(),
+            version: VersionCache::default(),
             metrics,
             info,
             serve_metrics: true,
@@ -491,7 +546,7 @@ impl Api {
             Ok(q) => q,
             Err(e) => return error_response(400, route, code::INVALID_PARAMETER, &e.message),
         };
-        let version = match src.version() {
+        let version = match self.version.get(src) {
             Ok(v) => v,
             Err(e) => return store_failed(&e),
         };
@@ -1051,8 +1106,12 @@ mod tests {
         }
     }
 
+    /// An API that asks the fake for its version on every request (the
+    /// fake changes without committing anything).
     fn api() -> Api {
-        Api::new(Tz::UTC, Arc::default(), Arc::default())
+        let mut a = Api::new(Tz::UTC, Arc::default(), Arc::default());
+        a.version.ttl = std::time::Duration::ZERO;
+        a
     }
 
     /// `handle`, then reads a streamed answer the way the server does.

@@ -408,13 +408,29 @@ impl Ingest<'_> {
                 set_content_digest(&self.tx, old.wrapping_add(self.digest_delta))?;
             }
         }
+        let changed = self.counts.plans_new + self.counts.plans_updated > 0;
         if let Some(state) = state {
             upsert_feed_state(&self.tx, &self.provider, state)?;
         }
         insert_run(&self.tx, run)?;
         self.tx.commit()?;
+        if changed {
+            LOCAL_CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(self.counts)
     }
+}
+
+/// Commits in this process that changed what a search can return (any
+/// store). Readers that cache the data version compare it instead of asking
+/// SQLite on every request; changes made by other processes are only seen
+/// by asking SQLite.
+static LOCAL_CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`LOCAL_CHANGES`]: grows after every commit of this process that
+/// bumped a store's generation.
+pub fn local_changes() -> u64 {
+    LOCAL_CHANGES.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {

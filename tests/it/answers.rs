@@ -378,3 +378,22 @@ fn a_client_that_stops_reading_frees_its_worker_after_the_send_timeout() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     drop(stalled);
 }
+
+#[test]
+fn another_process_s_changes_show_within_the_version_ttl_and_our_own_at_once() {
+    let t = temp_store();
+    generated_store(&t.db, 100, "p");
+    let s = TestServer::start(&t.db, Tz::UTC);
+    let etag = |s: &TestServer| s.get("/search").header("ETag").unwrap().to_owned();
+    let first = etag(&s);
+    // Another process writes: visible at the latest VERSION_TTL after its
+    // commit, since the version the server holds was read before it.
+    let files = fixture_files(t.dir.path(), Dialect::Plans);
+    run_ok(planbox().args(["import", "--db"]).arg(&t.db).arg(&files[0]));
+    std::thread::sleep(planbox::api::VERSION_TTL + Duration::from_millis(20));
+    let second = etag(&s);
+    assert_ne!(second, first);
+    // This process writes: visible to the very next request.
+    generated_store(&t.db, 120, "p");
+    assert_ne!(etag(&s), second);
+}
