@@ -22,12 +22,11 @@
 //!
 //! This module must not contain API logic (see `api.rs`) or SQL.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
@@ -35,6 +34,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub use super::limits::{
+    client_ip, parse_cidrs, Cidr, RateLimit, RateLimiter, RATE_LIMIT_MAX_CLIENTS,
+};
+pub use super::wire::MIN_STREAM_RATE;
+use super::wire::{send, write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
 use crate::metrics::Route;
 use crate::store::{Reader, StoreError};
@@ -84,9 +88,6 @@ const POLL: Duration = Duration::from_millis(200);
 /// busy.
 pub const SHED_TICK: Duration = Duration::from_millis(5);
 
-/// Most clients the rate limiter tracks at once (about 40 bytes each).
-pub const RATE_LIMIT_MAX_CLIENTS: usize = 65_536;
-
 /// Binds the listening socket with `TCP_NODELAY`, `SO_RCVTIMEO` and
 /// `SO_SNDTIMEO` set, all inherited by accepted sockets on Linux. The send
 /// timeout bounds how long a client that stops reading holds a worker (and,
@@ -100,187 +101,6 @@ pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> io::Result<TcpListener>
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-/// A request rate: `N/s` or `N/m` (a bare `N` is per second). The burst is
-/// `N` requests (at least one).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    pub per_second: f64,
-    pub burst: f64,
-}
-
-impl FromStr for RateLimit {
-    type Err = String;
-    fn from_str(s: &str) -> Result<RateLimit, String> {
-        let t = s.trim();
-        let (num, per) = match t.split_once('/') {
-            Some((n, "s")) => (n, 1.0),
-            Some((n, "m")) => (n, 60.0),
-            Some(_) => return Err(format!("`{s}`: use N/s or N/m, e.g. 100/s")),
-            None => (t, 1.0),
-        };
-        let n: u32 = num
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a rate (examples: 100/s, 30/m)"))?;
-        if n == 0 {
-            return Err(format!("`{s}`: the rate must be above zero"));
-        }
-        Ok(RateLimit {
-            per_second: f64::from(n) / per,
-            burst: f64::from(n).max(1.0),
-        })
-    }
-}
-
-/// An IP network (`10.0.0.0/8`, `::1/128`, or a bare address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
-            if prefix == 0 {
-                0
-            } else {
-                bits >> (width - prefix)
-            }
-        }
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                masked(u32::from(net).into(), self.prefix, 32)
-                    == masked(u32::from(ip).into(), self.prefix, 32)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), self.prefix, 128)
-                    == masked(u128::from(ip), self.prefix, 128)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let t = s.trim();
-        let bad =
-            || format!("`{s}` is not an IP network (examples: 10.0.0.0/8, 192.168.1.5, ::1/128)");
-        let (addr, prefix) = t.split_once('/').map_or((t, None), |(a, p)| (a, Some(p)));
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let addr = addr.to_canonical();
-        let width = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => width,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= width)
-                .ok_or_else(bad)?,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-/// Parses `CIDR,CIDR,...` (empty items ignored).
-pub fn parse_cidrs(s: &str) -> Result<Vec<Cidr>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(str::parse)
-        .collect()
-}
-
-/// The client's address: the TCP peer, unless the peer is a trusted proxy;
-/// then the rightmost `X-Forwarded-For` hop that is not itself trusted (a
-/// client can write anything at the left end of that header, so hops left
-/// of the first untrusted one are ignored).
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    let mut client = peer.to_canonical();
-    if !is_trusted(client) {
-        return client;
-    }
-    let Some(xff) = forwarded_for else {
-        return client;
-    };
-    for hop in xff.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip.to_canonical();
-                if !is_trusted(client) {
-                    return client;
-                }
-            }
-            Err(_) => return client,
-        }
-    }
-    client
-}
-
-/// Token buckets per client address, with bounded memory: when the table
-/// is full, buckets that have refilled (the same as no bucket) are dropped;
-/// if every tracked client is still limited, the table starts afresh.
-pub struct RateLimiter {
-    limit: RateLimit,
-    max_clients: usize,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl RateLimiter {
-    pub fn new(limit: RateLimit, max_clients: usize) -> RateLimiter {
-        RateLimiter {
-            limit,
-            max_clients: max_clients.max(1),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes a token for `ip` at `now`, or says how long until the next one.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let Ok(mut map) = self.buckets.lock() else {
-            return Ok(());
-        };
-        let RateLimit { per_second, burst } = self.limit;
-        let refill = |b: &Bucket| {
-            (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second).min(burst)
-        };
-        if map.len() >= self.max_clients && !map.contains_key(&ip) {
-            map.retain(|_, b| refill(b) < burst);
-            if map.len() >= self.max_clients {
-                map.clear();
-            }
-        }
-        let b = map.entry(ip).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let tokens = refill(b);
-        if tokens >= 1.0 {
-            *b = Bucket {
-                tokens: tokens - 1.0,
-                at: now,
-            };
-            Ok(())
-        } else {
-            *b = Bucket { tokens, at: now };
-            Err(Duration::from_secs_f64((1.0 - tokens) / per_second))
-        }
-    }
-
-    /// Clients currently tracked.
-    pub fn clients(&self) -> usize {
-        self.buckets.lock().map_or(0, |m| m.len())
-    }
 }
 
 /// Makes the data source of one worker (a store [`Reader`] in production).
@@ -718,202 +538,6 @@ fn internal_error() -> Response {
     )
 }
 
-/// What of the request shapes the response on the wire.
-struct Wire {
-    http10: bool,
-    head: bool,
-}
-
-impl Wire {
-    fn of(rq: &tiny_http::Request) -> Wire {
-        Wire {
-            http10: *rq.http_version() == tiny_http::HTTPVersion(1, 0),
-            head: *rq.method() == tiny_http::Method::Head,
-        }
-    }
-}
-
-/// Answers `rq` with a response held in memory.
-fn send(rq: tiny_http::Request, r: Response) {
-    let wire = Wire::of(&rq);
-    let mut out = rq.into_writer();
-    let _ = write_whole(&mut out, &wire, &r);
-}
-
-/// `Date` header value, formatted once a second per thread.
-fn http_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static DATE: std::cell::RefCell<(i64, String)> = const {
-            std::cell::RefCell::new((i64::MIN, String::new()))
-        };
-    }
-    let now = chrono::Utc::now();
-    DATE.with_borrow_mut(|(secs, text)| {
-        if *secs != now.timestamp() {
-            *secs = now.timestamp();
-            *text = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-        }
-        out.extend_from_slice(text.as_bytes());
-    });
-}
-
-/// Status line and headers (without the blank line).
-fn write_head(buf: &mut Vec<u8>, wire: &Wire, status: u16, headers: &[(&'static str, String)]) {
-    let version: &[u8] = if wire.http10 {
-        b"HTTP/1.0 "
-    } else {
-        b"HTTP/1.1 "
-    };
-    buf.extend_from_slice(version);
-    let mut code = [b'0'; 3];
-    for (i, d) in code.iter_mut().enumerate() {
-        *d = b'0' + ((status / 10u16.pow(2 - i as u32)) % 10) as u8;
-    }
-    buf.extend_from_slice(&code);
-    buf.push(b' ');
-    buf.extend_from_slice(
-        tiny_http::StatusCode(status)
-            .default_reason_phrase()
-            .as_bytes(),
-    );
-    buf.extend_from_slice(b"\r\nDate: ");
-    http_date(buf);
-    buf.extend_from_slice(b"\r\n");
-    for (k, v) in headers {
-        buf.extend_from_slice(k.as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(v.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Bodies up to this size go out in the same `write` as the head; larger
-/// ones in a second `write`, not copied.
-const COPY_MAX: usize = 64 << 10;
-
-/// Writes a response held in memory, in one `write` (head and body
-/// together) when the body is small; without the body for `HEAD`, 204 and
-/// 304.
-fn write_whole(out: &mut dyn Write, wire: &Wire, r: &Response) -> io::Result<()> {
-    let no_body = matches!(r.status, 204 | 304);
-    let send_body = !wire.head && !no_body;
-    let copy = send_body && r.body.len() <= COPY_MAX;
-    let mut buf = Vec::with_capacity(256 + if copy { r.body.len() } else { 0 });
-    write_head(&mut buf, wire, r.status, &r.headers);
-    if !no_body {
-        buf.extend_from_slice(b"Content-Length: ");
-        buf.extend_from_slice(r.body.len().to_string().as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
-    buf.extend_from_slice(b"\r\n");
-    if copy {
-        buf.extend_from_slice(&r.body);
-    }
-    out.write_all(&buf)?;
-    if send_body && !copy {
-        out.write_all(&r.body)?;
-    }
-    out.flush()
-}
-
-/// Bytes of body per chunk (and per `write`) of a streamed answer.
-const CHUNK: usize = 128 << 10;
-
-/// Slowest average rate (bytes/s) a streamed answer may be read at once it
-/// has run for the send timeout. With the send timeout this bounds how long
-/// a reader holds its worker and its WAL snapshot (which keeps checkpoints
-/// from recycling the WAL past it): at most `timeout + bytes / MIN_RATE`.
-pub const MIN_STREAM_RATE: u64 = 32 << 10;
-
-/// Writes a streamed answer: chunked, or with the `length` given (HTTP/1.0,
-/// which has no chunks). A read error mid-body breaks the chunk framing on
-/// purpose, so a client sees a failed transfer instead of a short,
-/// well-formed answer.
-#[allow(clippy::too_many_arguments)]
-fn write_streamed(
-    out: &mut dyn Write,
-    wire: &Wire,
-    headers: &[(&'static str, String)],
-    length: Option<u64>,
-    body: &mut dyn Read,
-    min_rate_after: Duration,
-    wrote: &mut bool,
-) -> io::Result<()> {
-    let chunked = length.is_none();
-    let mut head = Vec::with_capacity(512);
-    write_head(&mut head, wire, 200, headers);
-    match length {
-        None => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
-        Some(n) => head.extend_from_slice(format!("Content-Length: {n}\r\n\r\n").as_bytes()),
-    }
-    if wire.head {
-        *wrote = true;
-        out.write_all(&head)?;
-        return out.flush();
-    }
-    // [room for the chunk-size line][data][CRLF + last chunk]
-    const ROOM: usize = 8;
-    let mut frame = vec![0u8; ROOM + CHUNK + 7];
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut pending_head = Some(head);
-    loop {
-        let mut n = 0;
-        let mut eof = false;
-        while n < CHUNK {
-            match body.read(&mut frame[ROOM + n..ROOM + CHUNK]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if *wrote && chunked {
-                        let _ = out.write_all(b"\r\n!broken answer\r\n");
-                        let _ = out.flush();
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        let (mut from, mut to) = (ROOM, ROOM + n);
-        if chunked {
-            if n > 0 {
-                let size = format!("{n:x}\r\n");
-                from -= size.len();
-                frame[from..ROOM].copy_from_slice(size.as_bytes());
-                frame[to..to + 2].copy_from_slice(b"\r\n");
-                to += 2;
-            }
-            if eof {
-                frame[to..to + 5].copy_from_slice(b"0\r\n\r\n");
-                to += 5;
-            }
-        }
-        *wrote = true;
-        match pending_head.take() {
-            // The head goes out with the first chunk: one write.
-            Some(mut head) => {
-                head.extend_from_slice(&frame[from..to]);
-                out.write_all(&head)?;
-            }
-            None => out.write_all(&frame[from..to])?,
-        }
-        sent += (to - from) as u64;
-        if eof {
-            return out.flush();
-        }
-        let elapsed = started.elapsed();
-        if elapsed > min_rate_after && sent < elapsed.as_secs() * MIN_STREAM_RATE {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client reads the answer too slowly",
-            ));
-        }
-    }
-}
-
 fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
     while !front.stopping.load(SeqCst) {
         let server = front.current();
@@ -1091,84 +715,6 @@ impl RunningServer {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(
-            "100/s".parse::<RateLimit>(),
-            Ok(RateLimit {
-                per_second: 100.0,
-                burst: 100.0
-            })
-        );
-        assert_eq!("30/m".parse::<RateLimit>().unwrap().per_second, 0.5);
-        assert_eq!("7".parse::<RateLimit>().unwrap().burst, 7.0);
-        for bad in ["", "0/s", "fast", "10/h", "-1/s", "1.5/s"] {
-            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn token_buckets_refill_per_client() {
-        let l = RateLimiter::new("2/s".parse().unwrap(), 100);
-        let t0 = Instant::now();
-        let a = ip("192.0.2.1");
-        assert!(l.check(a, t0).is_ok());
-        assert!(l.check(a, t0).is_ok());
-        let wait = l.check(a, t0).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
-        // Another client has its own bucket.
-        assert!(l.check(ip("192.0.2.2"), t0).is_ok());
-        // Half a second later one token is back, and only one.
-        let t1 = t0 + Duration::from_millis(500);
-        assert!(l.check(a, t1).is_ok());
-        assert!(l.check(a, t1).is_err());
-    }
-
-    #[test]
-    fn rate_limiter_memory_is_bounded() {
-        let l = RateLimiter::new("1/m".parse().unwrap(), 64);
-        let t0 = Instant::now();
-        for i in 0..10_000u32 {
-            let _ = l.check(IpAddr::V4(i.into()), t0);
-            assert!(l.clients() <= 64);
-        }
-        // When full, refilled buckets are dropped first; limited clients stay
-        // limited.
-        let l = RateLimiter::new("1/s".parse().unwrap(), 2);
-        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
-        l.check(a, t0).unwrap();
-        let t1 = t0 + Duration::from_secs(2);
-        l.check(b, t1).unwrap();
-        l.check(c, t1).unwrap();
-        assert_eq!(l.clients(), 2);
-        assert!(l.check(b, t1).is_err(), "b was kept, and is still limited");
-    }
-
-    #[test]
-    fn cidrs_parse_and_match() {
-        let n: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(n.contains(ip("10.200.1.2")));
-        assert!(!n.contains(ip("11.0.0.1")));
-        assert!(n.contains(ip("::ffff:10.1.2.3")), "v4-mapped v6 peers");
-        let one: Cidr = "192.168.1.5".parse().unwrap();
-        assert!(one.contains(ip("192.168.1.5")));
-        assert!(!one.contains(ip("192.168.1.6")));
-        let v6: Cidr = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains(ip("2001:db8:1::1")));
-        assert!(!v6.contains(ip("10.0.0.1")));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(ip("8.8.8.8")));
-        for bad in ["10.0.0.0/33", "10.0.0/8", "localhost", "::1/129", ""] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
-        }
-        assert_eq!(parse_cidrs("10.0.0.0/8, ::1").unwrap().len(), 2);
-        assert!(parse_cidrs("10.0.0.0/8,nope").is_err());
-    }
-
     #[test]
     fn serve_flags_reach_the_config() {
         use clap::Parser;
@@ -1196,23 +742,5 @@ mod tests {
             c.rate_limit.is_none() && c.trusted_proxies.is_empty(),
             "off by default"
         );
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_peers() {
-        let trusted = parse_cidrs("10.0.0.0/8").unwrap();
-        let xff = Some("203.0.113.9, 198.51.100.1, 10.1.1.1");
-        // Untrusted peer: its claim is ignored.
-        assert_eq!(client_ip(ip("192.0.2.7"), xff, &trusted), ip("192.0.2.7"));
-        // Trusted peer: the rightmost untrusted hop, not the spoofable left end.
-        assert_eq!(client_ip(ip("10.0.0.2"), xff, &trusted), ip("198.51.100.1"));
-        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
-        // Garbage stops the walk at the last good hop.
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), Some("junk, 10.3.3.3"), &trusted),
-            ip("10.3.3.3")
-        );
-        // Nothing trusted: never believed.
-        assert_eq!(client_ip(ip("10.0.0.2"), xff, &[]), ip("10.0.0.2"));
     }
 }

@@ -6,18 +6,21 @@
 //! testable without sockets or files. It must not touch sockets, spawn
 //! threads, or let any input reach a panic, a 500 or a message with SQL text.
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::io::{self, Read};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use crate::digest::Digest;
-
+pub use super::answer::{negotiate, Encoding, VERSION_TTL, WHOLE_MAX_BYTES};
+use super::answer::{
+    search_etag, search_headers, whole, AnswerCache, Counting, Rendered, VersionCache,
+    BROTLI_STREAM_LGWIN, BROTLI_STREAM_QUALITY, CACHE_MAX_BODY,
+};
+pub use super::events::{decode_events, for_each_event, EventRow};
 use crate::metrics::{Metrics, Route};
 use crate::model::{FetchRun, SearchQuery};
-use crate::query::{encode_cursor, parse_search, parse_search_query};
+use crate::query::{parse_search, parse_search_query};
 use crate::store::{DataVersion, Reader, Snapshot, StoreCounts, StoreError};
 
 /// Cheaply shareable response bytes.
@@ -112,24 +115,6 @@ pub enum Streamed<'a> {
     },
 }
 
-/// A content coding of an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Identity,
-    Gzip,
-    Br,
-}
-
-impl Encoding {
-    fn token(self) -> Option<&'static str> {
-        match self {
-            Encoding::Identity => None,
-            Encoding::Gzip => Some("gzip"),
-            Encoding::Br => Some("br"),
-        }
-    }
-}
-
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -152,7 +137,7 @@ pub mod code {
     pub const INTERNAL: &str = "internal";
 }
 
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// The error envelope `{"data": null, "error": {"code", "message"}}`.
 pub fn error_response(status: u16, route: Route, code: &str, message: &str) -> Response {
@@ -173,266 +158,6 @@ pub struct ServiceInfo {
     pub version: &'static str,
     /// Unix seconds of the next scheduled fetch; 0 = unknown.
     pub next_fetch: AtomicI64,
-}
-
-/// A `/search` answer in memory, shared by every request for the same
-/// query and data generation.
-#[derive(Debug)]
-struct Rendered {
-    body: Bytes,
-    /// Where the next page starts (a `limit` query with more plans left).
-    next: Option<crate::model::Position>,
-    gzip: OnceLock<Bytes>,
-    br: OnceLock<Bytes>,
-}
-
-impl Rendered {
-    fn new(body: Vec<u8>, next: Option<crate::model::Position>) -> Rendered {
-        Rendered {
-            body: body.into(),
-            next,
-            gzip: OnceLock::new(),
-            br: OnceLock::new(),
-        }
-    }
-
-    /// The body in `enc`, compressed once and kept.
-    fn encoded(&self, enc: Encoding) -> &Bytes {
-        match enc {
-            Encoding::Identity => &self.body,
-            Encoding::Gzip => self.gzip.get_or_init(|| {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(self.body.len() / 4 + 64),
-                    flate2::Compression::fast(),
-                );
-                // Writing into a Vec cannot fail.
-                let _ = enc.write_all(&self.body);
-                enc.finish().unwrap_or_default().into()
-            }),
-            Encoding::Br => self.br.get_or_init(|| {
-                let mut out = Vec::with_capacity(self.body.len() / 5 + 64);
-                let params = brotli::enc::BrotliEncoderParams {
-                    quality: BROTLI_CACHED_QUALITY,
-                    ..Default::default()
-                };
-                let _ = brotli::BrotliCompress(&mut &self.body[..], &mut out, &params);
-                out.into()
-            }),
-        }
-    }
-}
-
-/// Answers of the current generation by query. Bounded by entries and
-/// bytes; a new generation empties it.
-#[derive(Default)]
-struct AnswerCache {
-    generation: AtomicU64,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    generation: u64,
-    bytes: usize,
-    map: HashMap<SearchQuery, Arc<Rendered>>,
-    /// Queries whose answer streamed once in this generation and turned out
-    /// to fit [`CACHE_MAX_BODY`]: the next request reads them whole.
-    cacheable: std::collections::HashSet<SearchQuery>,
-}
-
-const CACHE_MAX_ENTRIES: usize = 4096;
-const CACHE_MAX_BYTES: usize = 64 << 20;
-/// Answers up to this size are read whole, cached and sent with a
-/// `Content-Length`; larger ones are streamed (chunked). So a request holds
-/// at most this much of an answer in memory unless the answer is known to
-/// be cacheable.
-pub const WHOLE_MAX_BYTES: usize = 1 << 20;
-/// Largest answer kept in the cache: one that streamed once and turned out
-/// to be at most this big is read whole (and cached) from its second
-/// request on.
-const CACHE_MAX_BODY: usize = 4 << 20;
-/// Bodies smaller than this are sent uncompressed (compression would not pay).
-const COMPRESS_MIN_BYTES: usize = 512;
-/// Brotli quality for cached answers (compressed once per generation).
-const BROTLI_CACHED_QUALITY: i32 = 6;
-/// Brotli quality and window (log2) for streamed answers: fast, and a few
-/// MiB of encoder state at most.
-const BROTLI_STREAM_QUALITY: u32 = 1;
-const BROTLI_STREAM_LGWIN: u32 = 20;
-
-impl AnswerCache {
-    fn get(&self, generation: u64, q: &SearchQuery) -> Option<Arc<Rendered>> {
-        if self.generation.load(Relaxed) != generation {
-            return None;
-        }
-        let inner = self.inner.lock().ok()?;
-        (inner.generation == generation)
-            .then(|| inner.map.get(q).cloned())
-            .flatten()
-    }
-
-    /// How much of the answer to `q` to read before deciding to stream it.
-    fn whole_limit(&self, generation: u64, q: &SearchQuery) -> usize {
-        match self.inner.lock() {
-            Ok(inner) if inner.generation == generation && inner.cacheable.contains(q) => {
-                CACHE_MAX_BODY
-            }
-            _ => WHOLE_MAX_BYTES,
-        }
-    }
-
-    /// The answer to `q` streamed whole and was at most [`CACHE_MAX_BODY`].
-    fn note_cacheable(&self, generation: u64, q: &SearchQuery) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
-        if generation > inner.generation {
-            inner.map.clear();
-            inner.cacheable.clear();
-            inner.bytes = 0;
-            inner.generation = generation;
-            self.generation.store(generation, Relaxed);
-        }
-        if generation == inner.generation && inner.cacheable.len() < CACHE_MAX_ENTRIES {
-            inner.cacheable.insert(q.clone());
-        }
-    }
-
-    fn put(&self, generation: u64, q: SearchQuery, r: &Arc<Rendered>) {
-        if r.body.len() > CACHE_MAX_BODY {
-            return;
-        }
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
-        if generation < inner.generation {
-            return;
-        }
-        let full =
-            inner.map.len() >= CACHE_MAX_ENTRIES || inner.bytes + r.body.len() > CACHE_MAX_BYTES;
-        if generation > inner.generation || full {
-            inner.map.clear();
-            inner.cacheable.clear();
-            inner.bytes = 0;
-            inner.generation = generation;
-            self.generation.store(generation, Relaxed);
-        }
-        inner.bytes += r.body.len();
-        inner.map.insert(q, r.clone());
-    }
-}
-
-/// The `ETag` of an answer, known before its first byte: a digest of the
-/// store's content digest and count (equal on replicas holding the same
-/// plans), the normalized query and the negotiated coding.
-fn search_etag(v: &DataVersion, q: &SearchQuery, enc: Encoding) -> String {
-    let mut d = Digest::new();
-    d.field(b"planbox-search-1");
-    d.update(&v.content.to_le_bytes());
-    d.update(&v.searchable.to_le_bytes());
-    for bound in [q.window.starts_at, q.window.ends_at] {
-        d.update(&[u8::from(bound.is_some())]);
-        d.update(&bound.unwrap_or(0).to_le_bytes());
-    }
-    d.update(&q.limit.map_or(0, i64::from).to_le_bytes());
-    if let Some(p) = &q.after {
-        d.update(&p.start.to_le_bytes());
-        d.update(&[u8::from(p.end.is_some())]);
-        d.update(&p.end.unwrap_or(0).to_le_bytes());
-        d.field(p.id.as_bytes());
-    }
-    d.update(&[enc as u8]);
-    format!("\"{:016x}\"", d.finish())
-}
-
-/// Counts the bytes read through it and whether the end was reached.
-struct Counting<R> {
-    inner: R,
-    n: u64,
-    eof: bool,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        self.eof |= k == 0 && !buf.is_empty();
-        Ok(k)
-    }
-}
-
-/// `Link: <...>; rel="next"` for the page after `next`: the request's own
-/// query with `after` replaced.
-fn next_link(raw_query: &str, next: &crate::model::Position) -> String {
-    let mut url = String::from("/search?");
-    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
-        // Only our own, validated parameters: nothing a client made up
-        // reaches the header.
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let ours = crate::query::percent_decode(key)
-            .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit"));
-        if !ours {
-            continue;
-        }
-        url.push_str(pair);
-        url.push('&');
-    }
-    url.push_str("after=");
-    url.push_str(&encode_cursor(next));
-    format!("<{url}>; rel=\"next\"")
-}
-
-/// How long a data version read from the store is trusted while this
-/// process commits nothing: a change made by another process (`planbox
-/// import` beside `serve`) shows in answers and ETags within this delay.
-/// Commits of this process show at once (see [`crate::store::local_changes`]).
-pub const VERSION_TTL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The data version as last read, so that a cached answer costs no SQLite
-/// work: re-read when this process committed a change since, or when it is
-/// older than [`VERSION_TTL`].
-struct VersionCache {
-    ttl: std::time::Duration,
-    last: Mutex<Option<(DataVersion, std::time::Instant, u64)>>,
-}
-
-impl Default for VersionCache {
-    fn default() -> Self {
-        VersionCache {
-            ttl: VERSION_TTL,
-            last: Mutex::new(None),
-        }
-    }
-}
-
-impl VersionCache {
-    fn get(&self, src: &mut dyn Source) -> Result<DataVersion, StoreError> {
-        let changes = crate::store::local_changes();
-        if let Ok(last) = self.last.lock() {
-            if let Some((v, at, seen)) = *last {
-                if seen == changes && at.elapsed() < self.ttl {
-                    return Ok(v);
-                }
-            }
-        }
-        let at = std::time::Instant::now();
-        let v = src.version()?;
-        self.offer(v, at, changes);
-        Ok(v)
-    }
-
-    /// A version read at `at`, when this process had made `changes`.
-    fn offer(&self, v: DataVersion, at: std::time::Instant, changes: u64) {
-        if let Ok(mut last) = self.last.lock() {
-            let newer = match *last {
-                Some((old, old_at, _)) => old_at <= at || old.generation < v.generation,
-                None => true,
-            };
-            if newer {
-                *last = Some((v, at, changes));
-            }
-        }
-    }
 }
 
 /// The API: configuration plus shared caches and metrics. One per server,
@@ -771,178 +496,11 @@ impl Api {
     }
 }
 
-/// One event of a `/search` answer, decoded for people (status page, CLI
-/// table) with the prices' exact JSON text kept.
-#[derive(Debug, serde::Deserialize)]
-pub struct EventRow {
-    pub id: String,
-    pub title: String,
-    pub start_date: String,
-    pub start_time: Option<String>,
-    pub end_date: Option<String>,
-    pub end_time: Option<String>,
-    pub min_price: Box<serde_json::value::RawValue>,
-    pub max_price: Box<serde_json::value::RawValue>,
-}
-
-impl EventRow {
-    /// `date time`, or `-` when absent.
-    pub fn start(&self) -> String {
-        join_date_time(Some(&self.start_date), self.start_time.as_deref())
-    }
-
-    pub fn end(&self) -> String {
-        join_date_time(self.end_date.as_deref(), self.end_time.as_deref())
-    }
-
-    /// The price as the API wrote it (`15.00`), `-` for null.
-    pub fn price(raw: &serde_json::value::RawValue) -> &str {
-        match raw.get() {
-            "null" => "-",
-            p => p,
-        }
-    }
-}
-
-fn join_date_time(date: Option<&str>, time: Option<&str>) -> String {
-    match (date, time) {
-        (Some(d), Some(t)) => format!("{d} {t}"),
-        (Some(d), None) => d.to_owned(),
-        _ => "-".to_owned(),
-    }
-}
-
-/// Decodes the events of a `/search` success body.
-pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        data: Data,
-    }
-    #[derive(serde::Deserialize)]
-    struct Data {
-        events: Vec<EventRow>,
-    }
-    Ok(serde_json::from_slice::<Envelope>(body)?.data.events)
-}
-
-/// Calls `f` with each event of a `/search` success body read from
-/// `body`, one at a time (memory stays one event whatever the answer's
-/// size). Returns how many there were.
-pub fn for_each_event(
-    body: impl Read,
-    f: &mut dyn FnMut(EventRow) -> io::Result<()>,
-) -> Result<u64, serde_json::Error> {
-    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-    use std::fmt;
-
-    /// Walks `{"data": {"events": [...]}}` down to the array.
-    struct Path<'a, 'f> {
-        depth: u8,
-        f: &'a mut dyn FnMut(EventRow) -> io::Result<()>,
-        n: &'a mut u64,
-        _f: std::marker::PhantomData<&'f ()>,
-    }
-
-    impl<'de> DeserializeSeed<'de> for Path<'_, '_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            if self.depth == 2 {
-                d.deserialize_seq(self)
-            } else {
-                d.deserialize_map(self)
-            }
-        }
-    }
-
-    impl<'de> Visitor<'de> for Path<'_, '_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a /search answer")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let want = if self.depth == 0 { "data" } else { "events" };
-            let mut this = Some(self);
-            while let Some(key) = map.next_key::<String>()? {
-                match (key == want, this.take()) {
-                    (true, Some(p)) => map.next_value_seed(Path {
-                        depth: p.depth + 1,
-                        f: p.f,
-                        n: p.n,
-                        _f: std::marker::PhantomData,
-                    })?,
-                    (_, p) => {
-                        this = p;
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(e) = seq.next_element::<EventRow>()? {
-                *self.n += 1;
-                (self.f)(e).map_err(serde::de::Error::custom)?;
-            }
-            Ok(())
-        }
-    }
-
-    let mut n = 0;
-    let mut de = serde_json::Deserializer::from_reader(io::BufReader::new(body));
-    Path {
-        depth: 0,
-        f,
-        n: &mut n,
-        _f: std::marker::PhantomData,
-    }
-    .deserialize(&mut de)?;
-    de.end()?;
-    Ok(n)
-}
-
 /// The served OpenAPI document.
-pub const OPENAPI: &str = include_str!("../assets/openapi.yaml");
+pub const OPENAPI: &str = include_str!("../../assets/openapi.yaml");
 
 fn unreachable_route() -> Response {
     error_response(404, Route::Other, code::NOT_FOUND, "no such path")
-}
-
-/// The headers every `/search` answer carries.
-fn search_headers(
-    etag: String,
-    next: Option<&crate::model::Position>,
-    raw_query: &str,
-) -> Vec<(&'static str, String)> {
-    let mut h = Vec::with_capacity(6);
-    h.push(("Content-Type", JSON.to_string()));
-    h.push(("ETag", etag));
-    h.push(("Vary", "Accept-Encoding".into()));
-    h.push(("Cache-Control", "no-cache".into()));
-    if let Some(next) = next {
-        h.push(("Link", next_link(raw_query, next)));
-    }
-    h
-}
-
-/// A cached (or small) answer: bytes, compressed as negotiated when that
-/// pays.
-fn whole(r: &Rendered, etag: String, enc: Encoding, raw_query: &str) -> Response {
-    let mut headers = search_headers(etag, r.next.as_ref(), raw_query);
-    let enc = if r.body.len() < COMPRESS_MIN_BYTES {
-        Encoding::Identity
-    } else {
-        enc
-    };
-    if let Some(token) = enc.token() {
-        headers.push(("Content-Encoding", token.into()));
-    }
-    Response {
-        status: 200,
-        route: Route::Search,
-        headers,
-        body: r.encoded(enc).clone(),
-        stream: None,
-    }
 }
 
 /// A store failure while answering `/search`: 503, logged, no SQL text.
@@ -975,71 +533,6 @@ pub fn unavailable(route: Route, code: &str, message: &str) -> Response {
 /// At most 64 characters of untrusted text for messages.
 fn short(s: &str) -> String {
     s.chars().take(64).collect()
-}
-
-/// The coding of an answer from `Accept-Encoding` (RFC 9110 §12.5.3):
-/// the highest q-value among `br`, `gzip` (or `x-gzip`) and `identity`,
-/// `*` standing for those not named; on a tie br, then gzip, then identity.
-/// Without the header, or when nothing is acceptable, identity.
-pub fn negotiate(header: Option<&str>) -> Encoding {
-    let Some(header) = header else {
-        return Encoding::Identity;
-    };
-    // (br, gzip, identity, *) in thousandths; None = not named.
-    let mut q: [Option<u16>; 4] = [None; 4];
-    for item in header.split(',') {
-        let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let mut weight = Some(1000u16);
-        for p in parts {
-            let p = p.trim();
-            if let Some(v) = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
-                weight = parse_qvalue(v.trim());
-            }
-        }
-        let Some(weight) = weight else {
-            continue;
-        };
-        let slot = if name.eq_ignore_ascii_case("br") {
-            0
-        } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
-            1
-        } else if name.eq_ignore_ascii_case("identity") {
-            2
-        } else if name == "*" {
-            3
-        } else {
-            continue;
-        };
-        q[slot] = Some(q[slot].map_or(weight, |w| w.max(weight)));
-    }
-    let star = q[3];
-    let br = q[0].or(star).unwrap_or(0);
-    let gzip = q[1].or(star).unwrap_or(0);
-    // Identity is acceptable unless refused, but loses to any offered coding
-    // that is not explicitly weighted below it.
-    let identity = q[2].or(star).unwrap_or(1);
-    if br > 0 && br >= gzip && br >= identity {
-        Encoding::Br
-    } else if gzip > 0 && gzip >= identity {
-        Encoding::Gzip
-    } else {
-        Encoding::Identity
-    }
-}
-
-/// An RFC 9110 qvalue (`0`, `0.5`, `1.000`) in thousandths.
-fn parse_qvalue(v: &str) -> Option<u16> {
-    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac_value = format!("{frac:0<3}").parse::<u16>().ok()?;
-    match int {
-        "0" => Some(frac_value),
-        "1" if frac_value == 0 => Some(1000),
-        _ => None,
-    }
 }
 
 /// `If-None-Match` (a list, `*`, weak tags) matches our strong `etag`.
