@@ -593,29 +593,39 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
         }
     };
     let store = open_existing_store(&args.db)?;
-    let body = store.search(&window)?;
+    // Streamed from one read snapshot: memory stays flat at any answer size.
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    let query = crate::store::SearchQuery::from(window);
     if args.json {
-        std::io::stdout().write_all(&body)?;
-        println!();
+        store.stream(&query, |_, body| -> std::io::Result<()> {
+            std::io::copy(body, &mut out)?;
+            writeln!(out)?;
+            out.flush()
+        })??;
         return Ok(ExitCode::SUCCESS);
     }
-    let events = crate::api::decode_events(&body)?;
-    println!(
+    writeln!(
+        out,
         "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  title",
         "id", "start", "end", "min", "max"
-    );
-    for e in &events {
-        println!(
-            "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  {}",
-            e.id,
-            e.start(),
-            e.end(),
-            crate::api::EventRow::price(&e.min_price),
-            crate::api::EventRow::price(&e.max_price),
-            e.title
-        );
-    }
-    println!("{} plan(s)", events.len());
+    )?;
+    let n = store.stream(&query, |_, body| {
+        crate::api::for_each_event(body, &mut |e| {
+            writeln!(
+                out,
+                "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  {}",
+                e.id,
+                e.start(),
+                e.end(),
+                crate::api::EventRow::price(&e.min_price),
+                crate::api::EventRow::price(&e.max_price),
+                e.title
+            )
+        })
+    })??;
+    writeln!(out, "{n} plan(s)")?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,20 +3,21 @@
 //!
 //! See `ARCHITECTURE.md` for the codemap and the data path.
 
-pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod feed;
 pub mod fetch;
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod provider_sim;
 pub mod query;
-pub mod server;
 pub mod status_page;
 pub mod store;
 pub mod sync;
 pub mod systemd;
+
+pub use http::{api, server};

@@ -275,6 +275,33 @@ impl Window {
     }
 }
 
+/// A keyset position in answer order: the last plan a page returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub start: i64,
+    pub end: Option<i64>,
+    pub id: String,
+}
+
+/// What `/search` asks: a window, and optionally a page of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SearchQuery {
+    pub window: Window,
+    /// At most this many plans (1..=100,000); `None` is the whole window.
+    pub limit: Option<u32>,
+    /// Only plans after this position.
+    pub after: Option<Position>,
+}
+
+impl From<Window> for SearchQuery {
+    fn from(window: Window) -> Self {
+        SearchQuery {
+            window,
+            ..SearchQuery::default()
+        }
+    }
+}
+
 impl FeedPlan {
     /// Digest of every value planbox keeps for the plan, to skip rewriting
     /// a plan the provider sent again unchanged.

@@ -14,7 +14,7 @@
 use chrono::{NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
-use crate::model::Window;
+use crate::model::{Position, SearchQuery, Window};
 
 /// What a bad query says. The message names the parameter and the accepted
 /// forms; it never echoes more than a short prefix of the input.
@@ -39,6 +39,93 @@ fn bad(param: &str, what: &str) -> QueryError {
 enum Bound {
     Lower,
     Upper,
+}
+
+/// Largest `limit` of a page.
+pub const MAX_LIMIT: u32 = 100_000;
+
+/// Parses a raw `/search` query string (without `?`): the window plus the
+/// page parameters `limit` (1..=100,000) and `after` (a cursor from a
+/// `Link` header). Unknown parameters are ignored; each of ours may appear
+/// at most once.
+pub fn parse_search(raw: &str, tz: Tz) -> Result<SearchQuery, QueryError> {
+    let window = parse_search_query(raw, tz)?;
+    let mut q = SearchQuery::from(window);
+    let (mut seen_limit, mut seen_after) = (false, false);
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Ok(key) = percent_decode(k) else {
+            continue;
+        };
+        let seen = match key.as_str() {
+            "limit" => &mut seen_limit,
+            "after" => &mut seen_after,
+            _ => continue,
+        };
+        if *seen {
+            return Err(QueryError {
+                message: format!("{key}: given more than once"),
+            });
+        }
+        *seen = true;
+        let value = percent_decode(v).unwrap_or_default();
+        if key == "limit" {
+            q.limit = Some(
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n) && !value.starts_with('+'))
+                    .ok_or_else(|| QueryError {
+                        message: format!(
+                            "limit: expected a whole number of plans from 1 to {MAX_LIMIT}"
+                        ),
+                    })?,
+            );
+        } else {
+            q.after = Some(decode_cursor(&value).ok_or_else(|| QueryError {
+                message: "after: not a cursor of this server; follow the URL of the                           `Link: <...>; rel=\"next\"` header as given"
+                    .into(),
+            })?);
+        }
+    }
+    Ok(q)
+}
+
+/// The opaque `after` value for a position: 65 lowercase hex digits, the
+/// start (16, two's complement), `1` and the end or `0` and sixteen zeros
+/// without end (17), and the plan id, a UUID (32). Every value of that
+/// shape is a position, so a schema-driven client can only send positions
+/// or malformed values (400); an edited cursor that keeps the shape is
+/// another position, which the keyset walk handles like any other.
+pub fn encode_cursor(p: &Position) -> String {
+    let id = uuid::Uuid::parse_str(&p.id).unwrap_or_default();
+    debug_assert!(!id.is_nil(), "plan ids are UUIDs: {}", p.id);
+    match p.end {
+        Some(end) => format!("{:016x}1{:016x}{}", p.start as u64, end as u64, id.simple()),
+        None => format!("{:016x}0{:016x}{}", p.start as u64, 0, id.simple()),
+    }
+}
+
+/// Length of a cursor.
+pub const CURSOR_LEN: usize = 65;
+
+fn decode_cursor(s: &str) -> Option<Position> {
+    let b = s.as_bytes();
+    if b.len() != CURSOR_LEN || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let int = |r: std::ops::Range<usize>| u64::from_str_radix(&s[r], 16).ok().map(|v| v as i64);
+    let end = match b[16] {
+        b'0' => None,
+        b'1' => Some(int(17..33)?),
+        _ => return None,
+    };
+    let id = uuid::Uuid::parse_str(&s[33..]).ok()?;
+    Some(Position {
+        start: int(0..16)?,
+        end,
+        id: id.hyphenated().to_string(),
+    })
 }
 
 /// Parses a raw query string (without `?`) into a window. Unknown
@@ -207,6 +294,70 @@ fn utc_to_local(utc: i64, tz: Tz) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_malformed_ones_are_refused() {
+        for p in [
+            Position {
+                start: -62_135_596_800,
+                end: None,
+                id: "7b9c1a6e-0000-5000-8000-000000000001".into(),
+            },
+            Position {
+                start: 1_625_000_000,
+                end: Some(-1),
+                id: "ffffffff-ffff-5fff-bfff-ffffffffffff".into(),
+            },
+        ] {
+            let c = encode_cursor(&p);
+            assert_eq!(c.len(), CURSOR_LEN);
+            let q = parse_search(&format!("limit=5&after={c}"), Tz::UTC).unwrap();
+            assert_eq!((q.limit, q.after), (Some(5), Some(p.clone())));
+            // Every value of the documented shape is a position.
+            let mut other = c.clone().into_bytes();
+            other[3] = if other[3] == b'7' { b'8' } else { b'7' };
+            let other = String::from_utf8(other).unwrap();
+            assert!(parse_search(&format!("after={other}"), Tz::UTC).is_ok());
+        }
+        let good = encode_cursor(&Position {
+            start: 5,
+            end: Some(6),
+            id: "7b9c1a6e-0000-5000-8000-000000000001".into(),
+        });
+        let flag2 = format!("{}2{}", &good[..16], &good[17..]);
+        let upper = good.to_uppercase();
+        let short = &good[..64];
+        let long = format!("{good}0");
+        let junk = format!("{}g", &good[..64]);
+        for bad in ["", "zz", "0", short, &long, &flag2, &upper, &junk] {
+            let e = parse_search(&format!("after={bad}"), Tz::UTC).unwrap_err();
+            assert!(e.message.starts_with("after:"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn limit_is_1_to_100000_and_named_when_bad() {
+        assert_eq!(parse_search("limit=1", Tz::UTC).unwrap().limit, Some(1));
+        assert_eq!(
+            parse_search("limit=100000", Tz::UTC).unwrap().limit,
+            Some(100_000)
+        );
+        assert_eq!(parse_search("", Tz::UTC).unwrap().limit, None);
+        for bad in [
+            "limit=0",
+            "limit=100001",
+            "limit=-1",
+            "limit=+5",
+            "limit=",
+            "limit=1.5",
+            "limit=ten",
+            "limit=1&limit=2",
+            "limit=99999999999999999999",
+        ] {
+            let e = parse_search(bad, Tz::UTC).unwrap_err();
+            assert!(e.message.starts_with("limit:"), "{bad}: {}", e.message);
+        }
+    }
     use crate::model::{local_seconds, parse_feed_datetime};
 
     fn local(s: &str) -> i64 {

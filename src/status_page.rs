@@ -209,7 +209,12 @@ pub fn render(p: &PageInput<'_>) -> String {
 
 fn render_results(h: &mut String, body: &[u8]) {
     let events = crate::api::decode_events(body).unwrap_or_default();
-    let _ = write!(h, "<p>{} plan(s)</p>", events.len());
+    // The page asks for at most 1001: enough to know there are more.
+    if events.len() > 1000 {
+        h.push_str("<p>More than 1000 plans</p>");
+    } else {
+        let _ = write!(h, "<p>{} plan(s)</p>", events.len());
+    }
     if events.is_empty() {
         return;
     }

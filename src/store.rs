@@ -14,12 +14,14 @@
 //! hold a write transaction open while waiting on anything but SQLite.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::model::{local_seconds, plan_uuid, FeedPlan, FetchRun, Outcome, PlanCounts, Window};
+pub use crate::model::{Position, SearchQuery};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -35,11 +37,6 @@ pub const JOURNAL_LIMIT: i64 = 10_000;
 /// ingests) before failing with [`StoreError::Busy`].
 const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How much of the store file readers map (`PRAGMA mmap_size`). Mapped
-/// pages are the kernel's page cache, shared by all readers and reclaimable;
-/// they show in RSS only as file-backed pages.
-const READER_MMAP_BYTES: i64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -146,6 +143,7 @@ impl Store {
         if app_id != APPLICATION_ID {
             conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         }
+        ensure_content_digest(&mut conn)?;
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -182,6 +180,7 @@ impl Store {
             run_marker,
             counts: PlanCounts::default(),
             became_searchable: 0,
+            digest_delta: 0,
         })
     }
 
@@ -217,9 +216,32 @@ impl Store {
         generation(&self.conn)
     }
 
-    /// The search body for `window` (same bytes as `GET /search`).
+    /// The search body for `window` (same bytes as `GET /search`), in
+    /// memory: for tests and small windows.
     pub fn search(&self, window: &Window) -> Result<Vec<u8>> {
-        search_body(&self.conn, window)
+        self.stream(&SearchQuery::from(*window), |_, r| {
+            let mut body = Vec::new();
+            r.read_to_end(&mut body).map(|_| body)
+        })?
+        .map_err(io_to_store)
+    }
+
+    /// Streams the answer to `q` from one read snapshot (see
+    /// [`Reader::stream`]).
+    pub fn stream<T>(
+        &self,
+        q: &SearchQuery,
+        f: impl FnOnce(&Snapshot, &mut dyn Read) -> T,
+    ) -> Result<T> {
+        let tx = self.conn.unchecked_transaction()?;
+        let out = stream_search(&tx, q, f)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    /// Generation, content digest and searchable count.
+    pub fn version(&self) -> Result<DataVersion> {
+        data_version(&self.conn)
     }
 
     /// A consistent online copy of the store at `dest` (which must not
@@ -313,6 +335,8 @@ pub struct Ingest<'a> {
     /// Plans that became searchable in this ingest (new and online, or
     /// online for the first time).
     became_searchable: u64,
+    /// What this ingest adds to `meta.content_digest` (wrapping).
+    digest_delta: u64,
 }
 
 impl Ingest<'_> {
@@ -334,10 +358,13 @@ impl Ingest<'_> {
                 self.counts.plans_unchanged += 1;
                 return Ok(());
             }
-            Some((_, was_online)) => {
+            Some((old_hash, was_online)) => {
                 self.counts.plans_updated += 1;
                 if !was_online && plan.online {
                     self.became_searchable += 1;
+                }
+                if was_online {
+                    self.digest_delta = self.digest_delta.wrapping_sub(plan_term(id, old_hash));
                 }
                 was_online || plan.online
             }
@@ -349,6 +376,9 @@ impl Ingest<'_> {
                 plan.online
             }
         };
+        if ever_online {
+            self.digest_delta = self.digest_delta.wrapping_add(plan_term(id, hash));
+        }
         let json = plan.event_summary_json(&uuid);
         self.tx
             .prepare_cached(
@@ -398,14 +428,34 @@ impl Ingest<'_> {
                  WHERE key IN ('generation', 'plans_stored', 'plans_searchable')",
                 params![self.counts.plans_new as i64, self.became_searchable as i64],
             )?;
+            if self.digest_delta != 0 {
+                let old = content_digest(&self.tx)?;
+                set_content_digest(&self.tx, old.wrapping_add(self.digest_delta))?;
+            }
         }
+        let changed = self.counts.plans_new + self.counts.plans_updated > 0;
         if let Some(state) = state {
             upsert_feed_state(&self.tx, &self.provider, state)?;
         }
         insert_run(&self.tx, run)?;
         self.tx.commit()?;
+        if changed {
+            LOCAL_CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(self.counts)
     }
+}
+
+/// Commits in this process that changed what a search can return (any
+/// store). Readers that cache the data version compare it instead of asking
+/// SQLite on every request; changes made by other processes are only seen
+/// by asking SQLite.
+static LOCAL_CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`LOCAL_CHANGES`]: grows after every commit of this process that
+/// bumped a store's generation.
+pub fn local_changes() -> u64 {
+    LOCAL_CHANGES.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
@@ -519,64 +569,306 @@ fn generation(conn: &Connection) -> Result<u64> {
         .max(0) as u64)
 }
 
+/// What a search can see of the store, read in one statement (so from one
+/// snapshot when inside a read transaction).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DataVersion {
+    /// Grows with every commit that changes what a search can return; local
+    /// to this file (a fresh replica counts from 0).
+    pub generation: u64,
+    /// `meta.content_digest`: equal on stores holding the same searchable
+    /// plans, whatever the order or the number of fetches that landed them.
+    pub content: u64,
+    pub searchable: u64,
+}
+
+fn data_version(conn: &Connection) -> Result<DataVersion> {
+    let (generation, content, searchable) = conn
+        .prepare_cached(
+            "SELECT (SELECT value FROM meta WHERE key = 'generation'),
+                (SELECT value FROM meta WHERE key = 'content_digest'),
+                (SELECT value FROM meta WHERE key = 'plans_searchable')",
+        )?
+        .query_row([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+    let content = content.ok_or_else(|| {
+        StoreError::Migration(
+            "the store's content digest is missing; open it read-write once".into(),
+        )
+    })?;
+    Ok(DataVersion {
+        generation: generation.max(0) as u64,
+        content: content as u64,
+        searchable: searchable.max(0) as u64,
+    })
+}
+
+/// One searchable plan's part of `meta.content_digest`.
+pub fn plan_term(id: &str, content_hash: i64) -> u64 {
+    let mut d = crate::digest::Digest::new();
+    d.field(id.as_bytes());
+    d.field(&content_hash.to_le_bytes());
+    d.finish()
+}
+
+fn content_digest(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'content_digest'")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64)
+}
+
+fn set_content_digest(conn: &Connection, value: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('content_digest', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([value as i64])?;
+    Ok(())
+}
+
+/// Computes `meta.content_digest` once for a store migrated to V3 that
+/// already held searchable plans (the migration cannot: see
+/// `migrations/V3__content_digest.sql`). One pass over the plans table
+/// (about 1 s per million plans); nothing to do on every later open.
+fn ensure_content_digest(conn: &mut Connection) -> Result<()> {
+    let present: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'content_digest'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if present.is_some() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut sum = 0u64;
+    {
+        let mut stmt = tx.prepare("SELECT id, content_hash FROM plans WHERE ever_online = 1")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            sum = sum.wrapping_add(plan_term(id, r.get(1)?));
+        }
+    }
+    set_content_digest(&tx, sum)?;
+    tx.commit()?;
+    Ok(())
+}
+
+// ---- The `/search` read ------------------------------------------------
+// Everything SQL about answering a search is in this block: one query for
+// the rows of a page and one for where the page ends. Both walk the window
+// in answer order (start, end, id; SQLite puts a NULL end first) from an
+// optional keyset position.
+//
+// Parameters: ?1 lowest start (the window's, or the cursor's if later),
+// ?2 highest start and end (i64::MAX when open), ?3 whether `ends_at` was
+// given (then a plan without end is left out), ?4/?5/?6 the cursor's
+// start, end and id (all NULL without cursor), ?7 LIMIT / OFFSET.
+macro_rules! search_sql {
+    ($columns:literal, $tail:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM plans
+             WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
+               AND (?3 = 0 OR end_at <= ?2)
+               AND (?4 IS NULL OR start_at > ?4
+                    OR (?5 IS NULL AND (end_at IS NOT NULL OR id > ?6))
+                    OR end_at > ?5 OR (end_at = ?5 AND id > ?6))
+             ORDER BY start_at, end_at, id ",
+            $tail
+        )
+    };
+}
+
+/// The rows of a page (`?7` = -1: no limit).
+const SEARCH_ROWS: &str = search_sql!("json", "LIMIT ?7");
+/// The last row of a page and, if any, the one after it (`?7` = limit - 1).
+const SEARCH_PAGE_END: &str = search_sql!("start_at, end_at, id", "LIMIT 2 OFFSET ?7");
+
 const ENVELOPE_HEAD: &[u8] = br#"{"data":{"events":["#;
 const ENVELOPE_TAIL: &[u8] = br#"]},"error":null}"#;
 
-/// The window query with both bounds. A plan with no end is left out when
-/// `ends_at` is given; since end >= start, `start_at <= ends_at` bounds the
-/// index range. Served by the covering `plans_window` index, in its order.
-const SEARCH_BOUNDED: &str = "SELECT json FROM plans
-     WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
-       AND end_at IS NOT NULL AND end_at <= ?2
-     ORDER BY start_at, end_at, id";
+/// What one read snapshot says about an answer before its first byte.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: DataVersion,
+    /// Where the next page starts, when `limit` was given and more remain.
+    pub next: Option<Position>,
+}
 
-/// The window query without `ends_at`.
-const SEARCH_OPEN: &str = "SELECT json FROM plans WHERE ever_online = 1 AND start_at >= ?1
-     ORDER BY start_at, end_at, id";
+fn search_params(q: &SearchQuery, tail: i64) -> [rusqlite::types::Value; 7] {
+    use rusqlite::types::Value::{Integer, Null, Text};
+    let w = &q.window;
+    let mut lo = w.starts_at.unwrap_or(i64::MIN);
+    if let Some(p) = &q.after {
+        lo = lo.max(p.start);
+    }
+    let (c_start, c_end, c_id) = match &q.after {
+        Some(p) => (
+            Integer(p.start),
+            p.end.map_or(Null, Integer),
+            Text(p.id.clone()),
+        ),
+        None => (Null, Null, Null),
+    };
+    [
+        Integer(lo),
+        Integer(w.ends_at.unwrap_or(i64::MAX)),
+        Integer(i64::from(w.ends_at.is_some())),
+        c_start,
+        c_end,
+        c_id,
+        Integer(tail),
+    ]
+}
 
-/// Appends the `/search` body for `window`: the upstream envelope around the
-/// stored `EventSummary` objects, in (start, end, id) order.
-fn search_body(conn: &Connection, window: &Window) -> Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(4096);
-    body.extend_from_slice(ENVELOPE_HEAD);
-    if !window.is_empty() {
-        let lo = window.starts_at.unwrap_or(i64::MIN);
-        let mut stmt;
-        let mut rows = match window.ends_at {
-            Some(hi) => {
-                stmt = conn.prepare_cached(SEARCH_BOUNDED)?;
-                stmt.query(params![lo, hi])?
-            }
-            None => {
-                stmt = conn.prepare_cached(SEARCH_OPEN)?;
-                stmt.query(params![lo])?
-            }
-        };
-        let mut first = true;
-        while let Some(row) = rows.next()? {
-            if !first {
-                body.push(b',');
-            }
-            first = false;
-            body.extend_from_slice(row.get_ref(0)?.as_bytes().map_err(rusqlite::Error::from)?);
+/// Reads the snapshot facts and streams the body of `q` from the read
+/// transaction `tx` is in: `f` gets them and a reader of the identity body
+/// (the upstream envelope around the stored `EventSummary` objects). Memory
+/// stays one row plus the caller's buffers, whatever the answer's size.
+fn stream_search<T>(
+    tx: &Connection,
+    q: &SearchQuery,
+    f: impl FnOnce(&Snapshot, &mut dyn Read) -> T,
+) -> Result<T> {
+    let version = data_version(tx)?;
+    let empty = q.window.is_empty();
+    let mut next = None;
+    if let (Some(limit), false) = (q.limit, empty) {
+        let mut stmt = tx.prepare_cached(SEARCH_PAGE_END)?;
+        let ends: Vec<Position> = stmt
+            .query_map(search_params(q, i64::from(limit.max(1)) - 1), |r| {
+                Ok(Position {
+                    start: r.get(0)?,
+                    end: r.get(1)?,
+                    id: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        if ends.len() == 2 {
+            next = ends.into_iter().next();
         }
     }
-    body.extend_from_slice(ENVELOPE_TAIL);
-    Ok(body)
+    let snapshot = Snapshot { version, next };
+    let mut stmt = tx.prepare_cached(SEARCH_ROWS)?;
+    let rows = if empty {
+        None
+    } else {
+        Some(stmt.query(search_params(q, q.limit.map_or(-1, i64::from)))?)
+    };
+    let mut body = RowsBody {
+        rows,
+        stage: Stage::Head,
+        pending: Vec::new(),
+        at: 0,
+    };
+    Ok(f(&snapshot, &mut body))
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Head,
+    First,
+    Rest,
+    Done,
+}
+
+/// The body of an answer as a `Read` over the rows of a running query.
+struct RowsBody<'s> {
+    rows: Option<rusqlite::Rows<'s>>,
+    stage: Stage,
+    /// Bytes of the current piece that did not fit the caller's buffer.
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl RowsBody<'_> {
+    /// The next piece of the body (`,` + row, or the envelope's ends) is
+    /// copied into `buf` if it fits whole, else kept in `pending`.
+    fn next_piece(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let sep: &[u8] = match self.stage {
+            Stage::Head => {
+                self.stage = Stage::First;
+                return Ok(Some(self.put(buf, &[ENVELOPE_HEAD])));
+            }
+            Stage::First => b"",
+            Stage::Rest => b",",
+            Stage::Done => return Ok(None),
+        };
+        let row = match &mut self.rows {
+            Some(rows) => rows.next().map_err(io::Error::other)?,
+            None => None,
+        };
+        let Some(row) = row else {
+            self.stage = Stage::Done;
+            self.rows = None;
+            return Ok(Some(self.put(buf, &[ENVELOPE_TAIL])));
+        };
+        self.stage = Stage::Rest;
+        let json = row
+            .get_ref(0)
+            .and_then(|v| v.as_bytes().map_err(rusqlite::Error::from))
+            .map_err(io::Error::other)?;
+        // `put` needs `&mut self` while `json` borrows the rows: copy here.
+        if sep.len() + json.len() <= buf.len() {
+            buf[..sep.len()].copy_from_slice(sep);
+            buf[sep.len()..sep.len() + json.len()].copy_from_slice(json);
+            return Ok(Some(sep.len() + json.len()));
+        }
+        self.pending.clear();
+        self.pending.extend_from_slice(sep);
+        self.pending.extend_from_slice(json);
+        self.at = 0;
+        Ok(Some(self.drain(buf)))
+    }
+
+    fn put(&mut self, buf: &mut [u8], parts: &[&[u8]]) -> usize {
+        self.pending.clear();
+        for p in parts {
+            self.pending.extend_from_slice(p);
+        }
+        self.at = 0;
+        self.drain(buf)
+    }
+
+    fn drain(&mut self, buf: &mut [u8]) -> usize {
+        let n = (self.pending.len() - self.at).min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        n
+    }
+}
+
+impl Read for RowsBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        if self.at < self.pending.len() {
+            n = self.drain(buf);
+        }
+        while n < buf.len() && self.at >= self.pending.len() {
+            match self.next_piece(&mut buf[n..])? {
+                Some(k) => n += k,
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+}
+// ---- end of the `/search` read -----------------------------------------
 
 /// A read-only connection for one HTTP worker. Reads never wait on an
 /// ingest: WAL gives each read transaction the last committed snapshot.
 pub struct Reader {
     conn: Connection,
     path: PathBuf,
-}
-
-/// A search answer and the generation of the snapshot it was read from.
-#[derive(Debug)]
-pub struct Answer {
-    pub generation: u64,
-    pub body: Vec<u8>,
 }
 
 impl Reader {
@@ -587,10 +879,6 @@ impl Reader {
         )?;
         conn.busy_timeout(READER_BUSY_TIMEOUT)?;
         conn.pragma_update(None, "query_only", true)?;
-        // Reads through a shared memory map instead of `pread` into each
-        // connection's private page cache: a search that misses the answer
-        // cache touches one table row per event, scattered over the file.
-        conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
         Ok(Reader {
             conn,
             path: path.to_owned(),
@@ -606,13 +894,35 @@ impl Reader {
         generation(&self.conn)
     }
 
-    /// Searches one consistent snapshot: the generation and the rows come
-    /// from the same read transaction.
-    pub fn search(&mut self, window: &Window) -> Result<Answer> {
+    /// Generation, content digest and searchable count, from one snapshot.
+    pub fn version(&self) -> Result<DataVersion> {
+        data_version(&self.conn)
+    }
+
+    /// Streams the answer to `q` from one read transaction (a WAL
+    /// snapshot): the version, the next page's position and every row come
+    /// from the same state of the store. The snapshot is held until `f`
+    /// returns.
+    pub fn stream<T>(
+        &mut self,
+        q: &SearchQuery,
+        f: impl FnOnce(&Snapshot, &mut dyn Read) -> T,
+    ) -> Result<T> {
         let tx = self.conn.transaction()?;
-        let generation = generation(&tx)?;
-        let body = search_body(&tx, window)?;
+        let out = stream_search(&tx, q, f)?;
         tx.finish()?;
+        Ok(out)
+    }
+
+    /// The whole answer in memory (tests and small pages only).
+    pub fn search(&mut self, window: &Window) -> Result<Answer> {
+        let (generation, body) = self
+            .stream(&SearchQuery::from(*window), |s, r| {
+                let mut body = Vec::new();
+                r.read_to_end(&mut body)
+                    .map(|_| (s.version.generation, body))
+            })?
+            .map_err(io_to_store)?;
         Ok(Answer { generation, body })
     }
 
@@ -627,6 +937,22 @@ impl Reader {
     /// The store is open and migrated (the `/ready` check).
     pub fn ready(&self) -> bool {
         self.generation().is_ok()
+    }
+}
+
+/// A search answer in memory and the generation of its snapshot.
+#[derive(Debug)]
+pub struct Answer {
+    pub generation: u64,
+    pub body: Vec<u8>,
+}
+
+/// An I/O error while reading a body back out of SQLite.
+fn io_to_store(e: io::Error) -> StoreError {
+    match e.into_inner().map(|e| e.downcast::<rusqlite::Error>()) {
+        Some(Ok(e)) => StoreError::from(*e),
+        Some(Err(e)) => StoreError::Migration(e.to_string()),
+        None => StoreError::Migration("read error".into()),
     }
 }
 
@@ -741,7 +1067,7 @@ mod tests {
     fn searches_read_only_the_covering_index_in_order() {
         let path = temp_db("plan");
         let store = Store::open(&path).unwrap();
-        for sql in [SEARCH_BOUNDED, SEARCH_OPEN] {
+        for sql in [SEARCH_ROWS, SEARCH_PAGE_END] {
             let mut stmt = store
                 .conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -173,7 +173,7 @@ fn every_bad_request_is_a_400_envelope_naming_the_parameter() {
     }
     // Unknown parameters are ignored.
     assert_eq!(
-        count(&s.get("/search?limit=1&starts_at=2021-01-01T00:00:00Z")),
+        count(&s.get("/search?page=1&starts_at=2021-01-01T00:00:00Z")),
         4
     );
 }

@@ -19,12 +19,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
-use planbox::api::{Api, ServiceInfo, Source};
+use planbox::api::{Api, ServiceInfo, Source, StreamFn};
 use planbox::metrics::Metrics;
-use planbox::model::{FetchRun, Outcome, Window};
+use planbox::model::{FetchRun, Outcome, SearchQuery, Window};
 use planbox::provider_sim::{Behaviour, CutProvider, FakeProvider};
 use planbox::server::{self, RunningServer, ServerConfig, SourceFactory};
-use planbox::store::{Answer, Store, StoreCounts, StoreError};
+use planbox::store::{DataVersion, Snapshot, Store, StoreCounts, StoreError};
 use planbox::sync::{self, Stop, SyncConfig, Tick};
 
 use crate::support::*;
@@ -251,19 +251,21 @@ impl Gate {
 struct GatedSource(Arc<Gate>);
 
 impl Source for GatedSource {
-    fn generation(&mut self) -> Result<u64, StoreError> {
-        Ok(0)
+    fn version(&mut self) -> Result<DataVersion, StoreError> {
+        Ok(DataVersion::default())
     }
-    fn search(&mut self, _: &Window) -> Result<Answer, StoreError> {
+    fn stream(
+        &mut self,
+        _: &SearchQuery,
+        f: &mut StreamFn<'_>,
+    ) -> Result<std::io::Result<()>, StoreError> {
         let mut g = self.0.state.lock().unwrap();
         g.1 += 1;
         while !g.0 {
             g = self.0.cv.wait(g).unwrap();
         }
-        Ok(Answer {
-            generation: 0,
-            body: EMPTY.to_vec(),
-        })
+        drop(g);
+        Ok(f(&Snapshot::default(), &mut &EMPTY[..]))
     }
     fn counts(&mut self) -> Result<StoreCounts, StoreError> {
         Ok(StoreCounts::default())
@@ -278,10 +280,14 @@ impl Source for GatedSource {
 struct PanickingSource;
 
 impl Source for PanickingSource {
-    fn generation(&mut self) -> Result<u64, StoreError> {
-        Ok(0)
+    fn version(&mut self) -> Result<DataVersion, StoreError> {
+        Ok(DataVersion::default())
     }
-    fn search(&mut self, _: &Window) -> Result<Answer, StoreError> {
+    fn stream(
+        &mut self,
+        _: &SearchQuery,
+        _: &mut StreamFn<'_>,
+    ) -> Result<std::io::Result<()>, StoreError> {
         panic!("injected fault: SELECT secret FROM internals");
     }
     fn counts(&mut self) -> Result<StoreCounts, StoreError> {

@@ -2,6 +2,7 @@
 //! per area. Tests start the real server on port 0 against the in-process
 //! fake provider, or run the built `planbox` binary.
 
+mod answers;
 mod core;
 mod hostile;
 mod ops;

@@ -1,0 +1,918 @@
+//! The HTTP API as a function: request in, response out (PRODUCT.md §3).
+//!
+//! Owns routing, the upstream envelope and error codes, `ETag` /
+//! `If-None-Match`, gzip negotiation, and the answer cache keyed by data
+//! generation and window. It reads data only through [`Source`], so it is
+//! testable without sockets or files. It must not touch sockets, spawn
+//! threads, or let any input reach a panic, a 500 or a message with SQL text.
+
+use std::io::{self, Read};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+
+pub use super::answer::{negotiate, Encoding, VERSION_TTL, WHOLE_MAX_BYTES};
+use super::answer::{
+    search_etag, search_headers, whole, AnswerCache, Counting, Rendered, VersionCache,
+    BROTLI_STREAM_LGWIN, BROTLI_STREAM_QUALITY, CACHE_MAX_BODY,
+};
+pub use super::events::{decode_events, for_each_event, EventRow};
+use crate::metrics::{Metrics, Route};
+use crate::model::{FetchRun, SearchQuery};
+use crate::query::{parse_search, parse_search_query};
+use crate::store::{DataVersion, Reader, Snapshot, StoreCounts, StoreError};
+
+/// Cheaply shareable response bytes.
+pub type Bytes = Arc<[u8]>;
+
+/// What a streamed answer hands its consumer: the snapshot's facts and a
+/// reader of the identity body. Returns what writing it returned.
+pub type StreamFn<'a> = dyn FnMut(&Snapshot, &mut dyn Read) -> io::Result<()> + 'a;
+
+/// What the API needs from the store. Implemented by [`Reader`]; tests can
+/// substitute a fake.
+pub trait Source {
+    /// What a search would see now.
+    fn version(&mut self) -> Result<DataVersion, StoreError>;
+    /// Streams the answer to `q` from one snapshot into `f` (see
+    /// [`Reader::stream`]).
+    fn stream(
+        &mut self,
+        q: &SearchQuery,
+        f: &mut StreamFn<'_>,
+    ) -> Result<io::Result<()>, StoreError>;
+    fn counts(&mut self) -> Result<StoreCounts, StoreError>;
+    fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError>;
+    fn ready(&mut self) -> bool {
+        self.version().is_ok()
+    }
+}
+
+impl Source for Reader {
+    fn version(&mut self) -> Result<DataVersion, StoreError> {
+        Reader::version(self)
+    }
+    fn stream(
+        &mut self,
+        q: &SearchQuery,
+        f: &mut StreamFn<'_>,
+    ) -> Result<io::Result<()>, StoreError> {
+        Reader::stream(self, q, |s, r| f(s, r))
+    }
+    fn counts(&mut self) -> Result<StoreCounts, StoreError> {
+        Reader::counts(self)
+    }
+    fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
+        Reader::runs(self, limit)
+    }
+}
+
+/// The parts of an HTTP request the API looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path and query, as received (`/search?starts_at=...`).
+    pub url: &'a str,
+    pub accept_encoding: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+    /// An HTTP/1.0 request: no chunked encoding, so a large answer is sent
+    /// uncompressed with its length counted first.
+    pub http10: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub route: Route,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+    /// A `/search` answer that is not in the cache: `body` is empty and the
+    /// server gets the answer from [`Api::stream`] instead.
+    pub stream: Option<Box<SearchStream>>,
+}
+
+/// A `/search` answer to be read from the store while it is sent.
+#[derive(Clone, Debug)]
+pub struct SearchStream {
+    pub query: SearchQuery,
+    pub encoding: Encoding,
+    /// The request's query string, for the `Link` header of the next page.
+    raw_query: String,
+    /// The length must be known before the body (HTTP/1.0).
+    sized: bool,
+}
+
+/// What [`Api::stream`] hands the server: a whole answer (small enough to
+/// be cached), or headers and a body to send chunked.
+pub enum Streamed<'a> {
+    Whole(Response),
+    Body {
+        headers: Vec<(&'static str, String)>,
+        /// Known only for an HTTP/1.0 request; else the body is chunked.
+        length: Option<u64>,
+        body: &'a mut dyn Read,
+    },
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Stable error codes of the error envelope.
+pub mod code {
+    pub const INVALID_PARAMETER: &str = "invalid_parameter";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const URI_TOO_LONG: &str = "uri_too_long";
+    pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const OVERLOADED: &str = "overloaded";
+    pub const NOT_READY: &str = "not_ready";
+    pub const INTERNAL: &str = "internal";
+}
+
+pub(crate) const JSON: &str = "application/json";
+
+/// The error envelope `{"data": null, "error": {"code", "message"}}`.
+pub fn error_response(status: u16, route: Route, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"data": null, "error": {"code": code, "message": message}});
+    Response {
+        status,
+        route,
+        headers: vec![("Content-Type", JSON.into())],
+        body: body.to_string().into_bytes().into(),
+        stream: None,
+    }
+}
+
+/// Facts about the running service shown on the status page.
+#[derive(Debug, Default)]
+pub struct ServiceInfo {
+    pub provider_url: String,
+    pub version: &'static str,
+    /// Unix seconds of the next scheduled fetch; 0 = unknown.
+    pub next_fetch: AtomicI64,
+}
+
+/// The API: configuration plus shared caches and metrics. One per server,
+/// shared by all workers.
+pub struct Api {
+    tz: Tz,
+    cache: AnswerCache,
+    version: VersionCache,
+    metrics: Arc<Metrics>,
+    info: Arc<ServiceInfo>,
+    /// Whether `/metrics` is served here (false when it has its own listener).
+    serve_metrics: bool,
+    /// Whether `/metrics` is the only path served here (the metrics listener).
+    only_metrics: bool,
+}
+
+impl Api {
+    pub fn new(tz: Tz, metrics: Arc<Metrics>, info: Arc<ServiceInfo>) -> Api {
+        Api {
+            tz,
+            cache: AnswerCache::default(),
+            version: VersionCache::default(),
+            metrics,
+            info,
+            serve_metrics: true,
+            only_metrics: false,
+        }
+    }
+
+    /// The same API without `/metrics` (a 404 here): it is served on its own
+    /// listener instead (`--metrics-listen`).
+    pub fn without_metrics(mut self) -> Api {
+        self.serve_metrics = false;
+        self
+    }
+
+    /// The API of the `--metrics-listen` listener: `/metrics` and nothing
+    /// else (every other path is a 404), over the same metrics.
+    pub fn metrics_only(metrics: Arc<Metrics>) -> Api {
+        Api {
+            only_metrics: true,
+            ..Api::new(Tz::UTC, metrics, Arc::default())
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: &Request<'_>, src: &mut dyn Source) -> Response {
+        let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
+        let route = match path {
+            "/metrics" if self.serve_metrics => Some(Route::Metrics),
+            _ if self.only_metrics => None,
+            "/search" => Some(Route::Search),
+            "/health" => Some(Route::Health),
+            "/ready" => Some(Route::Ready),
+            "/openapi.yaml" => Some(Route::OpenApi),
+            "/" => Some(Route::Status),
+            _ => None,
+        };
+        let Some(route) = route else {
+            return error_response(
+                404,
+                Route::Other,
+                code::NOT_FOUND,
+                &format!(
+                    "no such path; see /openapi.yaml ({} {})",
+                    req.method,
+                    short(path)
+                ),
+            );
+        };
+        if !matches!(req.method, "GET" | "HEAD") {
+            let mut r = error_response(
+                405,
+                route,
+                code::METHOD_NOT_ALLOWED,
+                &format!("{} is not allowed here; use GET or HEAD", short(req.method)),
+            );
+            r.headers.push(("Allow", "GET, HEAD".into()));
+            return r;
+        }
+        match route {
+            Route::Search => self.search(req, query, src),
+            Route::Health => json_ok(route, r#"{"status":"ok"}"#),
+            Route::Ready => {
+                if src.ready() {
+                    json_ok(route, r#"{"status":"ready"}"#)
+                } else {
+                    unavailable(route, code::NOT_READY, "the store is not open yet")
+                }
+            }
+            Route::Metrics => self.metrics_page(route, src),
+            Route::OpenApi => Response {
+                status: 200,
+                route,
+                headers: vec![("Content-Type", "application/yaml".into())],
+                body: Bytes::from(OPENAPI.as_bytes()),
+                stream: None,
+            },
+            Route::Status => self.status_page(route, query, src),
+            Route::Other => unreachable_route(),
+        }
+    }
+
+    fn search(&self, req: &Request<'_>, query: &str, src: &mut dyn Source) -> Response {
+        let route = Route::Search;
+        let q = match parse_search(query, self.tz) {
+            Ok(q) => q,
+            Err(e) => return error_response(400, route, code::INVALID_PARAMETER, &e.message),
+        };
+        let version = match self.version.get(src) {
+            Ok(v) => v,
+            Err(e) => return store_failed(&e),
+        };
+        let encoding = if req.http10 {
+            Encoding::Identity
+        } else {
+            negotiate(req.accept_encoding)
+        };
+        let etag = search_etag(&version, &q, encoding);
+        if req
+            .if_none_match
+            .is_some_and(|inm| etag_matches(inm, &etag))
+        {
+            return Response {
+                status: 304,
+                route,
+                headers: vec![
+                    ("ETag", etag),
+                    ("Vary", "Accept-Encoding".into()),
+                    ("Cache-Control", "no-cache".into()),
+                ],
+                body: Bytes::from(&[][..]),
+                stream: None,
+            };
+        }
+        if let Some(hit) = self.cache.get(version.generation, &q) {
+            return whole(&hit, etag, encoding, query);
+        }
+        Response {
+            status: 200,
+            route,
+            headers: Vec::new(),
+            body: Bytes::from(&[][..]),
+            stream: Some(Box::new(SearchStream {
+                query: q,
+                encoding,
+                raw_query: query.to_owned(),
+                sized: req.http10,
+            })),
+        }
+    }
+
+    /// Reads the answer of `s` from one snapshot of `src`. An answer of at
+    /// most [`WHOLE_MAX_BYTES`] is cached and handed to `send` whole; a
+    /// larger one is handed over as headers and a body reader (compressed
+    /// on the fly) that pulls rows from the snapshot as `send` reads it.
+    /// Its `ETag` comes from the same snapshot as its rows.
+    pub fn stream(
+        &self,
+        s: &SearchStream,
+        src: &mut dyn Source,
+        send: &mut dyn FnMut(Streamed<'_>) -> io::Result<()>,
+    ) -> Result<io::Result<()>, StoreError> {
+        // Without chunks (HTTP/1.0), a first pass counts a large answer's
+        // bytes (keeping nothing) and the second sends them, from a snapshot
+        // of the same version.
+        let mut length = None;
+        if s.sized {
+            let mut whole_answer = None;
+            let counted = src.stream(&s.query, &mut |snap, rows| {
+                let mut prefix = Vec::new();
+                rows.take(WHOLE_MAX_BYTES as u64 + 1)
+                    .read_to_end(&mut prefix)?;
+                if prefix.len() <= WHOLE_MAX_BYTES {
+                    whole_answer = Some(self.keep(snap, &s.query, prefix));
+                } else {
+                    let rest = io::copy(rows, &mut io::sink())?;
+                    length = Some((snap.version, prefix.len() as u64 + rest));
+                }
+                Ok(())
+            })?;
+            if let Err(e) = counted {
+                return Ok(Err(e));
+            }
+            if let Some((r, version)) = whole_answer {
+                let etag = search_etag(&version, &s.query, s.encoding);
+                return Ok(send(Streamed::Whole(whole(
+                    &r,
+                    etag,
+                    s.encoding,
+                    &s.raw_query,
+                ))));
+            }
+        }
+        src.stream(&s.query, &mut |snap, rows| {
+            let etag = search_etag(&snap.version, &s.query, s.encoding);
+            let length = match length {
+                Some((v, n)) if v == snap.version => Some(n),
+                Some(_) => {
+                    return Err(io::Error::other("the data changed between two passes"));
+                }
+                None => None,
+            };
+            let limit = self.cache.whole_limit(snap.version.generation, &s.query);
+            let mut prefix = Vec::new();
+            rows.take(limit as u64 + 1).read_to_end(&mut prefix)?;
+            if prefix.len() <= limit {
+                let (r, _) = self.keep(snap, &s.query, prefix);
+                return send(Streamed::Whole(whole(&r, etag, s.encoding, &s.raw_query)));
+            }
+            let mut rest = Counting {
+                inner: rows,
+                n: prefix.len() as u64,
+                eof: false,
+            };
+            let rows = &mut rest;
+            let mut headers = search_headers(etag, snap.next.as_ref(), &s.raw_query);
+            if let Some(token) = s.encoding.token() {
+                headers.push(("Content-Encoding", token.into()));
+            }
+            let body = io::Cursor::new(prefix).chain(rows);
+            let mut body: Box<dyn Read + '_> = match s.encoding {
+                Encoding::Identity => Box::new(body),
+                Encoding::Gzip => Box::new(flate2::read::GzEncoder::new(
+                    body,
+                    flate2::Compression::fast(),
+                )),
+                Encoding::Br => Box::new(brotli::CompressorReader::new(
+                    body,
+                    64 << 10,
+                    BROTLI_STREAM_QUALITY,
+                    BROTLI_STREAM_LGWIN,
+                )),
+            };
+            let sent = send(Streamed::Body {
+                headers,
+                length,
+                body: &mut body,
+            });
+            drop(body);
+            if sent.is_ok() && rest.eof && rest.n <= CACHE_MAX_BODY as u64 {
+                self.cache.note_cacheable(snap.version.generation, &s.query);
+            }
+            sent
+        })
+    }
+
+    /// Caches a whole answer read from `snap`.
+    fn keep(
+        &self,
+        snap: &Snapshot,
+        q: &SearchQuery,
+        body: Vec<u8>,
+    ) -> (Arc<Rendered>, DataVersion) {
+        let r = Arc::new(Rendered::new(body, snap.next.clone()));
+        self.cache.put(snap.version.generation, q.clone(), &r);
+        (r, snap.version)
+    }
+
+    /// A page of at most `limit` plans in memory, for the status page.
+    fn first_page(&self, q: SearchQuery, src: &mut dyn Source) -> Result<Bytes, StoreError> {
+        let mut body = Vec::new();
+        src.stream(&q, &mut |_, rows| rows.read_to_end(&mut body).map(drop))?
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(body.into())
+    }
+
+    fn metrics_page(&self, route: Route, src: &mut dyn Source) -> Response {
+        if let Ok(c) = src.counts() {
+            self.metrics.set_plans_searchable(c.plans_searchable);
+        }
+        Response {
+            status: 200,
+            route,
+            headers: vec![(
+                "Content-Type",
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            )],
+            body: self.metrics.render().into_bytes().into(),
+            stream: None,
+        }
+    }
+
+    fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
+        // A form field left empty means "unbounded" here (the API itself
+        // answers 400 to an empty value).
+        let form = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("&");
+        let html = crate::status_page::render(&crate::status_page::PageInput {
+            info: &self.info,
+            last_success: self.metrics.last_success(),
+            counts: src.counts().ok(),
+            runs: src.runs(20).unwrap_or_default(),
+            query,
+            search: if query.is_empty() {
+                None
+            } else {
+                Some(
+                    parse_search_query(&form, self.tz)
+                        .map_err(|e| e.message)
+                        .and_then(|w| {
+                            // Enough to show the first 1000 and say there
+                            // are more.
+                            let q = SearchQuery {
+                                limit: Some(1001),
+                                ..SearchQuery::from(w)
+                            };
+                            self.first_page(q, src)
+                                .map_err(|_| "the store cannot be read right now".into())
+                        }),
+                )
+            },
+            metrics_here: self.serve_metrics,
+        });
+        Response {
+            status: 200,
+            route,
+            headers: vec![
+                ("Content-Type", "text/html; charset=utf-8".into()),
+                ("X-Content-Type-Options", "nosniff".into()),
+                (
+                    "Content-Security-Policy",
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'".into(),
+                ),
+            ],
+            body: html.into_bytes().into(),
+            stream: None,
+        }
+    }
+}
+
+/// The served OpenAPI document.
+pub const OPENAPI: &str = include_str!("../../assets/openapi.yaml");
+
+fn unreachable_route() -> Response {
+    error_response(404, Route::Other, code::NOT_FOUND, "no such path")
+}
+
+/// A store failure while answering `/search`: 503, logged, no SQL text.
+pub fn store_failed(e: &StoreError) -> Response {
+    crate::log::error(&format!("search failed: {e}"));
+    unavailable(
+        Route::Search,
+        code::NOT_READY,
+        "the store cannot be read right now",
+    )
+}
+
+fn json_ok(route: Route, body: &'static str) -> Response {
+    Response {
+        status: 200,
+        route,
+        headers: vec![("Content-Type", JSON.into())],
+        body: Bytes::from(body.as_bytes()),
+        stream: None,
+    }
+}
+
+/// 503 in the envelope with `Retry-After`.
+pub fn unavailable(route: Route, code: &str, message: &str) -> Response {
+    let mut r = error_response(503, route, code, message);
+    r.headers.push(("Retry-After", "1".into()));
+    r
+}
+
+/// At most 64 characters of untrusted text for messages.
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// `If-None-Match` (a list, `*`, weak tags) matches our strong `etag`.
+pub fn etag_matches(header: &str, etag: &str) -> bool {
+    header.split(',').any(|t| {
+        let t = t.trim();
+        t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outcome;
+
+    /// A fake store holding pre-rendered event objects by start second.
+    #[derive(Default)]
+    struct Fake {
+        generation: u64,
+        events: Vec<(i64, String)>,
+        broken: bool,
+        searches: usize,
+    }
+
+    impl Source for Fake {
+        fn version(&mut self) -> Result<DataVersion, StoreError> {
+            if self.broken {
+                return Err(StoreError::Busy);
+            }
+            Ok(DataVersion {
+                generation: self.generation,
+                content: self.generation * 7919,
+                searchable: self.events.len() as u64,
+            })
+        }
+        fn stream(
+            &mut self,
+            q: &SearchQuery,
+            f: &mut StreamFn<'_>,
+        ) -> Result<io::Result<()>, StoreError> {
+            self.searches += 1;
+            let w = q.window;
+            let items: Vec<&str> = self
+                .events
+                .iter()
+                .filter(|(s, _)| w.starts_at.is_none_or(|lo| *s >= lo) && !w.is_empty())
+                .map(|(_, e)| e.as_str())
+                .collect();
+            let body = format!(
+                r#"{{"data":{{"events":[{}]}},"error":null}}"#,
+                items.join(",")
+            );
+            let snap = Snapshot {
+                version: self.version()?,
+                next: None,
+            };
+            Ok(f(&snap, &mut body.as_bytes()))
+        }
+        fn counts(&mut self) -> Result<StoreCounts, StoreError> {
+            Ok(StoreCounts::default())
+        }
+        fn runs(&mut self, _: usize) -> Result<Vec<FetchRun>, StoreError> {
+            Ok(vec![])
+        }
+    }
+
+    /// An API that asks the fake for its version on every request (the
+    /// fake changes without committing anything).
+    fn api() -> Api {
+        let mut a = Api::new(Tz::UTC, Arc::default(), Arc::default());
+        a.version.ttl = std::time::Duration::ZERO;
+        a
+    }
+
+    /// `handle`, then reads a streamed answer the way the server does.
+    fn call(a: &Api, req: &Request<'_>, src: &mut dyn Source) -> Response {
+        let mut r = a.handle(req, src);
+        if let Some(s) = r.stream.take() {
+            let mut got = None;
+            a.stream(&s, src, &mut |streamed| {
+                got = Some(match streamed {
+                    Streamed::Whole(r) => r,
+                    Streamed::Body { headers, body, .. } => {
+                        let mut bytes = Vec::new();
+                        body.read_to_end(&mut bytes)?;
+                        Response {
+                            status: 200,
+                            route: Route::Search,
+                            headers,
+                            body: bytes.into(),
+                            stream: None,
+                        }
+                    }
+                });
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+            return got.unwrap();
+        }
+        r
+    }
+
+    fn get(url: &str) -> Request<'_> {
+        Request {
+            method: "GET",
+            url,
+            ..Request::default()
+        }
+    }
+
+    fn json(r: &Response) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn bad_parameters_are_400_in_the_envelope() {
+        let r = call(&api(), &get("/search?starts_at=nope"), &mut Fake::default());
+        assert_eq!(r.status, 400);
+        let v = json(&r);
+        assert!(v["data"].is_null());
+        assert_eq!(v["error"]["code"], "invalid_parameter");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("starts_at"));
+    }
+
+    #[test]
+    fn unknown_paths_404_and_other_methods_405_with_allow() {
+        let a = api();
+        let r = call(&a, &get("/nope"), &mut Fake::default());
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+        for m in [
+            "POST", "PUT", "DELETE", "PATCH", "TRACE", "OPTIONS", "CONNECT", "BREW",
+        ] {
+            let req = Request {
+                method: m,
+                url: "/search",
+                ..Request::default()
+            };
+            let r = call(&a, &req, &mut Fake::default());
+            assert_eq!(r.status, 405, "{m}");
+            assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+            assert_eq!(json(&r)["error"]["code"], "method_not_allowed");
+        }
+    }
+
+    #[test]
+    fn etag_and_if_none_match_give_304() {
+        let a = api();
+        let mut src = Fake {
+            events: vec![(1, r#"{"id":"x"}"#.into())],
+            ..Fake::default()
+        };
+        let r = call(&a, &get("/search"), &mut src);
+        let etag = r.header("ETag").unwrap().to_string();
+        let req = Request {
+            if_none_match: Some(&etag),
+            ..get("/search")
+        };
+        assert_eq!(call(&a, &req, &mut src).status, 304);
+        // New data generation with a different answer: a new ETag.
+        src.generation = 1;
+        src.events.push((2, r#"{"id":"y"}"#.into()));
+        let r = call(&a, &req, &mut src);
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("ETag").unwrap(), etag);
+    }
+
+    #[test]
+    fn answers_are_cached_per_generation() {
+        let a = api();
+        let mut src = Fake::default();
+        for _ in 0..3 {
+            call(&a, &get("/search?starts_at=2021-01-01T00:00:00Z"), &mut src);
+        }
+        assert_eq!(src.searches, 1);
+        src.generation = 7;
+        call(&a, &get("/search?starts_at=2021-01-01T00:00:00Z"), &mut src);
+        assert_eq!(src.searches, 2);
+    }
+
+    #[test]
+    fn gzip_is_negotiated_and_decodes_to_the_same_body() {
+        let a = api();
+        let mut src = Fake {
+            events: (0..50)
+                .map(|i| (i, format!(r#"{{"id":"{i:040}"}}"#)))
+                .collect(),
+            ..Fake::default()
+        };
+        let plain = call(&a, &get("/search"), &mut src);
+        let req = Request {
+            accept_encoding: Some("br;q=0.5, gzip;q=0.8"),
+            ..get("/search")
+        };
+        let gz = call(&a, &req, &mut src);
+        assert_eq!(gz.header("Content-Encoding"), Some("gzip"));
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, &plain.body[..]);
+        let br = call(
+            &a,
+            &Request {
+                accept_encoding: Some("gzip, br"),
+                ..get("/search")
+            },
+            &mut src,
+        );
+        assert_eq!(br.header("Content-Encoding"), Some("br"));
+        let mut out = Vec::new();
+        brotli::BrotliDecompress(&mut &br.body[..], &mut out).unwrap();
+        assert_eq!(out, &plain.body[..]);
+        // One ETag per coding, each stable.
+        assert_ne!(br.header("ETag"), gz.header("ETag"));
+        assert_ne!(plain.header("ETag"), gz.header("ETag"));
+    }
+
+    #[test]
+    fn accept_encoding_q_values_decide() {
+        use Encoding::*;
+        for (h, want) in [
+            (None, Identity),
+            (Some(""), Identity),
+            (Some("gzip"), Gzip),
+            (Some("x-gzip"), Gzip),
+            (Some("gzip, deflate, br"), Br),
+            (Some("br;q=0.5, gzip"), Gzip),
+            (Some("br;q=0, gzip;q=0"), Identity),
+            (Some("gzip;q=0"), Identity),
+            (Some("*"), Br),
+            (Some("*;q=0.1, gzip;q=0.5"), Gzip),
+            (Some("identity;q=1, gzip;q=0.5"), Identity),
+            (Some("identity"), Identity),
+            (Some("deflate"), Identity),
+            (Some("BR;Q=1.000"), Br),
+            (Some("br;q=2, gzip;q=abc"), Identity),
+            (Some("gzip;q=0.001"), Gzip),
+        ] {
+            assert_eq!(negotiate(h), want, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn large_answers_stream_with_the_etag_a_small_request_would_get() {
+        let a = api();
+        let big = "x".repeat(1000);
+        let mut src = Fake {
+            events: (0..2000)
+                .map(|i| (i, format!(r#"{{"id":"{i}","pad":"{big}"}}"#)))
+                .collect(),
+            ..Fake::default()
+        };
+        let first = a.handle(&get("/search"), &mut src);
+        assert!(first.stream.is_some(), "a miss is streamed");
+        for enc in [None, Some("gzip"), Some("br")] {
+            let req = Request {
+                accept_encoding: enc,
+                ..get("/search")
+            };
+            let r = call(&a, &req, &mut src);
+            assert_eq!(r.status, 200);
+            let mut body = Vec::new();
+            match enc {
+                None => body.extend_from_slice(&r.body),
+                Some("gzip") => {
+                    flate2::read::GzDecoder::new(&r.body[..])
+                        .read_to_end(&mut body)
+                        .unwrap();
+                }
+                Some(_) => brotli::BrotliDecompress(&mut &r.body[..], &mut body).unwrap(),
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["data"]["events"].as_array().unwrap().len(), 2000);
+            // The 304 check before the body agrees with the streamed ETag.
+            let etag = r.header("ETag").unwrap().to_string();
+            let again = Request {
+                if_none_match: Some(&etag),
+                ..req
+            };
+            assert_eq!(a.handle(&again, &mut src).status, 304);
+        }
+        // Streamed once, then read whole and cached (under 4 MiB).
+        assert_eq!(src.searches, 2);
+    }
+
+    #[test]
+    fn an_answer_that_streamed_once_under_4_mib_is_cached_from_then_on() {
+        let a = api();
+        let pad = "y".repeat(1000);
+        let mut src = Fake {
+            events: (0..2000)
+                .map(|i| (i, format!(r#"{{"id":"{i}","pad":"{pad}"}}"#)))
+                .collect(),
+            ..Fake::default()
+        };
+        let body = call(&a, &get("/search"), &mut src).body;
+        assert!(body.len() > WHOLE_MAX_BYTES && body.len() < CACHE_MAX_BODY);
+        for _ in 0..3 {
+            assert_eq!(call(&a, &get("/search"), &mut src).body, body);
+        }
+        assert_eq!(src.searches, 2, "streamed, read whole once, then cached");
+    }
+
+    #[test]
+    fn store_failures_are_503_not_500() {
+        let r = call(
+            &api(),
+            &get("/search"),
+            &mut Fake {
+                broken: true,
+                ..Fake::default()
+            },
+        );
+        assert_eq!(r.status, 503);
+        assert!(r.header("Retry-After").is_some());
+        let msg = json(&r)["error"]["message"].as_str().unwrap().to_string();
+        assert!(!msg.to_lowercase().contains("sql"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_move_to_their_own_listener_when_asked() {
+        let metrics = Arc::new(Metrics::new());
+        let main = Api::new(Tz::UTC, metrics.clone(), Arc::default()).without_metrics();
+        let side = Api::metrics_only(metrics);
+        let mut src = Fake::default();
+        assert_eq!(call(&main, &get("/metrics"), &mut src).status, 404);
+        assert_eq!(call(&main, &get("/search"), &mut src).status, 200);
+        assert_eq!(call(&main, &get("/"), &mut src).status, 200);
+        let m = call(&side, &get("/metrics"), &mut src);
+        assert_eq!(m.status, 200);
+        assert!(String::from_utf8_lossy(&m.body).contains("planbox_plans_searchable"));
+        for path in [
+            "/search",
+            "/",
+            "/health",
+            "/ready",
+            "/openapi.yaml",
+            "/nope",
+        ] {
+            assert_eq!(call(&side, &get(path), &mut src).status, 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn status_page_treats_empty_form_fields_as_unbounded() {
+        let a = api();
+        let mut src = Fake {
+            events: vec![(1, r#"{"id":"x","title":"Shown","start_date":"2021-01-01","start_time":"10:00:00","end_date":null,"end_time":null,"min_price":null,"max_price":null}"#.into())],
+            ..Fake::default()
+        };
+        let page = call(&a, &get("/?starts_at=&ends_at="), &mut src);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("1 plan(s)"), "{html}");
+        let page = call(&a, &get("/?starts_at=nope&ends_at="), &mut src);
+        assert!(String::from_utf8_lossy(&page.body).contains("starts_at: not a date-time"));
+    }
+
+    #[test]
+    fn operator_endpoints_answer() {
+        let a = api();
+        a.metrics().observe_fetch(Outcome::Ok, 5);
+        let mut src = Fake::default();
+        assert_eq!(call(&a, &get("/health"), &mut src).status, 200);
+        assert_eq!(call(&a, &get("/ready"), &mut src).status, 200);
+        let m = call(&a, &get("/metrics"), &mut src);
+        assert!(String::from_utf8_lossy(&m.body).contains("planbox_fetch_runs_total"));
+        let o = call(&a, &get("/openapi.yaml"), &mut src);
+        assert!(String::from_utf8_lossy(&o.body).contains("/search"));
+        let s = call(&a, &get("/"), &mut src);
+        assert_eq!(s.header("Content-Type"), Some("text/html; charset=utf-8"));
+        let broken = &mut Fake {
+            broken: true,
+            ..Fake::default()
+        };
+        assert_eq!(call(&a, &get("/ready"), broken).status, 503);
+    }
+}

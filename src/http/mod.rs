@@ -1,0 +1,12 @@
+//! HTTP: the API as a function (`api`, with the `/search` answer machinery
+//! in `answer` and decoding for people in `events`) and the front that
+//! serves it (`server`, with `wire` writing responses and `limits` deciding
+//! who may ask how often). `api` and `answer` never touch sockets; `server`
+//! and `wire` never contain API logic or SQL.
+
+pub mod answer;
+pub mod api;
+pub mod events;
+pub mod limits;
+pub mod server;
+pub mod wire;
