@@ -59,6 +59,7 @@ fn generated_store(db: &Path, n: usize, provider: &str) {
         bytes: 0,
         counts: tx.counts(),
         skipped: Default::default(),
+        repaired: Default::default(),
         error: None,
     };
     tx.commit(&run, None).unwrap();
