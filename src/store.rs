@@ -176,12 +176,14 @@ impl Store {
             tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM fetch_runs", [], |r| {
                 r.get(0)
             })?;
+        let known = KnownPlans::load(&tx, provider)?;
         Ok(Ingest {
             tx,
             provider: provider.to_owned(),
             run_marker,
             counts: PlanCounts::default(),
             became_searchable: 0,
+            known,
         })
     }
 
@@ -288,6 +290,94 @@ pub struct Ingest<'a> {
     /// Plans that became searchable in this ingest (new and online, or
     /// online for the first time).
     became_searchable: u64,
+    known: KnownPlans,
+}
+
+/// `end_at` of a plan without an end (primary-key columns cannot be NULL;
+/// the smallest integer keeps such plans first among equal starts).
+pub const NO_END: i64 = i64::MIN;
+
+/// Above this many stored plans an ingest does not load [`KnownPlans`]
+/// and looks every plan up in `plans` instead: 16 bytes a plan, so the
+/// check costs at most 48 MiB of memory whatever the store size.
+const KNOWN_PLANS_LIMIT: u64 = 3 << 20;
+
+/// The content hash of every stored plan of one provider, by a 64-bit
+/// digest of its identity, sorted: loaded with one sequential read of the
+/// provider's rows when an ingest begins, so that an unchanged plan costs a
+/// binary search in memory instead of a B-tree lookup in SQLite.
+///
+/// Only a hint: a hit with an equal content hash means unchanged (the hash
+/// covers `online`, and `ever_online` is never below `online`); anything
+/// else goes to `plans` by primary key, so identity collisions of the
+/// 64-bit digest cost a lookup, never a wrong answer.
+struct KnownPlans {
+    /// (identity digest, content hash), sorted; empty when not `loaded`.
+    entries: Vec<(u64, u64)>,
+    /// False above [`KNOWN_PLANS_LIMIT`]: every plan is looked up.
+    loaded: bool,
+}
+
+enum Known {
+    /// Stored with this content hash.
+    Hash(u64),
+    /// Not stored when the ingest began.
+    Absent,
+    /// Not known here: look it up.
+    Unknown,
+}
+
+fn identity_digest(base_plan_id: &str, plan_id: &str) -> u64 {
+    let mut d = crate::digest::Digest::new();
+    d.field(base_plan_id.as_bytes());
+    d.field(plan_id.as_bytes());
+    d.finish()
+}
+
+impl KnownPlans {
+    fn load(conn: &Connection, provider: &str) -> Result<KnownPlans> {
+        let stored = counts(conn)?.plans_stored;
+        if stored > KNOWN_PLANS_LIMIT {
+            return Ok(KnownPlans {
+                entries: Vec::new(),
+                loaded: false,
+            });
+        }
+        let mut entries = Vec::with_capacity(stored as usize);
+        let mut stmt = conn.prepare_cached(
+            "SELECT base_plan_id, plan_id, content_hash FROM plans WHERE provider = ?1",
+        )?;
+        let mut rows = stmt.query([provider])?;
+        while let Some(r) = rows.next()? {
+            let base = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let plan = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            entries.push((identity_digest(base, plan), r.get::<_, i64>(2)? as u64));
+        }
+        entries.sort_unstable();
+        Ok(KnownPlans {
+            entries,
+            loaded: true,
+        })
+    }
+
+    fn get(&self, key: u64) -> Known {
+        if !self.loaded {
+            return Known::Unknown;
+        }
+        match self.entries.binary_search_by_key(&key, |e| e.0) {
+            Ok(i) => Known::Hash(self.entries[i].1),
+            Err(_) => Known::Absent,
+        }
+    }
+}
+
+/// What `plans` holds about one plan.
+struct StoredPlan {
+    id: [u8; 16],
+    start_at: i64,
+    end_at: i64,
+    ever_online: bool,
+    content_hash: u64,
 }
 
 impl Ingest<'_> {
@@ -295,66 +385,161 @@ impl Ingest<'_> {
     /// leaves it alone. `ever_online` only ever turns on.
     pub fn upsert(&mut self, plan: &FeedPlan) -> Result<()> {
         self.counts.plans_seen += 1;
-        let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
-        let mut id_buf = uuid::Uuid::encode_buffer();
-        let id: &str = uuid.hyphenated().encode_lower(&mut id_buf);
-        let hash = plan.content_hash() as i64;
-        let existing: Option<(i64, bool)> = self
-            .tx
-            .prepare_cached("SELECT content_hash, ever_online FROM plans WHERE id = ?1")?
-            .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let ever_online = match existing {
-            Some((old_hash, was_online)) if old_hash == hash && (was_online || !plan.online) => {
+        let hash = plan.content_hash();
+        match self
+            .known
+            .get(identity_digest(&plan.base_plan_id, &plan.plan_id))
+        {
+            Known::Hash(h) if h == hash => {
                 self.counts.plans_unchanged += 1;
                 return Ok(());
             }
-            Some((_, was_online)) => {
-                self.counts.plans_updated += 1;
-                if !was_online && plan.online {
-                    self.became_searchable += 1;
-                }
-                was_online || plan.online
-            }
+            // A plan listed twice in one feed is absent here the second
+            // time too: the insert sees the first one and it is looked up.
+            Known::Absent if self.insert_new(plan, hash)? => return Ok(()),
+            _ => {}
+        }
+        match self.stored(plan)? {
             None => {
-                self.counts.plans_new += 1;
-                if plan.online {
-                    self.became_searchable += 1;
-                }
-                plan.online
+                let inserted = self.insert_new(plan, hash)?;
+                debug_assert!(inserted);
+                Ok(())
             }
-        };
-        let json = plan.event_summary_json(&uuid);
-        self.tx
+            Some(old) if old.content_hash == hash => {
+                self.counts.plans_unchanged += 1;
+                Ok(())
+            }
+            Some(old) => self.update(plan, hash, &old),
+        }
+    }
+
+    fn stored(&self, plan: &FeedPlan) -> Result<Option<StoredPlan>> {
+        Ok(self
+            .tx
             .prepare_cached(
-                "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at, end_at,
-                     min_price, max_price, online, ever_online, content_hash, json,
-                     first_seen_run, changed_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
-                 ON CONFLICT (id) DO UPDATE SET
-                     title = excluded.title, start_at = excluded.start_at,
-                     end_at = excluded.end_at, min_price = excluded.min_price,
-                     max_price = excluded.max_price, online = excluded.online,
-                     ever_online = excluded.ever_online, content_hash = excluded.content_hash,
-                     json = excluded.json, changed_run = excluded.changed_run",
+                "SELECT id, start_at, end_at, ever_online, content_hash FROM plans
+                 WHERE provider = ?1 AND base_plan_id = ?2 AND plan_id = ?3",
+            )?
+            .query_row(
+                params![self.provider, plan.base_plan_id, plan.plan_id],
+                |r| {
+                    let mut id = [0u8; 16];
+                    let blob = r.get_ref(0)?.as_blob()?;
+                    if blob.len() == 16 {
+                        id.copy_from_slice(blob);
+                    }
+                    Ok(StoredPlan {
+                        id,
+                        start_at: r.get(1)?,
+                        end_at: r.get(2)?,
+                        ever_online: r.get(3)?,
+                        content_hash: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Inserts a plan that was not stored; false (and nothing written) when
+    /// it is stored after all (listed twice in this feed).
+    fn insert_new(&mut self, plan: &FeedPlan, hash: u64) -> Result<bool> {
+        let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
+        let (start_at, end_at) = plan_times(plan);
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO plans (provider, base_plan_id, plan_id, id, start_at, end_at,
+                     online, ever_online, content_hash, first_seen_run, changed_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?9)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                id,
                 self.provider,
                 plan.base_plan_id,
                 plan.plan_id,
-                plan.title,
-                local_seconds(&plan.start),
-                plan.end.as_ref().map(local_seconds),
-                plan.prices.min.map(|p| p.to_string()),
-                plan.prices.max.map(|p| p.to_string()),
+                uuid.as_bytes(),
+                start_at,
+                end_at,
                 plan.online,
-                ever_online,
-                hash,
-                json,
+                hash as i64,
                 self.run_marker,
             ])?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        self.counts.plans_new += 1;
+        if plan.online {
+            self.became_searchable += 1;
+            self.insert_searchable(plan, &uuid)?;
+        }
+        Ok(true)
+    }
+
+    fn insert_searchable(&self, plan: &FeedPlan, uuid: &uuid::Uuid) -> Result<()> {
+        let (start_at, end_at) = plan_times(plan);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO plans_search (start_at, end_at, id, json) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                start_at,
+                end_at,
+                uuid.as_bytes(),
+                plan.event_summary_json(uuid)
+            ])?;
         Ok(())
+    }
+
+    /// Rewrites a stored plan whose content hash changed.
+    fn update(&mut self, plan: &FeedPlan, hash: u64, old: &StoredPlan) -> Result<()> {
+        self.counts.plans_updated += 1;
+        let ever_online = old.ever_online || plan.online;
+        let (start_at, end_at) = plan_times(plan);
+        self.tx
+            .prepare_cached(
+                "UPDATE plans SET start_at = ?4, end_at = ?5, online = ?6, ever_online = ?7,
+                     content_hash = ?8, changed_run = ?9
+                 WHERE provider = ?1 AND base_plan_id = ?2 AND plan_id = ?3",
+            )?
+            .execute(params![
+                self.provider,
+                plan.base_plan_id,
+                plan.plan_id,
+                start_at,
+                end_at,
+                plan.online,
+                ever_online,
+                hash as i64,
+                self.run_marker,
+            ])?;
+        if !ever_online {
+            return Ok(());
+        }
+        let uuid = uuid::Uuid::from_bytes(old.id);
+        if !old.ever_online {
+            self.became_searchable += 1;
+            return self.insert_searchable(plan, &uuid);
+        }
+        if (old.start_at, old.end_at) == (start_at, end_at) {
+            self.tx
+                .prepare_cached(
+                    "UPDATE plans_search SET json = ?4
+                     WHERE start_at = ?1 AND end_at = ?2 AND id = ?3",
+                )?
+                .execute(params![
+                    start_at,
+                    end_at,
+                    &old.id[..],
+                    plan.event_summary_json(&uuid)
+                ])?;
+            return Ok(());
+        }
+        self.tx
+            .prepare_cached(
+                "DELETE FROM plans_search WHERE start_at = ?1 AND end_at = ?2 AND id = ?3",
+            )?
+            .execute(params![old.start_at, old.end_at, &old.id[..]])?;
+        self.insert_searchable(plan, &uuid)
     }
 
     pub fn counts(&self) -> PlanCounts {
@@ -381,6 +566,15 @@ impl Ingest<'_> {
         self.tx.commit()?;
         Ok(self.counts)
     }
+}
+
+/// A plan's (start_at, end_at) as stored: provider-local seconds, [`NO_END`]
+/// for a plan without an end.
+fn plan_times(plan: &FeedPlan) -> (i64, i64) {
+    (
+        local_seconds(&plan.start),
+        plan.end.as_ref().map_or(NO_END, local_seconds),
+    )
 }
 
 fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
@@ -493,16 +687,17 @@ fn generation(conn: &Connection) -> Result<u64> {
 const ENVELOPE_HEAD: &[u8] = br#"{"data":{"events":["#;
 const ENVELOPE_TAIL: &[u8] = br#"]},"error":null}"#;
 
-/// The window query with both bounds. A plan with no end is left out when
-/// `ends_at` is given; since end >= start, `start_at <= ends_at` bounds the
-/// index range. Served by the covering `plans_window` index, in its order.
-const SEARCH_BOUNDED: &str = "SELECT json FROM plans
-     WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
-       AND end_at IS NOT NULL AND end_at <= ?2
+/// The window query with both bounds. A plan with no end (`end_at` =
+/// [`NO_END`]) is left out when `ends_at` is given; since end >= start,
+/// `start_at <= ends_at` bounds the range. Reads one range of
+/// `plans_search`'s primary key, in its order.
+const SEARCH_BOUNDED: &str = "SELECT json FROM plans_search
+     WHERE start_at >= ?1 AND start_at <= ?2
+       AND end_at <= ?2 AND end_at > -9223372036854775808
      ORDER BY start_at, end_at, id";
 
 /// The window query without `ends_at`.
-const SEARCH_OPEN: &str = "SELECT json FROM plans WHERE ever_online = 1 AND start_at >= ?1
+const SEARCH_OPEN: &str = "SELECT json FROM plans_search WHERE start_at >= ?1
      ORDER BY start_at, end_at, id";
 
 /// Appends the `/search` body for `window`: the upstream envelope around the
@@ -708,7 +903,7 @@ mod tests {
     }
 
     #[test]
-    fn searches_read_only_the_covering_index_in_order() {
+    fn searches_read_one_primary_key_range_in_order() {
         let path = temp_db("plan");
         let store = Store::open(&path).unwrap();
         for sql in [SEARCH_BOUNDED, SEARCH_OPEN] {
@@ -724,11 +919,102 @@ mod tests {
                 .unwrap();
             let text = plan.join("; ");
             assert!(
-                text.contains("COVERING INDEX plans_window"),
+                text.contains("SEARCH plans_search USING PRIMARY KEY (start_at>? AND start_at<?)")
+                    || text.contains("SEARCH plans_search USING PRIMARY KEY (start_at>?)"),
                 "{sql}: {text}"
             );
             assert!(!text.contains("TEMP B-TREE"), "sorts: {sql}: {text}");
         }
+    }
+
+    #[test]
+    fn a_version_2_store_is_carried_over_in_place() {
+        let path = temp_db("v2");
+        let a = plan(
+            "1",
+            "7",
+            "2021-01-02T10:00:00",
+            Some("2021-01-02T11:00:00"),
+            true,
+        );
+        let b = plan("2", "7", "2021-01-01T10:00:00", None, true);
+        let c = plan("3", "7", "2021-01-01T09:00:00", None, false);
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(2))
+                .run(&mut conn)
+                .unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            for p in [&a, &b, &c] {
+                let uuid = plan_uuid("p", &p.base_plan_id, &p.plan_id);
+                conn.execute(
+                    "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at,
+                         end_at, min_price, max_price, online, ever_online, content_hash,
+                         json, first_seen_run, changed_run)
+                     VALUES (?1, 'p', ?2, ?3, ?4, ?5, ?6, '10.50', '10.50', ?7, ?7, ?8, ?9, 1, 1)",
+                    params![
+                        uuid.hyphenated().to_string(),
+                        p.base_plan_id,
+                        p.plan_id,
+                        p.title,
+                        local_seconds(&p.start),
+                        p.end.as_ref().map(local_seconds),
+                        p.online,
+                        p.content_hash() as i64,
+                        p.event_summary_json(&uuid),
+                    ],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "UPDATE meta SET value = 3 WHERE key = 'plans_stored';
+                 UPDATE meta SET value = 2 WHERE key = 'plans_searchable';",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        store.integrity_check().unwrap();
+        let body = store.search(&Window::default()).unwrap();
+        assert_eq!(ids(&body), ["plan 2/7", "plan 1/7"]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["data"]["events"][1]["id"],
+            plan_uuid("p", "1", "7").hyphenated().to_string()
+        );
+        // The same feed again: nothing changed, nothing written.
+        let counts = ingest(&mut store, &[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(counts.plans_unchanged, 3, "{counts:?}");
+        let mut c2 = c.clone();
+        c2.online = true;
+        assert_eq!(ingest(&mut store, &[c2]).plans_updated, 1);
+        assert_eq!(store.counts().unwrap().plans_searchable, 3);
+        assert_eq!(
+            ids(&store.search(&Window::default()).unwrap()),
+            ["plan 3/7", "plan 2/7", "plan 1/7"]
+        );
+    }
+
+    #[test]
+    fn a_moved_plan_leaves_no_trace_at_its_old_times() {
+        let path = temp_db("moved");
+        let mut store = Store::open(&path).unwrap();
+        let a = plan("1", "1", "2021-01-01T10:00:00", None, true);
+        ingest(&mut store, std::slice::from_ref(&a));
+        let mut a2 = a.clone();
+        a2.start = parse_feed_datetime("2021-03-01T10:00:00").unwrap();
+        a2.end = parse_feed_datetime("2021-03-01T12:00:00");
+        // Listed twice: the second is unchanged.
+        let c = ingest(&mut store, &[a2.clone(), a2]);
+        assert_eq!((c.plans_updated, c.plans_unchanged), (1, 1));
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM plans_search", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        let body = String::from_utf8(store.search(&Window::default()).unwrap()).unwrap();
+        assert!(body.contains(r#""start_date":"2021-03-01""#), "{body}");
     }
 
     #[test]
