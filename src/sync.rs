@@ -519,32 +519,26 @@ pub fn import_file(
     let mut run = new_run(&path.display().to_string());
     let file = std::fs::File::open(path).map_err(|e| IngestError::Parse(ParseError::Io(e)))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut hasher = HashingReader {
-        inner: Limited::new(file, max_bytes),
-        digest: crate::digest::Digest::new(),
-        bytes: 0,
+    // A regular file's size is known: one over the limit is refused before
+    // a byte is read (the limit still holds while reading, for files that
+    // grow or report no size).
+    let result = if total > max_bytes {
+        Err(IngestError::Parse(ParseError::Io(io::Error::other(
+            TooLarge(max_bytes),
+        ))))
+    } else {
+        ingest_file(
+            store,
+            provider,
+            file,
+            max_bytes,
+            &mut run,
+            started,
+            &mut |pos| progress(pos, total),
+        )
     };
-    let reader = BufReader::with_capacity(256 * 1024, &mut hasher);
-    // The digest is only known once the whole file was read; the journal
-    // still gets it, through the feed state written after the ingest.
-    let opts = IngestOptions {
-        state: None,
-        started,
-        stop: None,
-        progress: &mut |pos| progress(pos, total),
-    };
-    let result = ingest(store, provider, reader, &mut run, opts);
-    run.bytes = hasher.bytes;
     match result {
-        Ok(_) => {
-            let state = FeedState {
-                etag: None,
-                last_modified: None,
-                body_hash: Some(hasher.digest.hex()),
-            };
-            if let Err(e) = store.set_validators(provider, &state) {
-                crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
-            }
+        Ok(()) => {
             metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
             log_run(&run);
             Ok(run)
@@ -559,6 +553,43 @@ pub fn import_file(
             Err(e)
         }
     }
+}
+
+fn ingest_file(
+    store: &mut Store,
+    provider: &str,
+    file: std::fs::File,
+    max_bytes: u64,
+    run: &mut FetchRun,
+    started: Instant,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), IngestError> {
+    let mut hasher = HashingReader {
+        inner: Limited::new(file, max_bytes),
+        digest: crate::digest::Digest::new(),
+        bytes: 0,
+    };
+    let reader = BufReader::with_capacity(256 * 1024, &mut hasher);
+    // The digest is only known once the whole file was read; the journal
+    // still gets it, through the feed state written after the ingest.
+    let opts = IngestOptions {
+        state: None,
+        started,
+        stop: None,
+        progress,
+    };
+    let result = ingest(store, provider, reader, run, opts);
+    run.bytes = hasher.bytes;
+    result?;
+    let state = FeedState {
+        etag: None,
+        last_modified: None,
+        body_hash: Some(hasher.digest.hex()),
+    };
+    if let Err(e) = store.set_validators(provider, &state) {
+        crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
+    }
+    Ok(())
 }
 
 struct HashingReader<R> {
@@ -608,6 +639,25 @@ mod tests {
         for _ in 0..100 {
             assert!(j.below(Duration::from_millis(5)) <= Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn import_refuses_a_file_over_the_limit_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = dir.path().join("feed.xml");
+        std::fs::write(&feed, "<planList><output></output></planList>").unwrap();
+        let mut store = Store::open(&dir.path().join("planbox.db")).unwrap();
+        let metrics = Metrics::new();
+        let mut calls = 0;
+        let err =
+            import_file(&mut store, "p", &feed, 10, &metrics, &mut |_, _| calls += 1).unwrap_err();
+        assert_eq!(err.outcome(), Outcome::TooLarge);
+        assert_eq!(calls, 0, "nothing was parsed");
+        let runs = store.runs(1).unwrap();
+        assert_eq!((runs[0].outcome, runs[0].bytes), (Outcome::TooLarge, 0));
+        // At the limit exactly, it lands.
+        let len = std::fs::metadata(&feed).unwrap().len();
+        import_file(&mut store, "p", &feed, len, &metrics, &mut |_, _| {}).unwrap();
     }
 
     #[test]
