@@ -53,3 +53,8 @@ INSERT INTO plans_search
 
 DROP TABLE plans;
 ALTER TABLE plans_v4 RENAME TO plans;
+
+-- Start-up without reading the whole file: `clean_stop` is 1 while no
+-- `serve` runs after one stopped cleanly (cleared when the next starts);
+-- `checked_at` is the Unix time of the last integrity check that passed.
+INSERT INTO meta (key, value) VALUES ('clean_stop', 0), ('checked_at', 0);

@@ -166,6 +166,40 @@ impl Store {
         integrity(&self.conn, &self.path, "integrity_check")
     }
 
+    /// Called by `serve` as it takes the store over: returns whether the
+    /// last `serve` stopped cleanly (and nothing has written since) and
+    /// when the store last passed a full check, and clears the clean-stop
+    /// mark, so a crash from now on is seen at the next start. Writes only
+    /// when the mark was set.
+    pub fn begin_serving(&mut self) -> Result<StartState> {
+        let (clean, checked_at): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'clean_stop'),
+                        (SELECT value FROM meta WHERE key = 'checked_at')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        if clean != 0 {
+            self.conn
+                .execute("UPDATE meta SET value = 0 WHERE key = 'clean_stop'", [])
+                .map_err(|e| classify(&self.path, e))?;
+        }
+        Ok(StartState {
+            was_clean: clean != 0,
+            checked_at: (checked_at > 0).then_some(checked_at),
+        })
+    }
+
+    /// Sets the clean-stop mark: called last by a `serve` that stopped
+    /// cleanly (no ingest running, the store not found damaged).
+    pub fn mark_clean(&mut self) -> Result<()> {
+        self.conn
+            .execute("UPDATE meta SET value = 1 WHERE key = 'clean_stop'", [])?;
+        Ok(())
+    }
+
     /// Starts the one transaction of an ingest. Waits (up to a minute) for
     /// another process's ingest to finish first.
     pub fn begin_ingest(&mut self, provider: &str) -> Result<Ingest<'_>> {
@@ -248,6 +282,67 @@ impl Store {
         integrity(&copy, dest, "integrity_check")?;
         Ok(())
     }
+}
+
+/// What `serve` learns about a store as it starts ([`Store::begin_serving`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartState {
+    /// The last `serve` stopped cleanly and nothing wrote since.
+    pub was_clean: bool,
+    /// Unix seconds of the last integrity check that passed.
+    pub checked_at: Option<i64>,
+}
+
+/// The result of [`check_integrity`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Sound,
+    /// SQLite's findings, `; `-joined (bounded).
+    Damaged(String),
+    /// `pace` asked to stop.
+    Interrupted,
+}
+
+/// `PRAGMA integrity_check` on its own read-only connection (one read
+/// transaction: a WAL snapshot, so ingests go on meanwhile). `pace` is
+/// called every few hundred B-tree steps; it may sleep to throttle the
+/// check and returns false to interrupt it. The store has no secondary
+/// index, so the thorough check costs what `quick_check` costs.
+pub fn check_integrity(
+    path: &Path,
+    pace: impl FnMut() -> bool + Send + 'static,
+) -> Result<CheckOutcome> {
+    let conn = open_conn(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+    let mut pace = pace;
+    conn.progress_handler(200, Some(move || !pace()));
+    let result = integrity(&conn, path, "integrity_check(100)");
+    conn.progress_handler(200, None::<fn() -> bool>);
+    match result {
+        Ok(()) => Ok(CheckOutcome::Sound),
+        Err(StoreError::Corrupt { detail, .. }) => Ok(CheckOutcome::Damaged(detail)),
+        Err(StoreError::Sqlite(e))
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+        {
+            Ok(CheckOutcome::Interrupted)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records a passed check (`checked_at`), through its own short write
+/// transaction (waits for a running ingest).
+pub fn record_check_passed(path: &Path, at: i64) -> Result<()> {
+    let conn = open_conn(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
+    conn.execute("UPDATE meta SET value = ?1 WHERE key = 'checked_at'", [at])?;
+    Ok(())
 }
 
 fn check_identity(conn: &Connection, path: &Path) -> Result<()> {
