@@ -1203,7 +1203,10 @@ fn ops_a_clean_stop_lets_the_next_start_skip_the_check() {
     let mut s = Serve::start(&t.db, &[], &[]);
     s.wait_line(|l| l.contains("store check passed"));
     let m = get(&s.url("/metrics"), &[]).text();
-    assert!(m.contains("planbox_store_checks_total{result=\"passed\"} 1"), "{m}");
+    assert!(
+        m.contains("planbox_store_checks_total{result=\"passed\"} 1"),
+        "{m}"
+    );
     let (code, err) = s.terminate();
     assert_eq!(code, Some(0), "{err}");
     // Stopped cleanly: the next start has nothing to check.
@@ -1211,8 +1214,14 @@ fn ops_a_clean_stop_lets_the_next_start_skip_the_check() {
     assert_eq!(get(&s.url("/ready"), &[]).status, 200);
     thread::sleep(Duration::from_millis(300));
     let m = get(&s.url("/metrics"), &[]).text();
-    assert!(m.contains("planbox_store_checks_total{result=\"passed\"} 0"), "{m}");
-    assert!(!m.contains("planbox_store_last_check_passed_timestamp_seconds 0"), "{m}");
+    assert!(
+        m.contains("planbox_store_checks_total{result=\"passed\"} 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("planbox_store_last_check_passed_timestamp_seconds 0"),
+        "{m}"
+    );
     // Killed: the start after it checks again.
     drop(s);
     let mut s = Serve::start(&t.db, &[], &[]);
