@@ -149,7 +149,7 @@ pub struct IngestOptions<'a> {
 /// Ingests one feed document from `reader` as one transaction, committed
 /// together with `run` (whose counts, skips and duration are filled in here)
 /// and the feed state. On any error nothing is written.
-pub fn ingest<R: BufRead>(
+pub fn ingest<R: BufRead + Send>(
     store: &mut Store,
     provider: &str,
     reader: R,
@@ -163,44 +163,82 @@ pub fn ingest<R: BufRead>(
         progress,
     } = opts;
     let mut tx = store.begin_ingest(provider)?;
-    let mut feed = FeedReader::new(reader);
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
     let mut logged = 0;
-    let mut items: u64 = 0;
-    while let Some(item) = feed.next_item()? {
-        items += 1;
-        if items.is_multiple_of(1024) {
-            if stop.is_some_and(Stop::is_stopped) {
-                return Err(IngestError::Interrupted);
-            }
-            progress(feed.position());
-        }
-        match item {
-            FeedItem::Plan(plan) => tx.upsert(&plan)?,
-            FeedItem::Skipped(skip) => {
-                *skipped.entry(skip.reason.as_str().to_owned()).or_default() += 1;
-                if logged < SKIP_LOG_LIMIT {
-                    logged += 1;
-                    crate::log::log(
-                        crate::log::Level::Warn,
-                        "skipped feed item",
-                        &[
-                            ("reason", &skip.reason),
-                            ("base_plan_id", &skip.base_plan_id),
-                            ("plan_id", &skip.plan_id),
-                            ("detail", &skip.detail),
-                        ],
-                    );
+    // The parser runs on its own thread, a few batches ahead of the single
+    // writer: parsing and SQLite each take a core instead of taking turns
+    // (memory: at most PARSE_AHEAD batches of PARSE_BATCH items).
+    std::thread::scope(|scope| {
+        let (send, batches) = std::sync::mpsc::sync_channel::<(Vec<FeedItem>, u64)>(PARSE_AHEAD);
+        let parser = std::thread::Builder::new()
+            .name("planbox-parse".into())
+            .spawn_scoped(scope, move || -> Result<(), ParseError> {
+                let mut feed = FeedReader::new(reader);
+                let mut batch = Vec::with_capacity(PARSE_BATCH);
+                while let Some(item) = feed.next_item()? {
+                    batch.push(item);
+                    if batch.len() == PARSE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(PARSE_BATCH));
+                        if send.send((full, feed.position())).is_err() {
+                            // The writer gave up; its error is the answer.
+                            return Ok(());
+                        }
+                    }
                 }
+                let _ = send.send((batch, feed.position()));
+                Ok(())
+            })
+            .map_err(|e| IngestError::Parse(ParseError::Io(e)))?;
+        let mut write = || -> Result<(), IngestError> {
+            for (items, position) in &batches {
+                if stop.is_some_and(Stop::is_stopped) {
+                    return Err(IngestError::Interrupted);
+                }
+                for item in items {
+                    match item {
+                        FeedItem::Plan(plan) => tx.upsert(&plan)?,
+                        FeedItem::Skipped(skip) => {
+                            *skipped.entry(skip.reason.as_str().to_owned()).or_default() += 1;
+                            if logged < SKIP_LOG_LIMIT {
+                                logged += 1;
+                                crate::log::log(
+                                    crate::log::Level::Warn,
+                                    "skipped feed item",
+                                    &[
+                                        ("reason", &skip.reason),
+                                        ("base_plan_id", &skip.base_plan_id),
+                                        ("plan_id", &skip.plan_id),
+                                        ("detail", &skip.detail),
+                                    ],
+                                );
+                            }
+                        }
+                    }
+                }
+                progress(position);
             }
-        }
-    }
-    progress(feed.position());
+            Ok(())
+        };
+        let written = write();
+        // Unblocks a parser waiting to send, so it ends.
+        drop(batches);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        written?;
+        parsed?;
+        Ok::<(), IngestError>(())
+    })?;
     run.counts = tx.counts();
     run.skipped = skipped;
     run.duration_ms = started.elapsed().as_millis() as u64;
     Ok(tx.commit(run, state)?)
 }
+
+/// Items the parser hands the writer at a time, and how many such batches
+/// may wait: the parser runs at most this far ahead.
+const PARSE_BATCH: usize = 1024;
+const PARSE_AHEAD: usize = 4;
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
