@@ -19,7 +19,8 @@
 # Make the feed with:
 #   cargo run --release --example synth-feed -- --base-plans 500000 --plans 2 \
 #       --zones 3 --out FEED
-# Prints one line per measure: `label measure round value unit`.
+# Prints one line per measure: `label measure round value unit [...]`; the
+# scan is timed right before each import it is compared with.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$1 FEED=$2; shift 2
@@ -37,11 +38,23 @@ for p in sys.argv[1:]:
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 say() { echo "$*" | tee -a "$OUT/results.txt"; }
 
-# wall seconds and peak RSS (KiB) of a command, from GNU time.
+# wall seconds, peak RSS (KiB) and CPU seconds (user + system) of a
+# command, from GNU time.
 timed() {
   local tf=$OUT/time.$$
-  flock "$LOCK" /usr/bin/time -f '%e %M' -o "$tf" "$@" >/dev/null 2>"$OUT/last.err" || true
-  tail -1 "$tf"
+  flock "$LOCK" /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >/dev/null 2>"$OUT/last.err" || true
+  tail -1 "$tf" | awk '{print $1, $2, $3 + $4}'
+}
+
+# Times the scan, then the command, and says both and their ratio: on a
+# shared machine only a baseline taken right beside a run is comparable.
+beside_scan() {
+  local label=$1 measure=$2 r=$3; shift 3
+  local sw sc w kb c
+  read -r sw _ sc < <(timed "$SCAN" "$FEED")
+  read -r w kb c < <(timed "$@")
+  say "$label $measure $r $w s (scan $sw s: $(echo "$w / $sw" | bc -l | cut -c1-4)x; cpu $c s, scan cpu $sc s)"
+  say "$label $measure-rss $r $((kb / 1024)) MiB"
 }
 
 ready_ms() {
@@ -60,22 +73,16 @@ ready_ms() {
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  read -r s _ < <(timed "$SCAN" "$FEED")
-  say "scan xml-scan $r $s s"
   for spec in "$@"; do
     label=${spec%%=*} bin=${spec#*=}
     db=$OUT/$label.db
     rm -f "$db" "$db-wal" "$db-shm"
-    read -r s kb < <(timed "$bin" import --max-feed-bytes "$MAX_FEED" --db "$db" "$FEED")
-    say "$label import $r $s s"
-    say "$label import-rss $r $((kb / 1024)) MiB"
+    beside_scan "$label" import "$r" "$bin" import --max-feed-bytes "$MAX_FEED" --db "$db" "$FEED"
     bytes=$(($(stat -c %s "$db") + $(stat -c %s "$db-wal" 2>/dev/null || echo 0)))
     plans=$(sqlite3 "$db" "SELECT value FROM meta WHERE key = 'plans_stored'" 2>/dev/null || echo 0)
     say "$label store-bytes $r $bytes B"
     [[ $plans -gt 0 ]] && say "$label bytes-per-plan $r $((bytes / plans)) B"
-    read -r s kb < <(timed "$bin" import --max-feed-bytes "$MAX_FEED" --db "$db" "$FEED")
-    say "$label reimport $r $s s"
-    say "$label reimport-rss $r $((kb / 1024)) MiB"
+    beside_scan "$label" reimport "$r" "$bin" import --max-feed-bytes "$MAX_FEED" --db "$db" "$FEED"
     say "$label ready-first-cold $r $(flock "$LOCK" bash -c "$(declare -f evict now_ms ready_ms); OUT=$OUT PORT=$PORT ready_ms $bin $db") ms"
     say "$label ready-restart-cold $r $(flock "$LOCK" bash -c "$(declare -f evict now_ms ready_ms); OUT=$OUT PORT=$PORT ready_ms $bin $db") ms"
     small=$(($(stat -c %s "$FEED") / 4))
