@@ -110,6 +110,13 @@ fn run(db: PathBuf, mut due: i64, metrics: Arc<Metrics>, stop: Arc<Stop>) {
             }
             Ok(CheckOutcome::Damaged(detail)) => {
                 let detail = brief(&detail);
+                // State first, then the log line: whoever reads the line
+                // finds /ready and /metrics already saying so.
+                metrics.update_store_check(|c| {
+                    c.running = false;
+                    c.damaged += 1;
+                    c.damage = Some(detail.clone());
+                });
                 log(
                     Level::Error,
                     "the store is damaged",
@@ -119,11 +126,6 @@ fn run(db: PathBuf, mut due: i64, metrics: Arc<Metrics>, stop: Arc<Stop>) {
                         ("what_to_do", &DAMAGE_ADVICE),
                     ],
                 );
-                metrics.update_store_check(|c| {
-                    c.running = false;
-                    c.damaged += 1;
-                    c.damage = Some(detail);
-                });
                 // Nothing more to learn: it stays damaged until replaced.
                 return;
             }
