@@ -214,6 +214,22 @@ mod tests {
         // The mark is cleared: a crash now is seen at the next start.
         drop(store);
         assert!(!Store::open(&db).unwrap().begin_serving().unwrap().was_clean);
+        // An ingest outside serve (import) clears it too.
+        let mut store = Store::open(&db).unwrap();
+        store.mark_clean().unwrap();
+        let run = crate::model::FetchRun {
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 0,
+            source: "test".into(),
+            outcome: crate::model::Outcome::Ok,
+            http_status: None,
+            bytes: 0,
+            counts: Default::default(),
+            skipped: Default::default(),
+            error: None,
+        };
+        store.begin_ingest("p").unwrap().commit(&run, None).unwrap();
+        assert!(!store.begin_serving().unwrap().was_clean);
     }
 
     #[test]

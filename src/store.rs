@@ -217,6 +217,13 @@ impl Store {
     /// Starts the one transaction of an ingest. Waits (up to a minute) for
     /// another process's ingest to finish first.
     pub fn begin_ingest(&mut self, provider: &str) -> Result<Ingest<'_>> {
+        // An ingest outside a running serve (`import`, `fetch`) clears the
+        // clean-stop mark first, in its own commit: a crash in the middle of
+        // it must be seen by the next start. (Under serve it is clear.)
+        self.conn.execute(
+            "UPDATE meta SET value = 0 WHERE key = 'clean_stop' AND value <> 0",
+            [],
+        )?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
