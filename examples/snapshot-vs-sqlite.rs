@@ -77,7 +77,7 @@ fn main() -> Result<()> {
     let conn =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare(
-        "SELECT start_at, end_at, json FROM plans WHERE ever_online = 1
+        "SELECT start_at, NULLIF(end_at, -9223372036854775808), json FROM plans_search
          ORDER BY start_at, end_at, id",
     )?;
     let rows: Vec<Row> = stmt

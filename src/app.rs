@@ -161,11 +161,16 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     let signalled = install_signal_handlers()?;
     let _lock = lock_store(&cfg.db)?;
     let mut store = Store::open(&cfg.db)?;
-    store
-        .quick_check()
+    // No full read of the file before serving: the check runs in the
+    // background (at once, with writes waiting for it, unless the last
+    // serve stopped cleanly); see checker.rs.
+    let start = store
+        .begin_serving()
         .context("refusing to serve a damaged store")?;
 
     let metrics = Arc::new(Metrics::new());
+    let stop = Stop::new();
+    let check = crate::checker::spawn(cfg.db.clone(), start, metrics.clone(), stop.clone())?;
     if let Some(t) = last_success(&store.runs(100)?) {
         metrics.set_last_success(t);
     }
@@ -189,7 +194,6 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION"),
         ..ServiceInfo::default()
     });
-    let stop = Stop::new();
     let sync_cfg = provider_url.map(|u| {
         sync_config(
             &cfg.provider,
@@ -202,8 +206,10 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     if let (Some(sc), true) = (&sync_cfg, demo.is_some()) {
         // Land the three sample feeds before answering, so the first search
         // already sees the fixtures' final state.
-        for _ in 0..crate::provider_sim::DEMO_FEEDS.len() {
-            sync::fetch_once(&mut store, sc, &metrics, None);
+        if crate::checker::wait_for_first_check(&metrics, &stop) {
+            for _ in 0..crate::provider_sim::DEMO_FEEDS.len() {
+                sync::fetch_once(&mut store, sc, &metrics, None);
+            }
         }
         metrics.set_plans_searchable(store.counts()?.plans_searchable);
     }
@@ -275,7 +281,14 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
                     .spawn(move || {
                         lower_thread_priority();
                         if !s.wait(first_wait) {
-                            sync::run_loop(store, sc, m, i, s);
+                            if crate::checker::wait_for_first_check(&m, &s) {
+                                sync::run_loop(store, sc, m, i, s);
+                            } else {
+                                // Damaged: never written again; serve on
+                                // (with /ready failing) until stopped.
+                                drop(store);
+                                while !s.wait(Duration::from_secs(3600)) {}
+                            }
                         }
                     })?,
             )
@@ -324,7 +337,7 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         }
         None => http.shutdown(grace),
     }
-    if let Some(f) = fetcher {
+    if let Some(f) = &fetcher {
         // A running ingest stops at its next checkpoint and rolls back, or
         // commits first; either way the store stays whole.
         while !f.is_finished() && Instant::now() < fetch_deadline {
@@ -337,9 +350,10 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             crate::log::warn("the fetch in progress did not finish in time; abandoning it");
         }
     }
+    let _ = check.join();
     drop(demo);
-    // Last, with the workers' readers and the fetch loop's writer closed:
-    // the store file alone must hold everything, so that a copy of
+    // With the workers' readers and the fetch loop's writer closed: the
+    // store file alone must hold everything, so that a copy of
     // `planbox.db` without its `-wal` (the usual ad-hoc backup) is whole.
     match Store::checkpoint(&cfg.db, Duration::from_secs(2)) {
         Ok(true) => {}
@@ -347,6 +361,26 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             "a connection was still busy: part of the store stays in its -wal file until the next start",
         ),
         Err(e) => crate::log::warn(&format!("cannot checkpoint the store: {e}")),
+    }
+    // The clean-stop mark lets the next start skip the check; only when
+    // nothing can still be writing and the store was not found damaged.
+    // Checkpointed last too, so `planbox.db` alone carries it. A reader
+    // stuck since before the mark (a client not reading its answer past
+    // the grace) can keep the mark, and only the mark, in the `-wal`: a
+    // copy of the file alone is then checked at its first start, the safe
+    // side, so that is no reason to wait.
+    let fetch_done = fetcher.as_ref().is_none_or(|f| f.is_finished());
+    if woke == Wake::Stop && fetch_done && metrics.store_check().damage.is_none() {
+        match Store::open(&cfg.db).and_then(|mut s| s.mark_clean()) {
+            Ok(()) => {
+                if let Ok(false) = Store::checkpoint(&cfg.db, Duration::ZERO) {
+                    crate::log::info(
+                        "a reader still open kept the clean-stop mark in the -wal file; a copy of planbox.db alone is checked at its first start",
+                    );
+                }
+            }
+            Err(e) => crate::log::warn(&format!("cannot mark the store as cleanly stopped: {e}")),
+        }
     }
     crate::log::info("stopped");
     Ok(if woke == Wake::FetcherDied {

@@ -73,6 +73,25 @@ pub struct Metrics {
     plans_searchable: AtomicU64,
     /// Unix seconds of the last successful fetch; 0 = never.
     last_success: AtomicI64,
+    store_check: Mutex<StoreCheck>,
+}
+
+/// The background store check's state (see `checker.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreCheck {
+    /// A check is running now.
+    pub running: bool,
+    /// Writes wait for this check: the store was not stopped cleanly.
+    pub blocking: bool,
+    pub passed: u64,
+    pub damaged: u64,
+    /// Checks that could not run to the end (I/O error, store busy).
+    pub failed: u64,
+    /// Unix seconds of the last check that passed (this run or recorded
+    /// in the store); 0 = none.
+    pub last_passed: i64,
+    /// What the check found, once the store was found damaged.
+    pub damage: Option<String>,
 }
 
 impl Metrics {
@@ -125,6 +144,19 @@ impl Metrics {
 
     pub fn last_success(&self) -> Option<i64> {
         Some(self.last_success.load(Relaxed)).filter(|t| *t > 0)
+    }
+
+    pub fn store_check(&self) -> StoreCheck {
+        self.store_check
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn update_store_check(&self, f: impl FnOnce(&mut StoreCheck)) {
+        if let Ok(mut c) = self.store_check.lock() {
+            f(&mut c);
+        }
     }
 
     pub fn set_plans_searchable(&self, n: u64) {
@@ -225,6 +257,41 @@ impl Metrics {
             "planbox_last_fetch_success_timestamp_seconds {}",
             self.last_success.load(Relaxed)
         );
+        let check = self.store_check();
+        out.push_str("# HELP planbox_store_checks_total Integrity checks of the store since start, by result.\n");
+        out.push_str("# TYPE planbox_store_checks_total counter\n");
+        for (result, n) in [
+            ("passed", check.passed),
+            ("damaged", check.damaged),
+            ("failed", check.failed),
+        ] {
+            let _ = writeln!(out, "planbox_store_checks_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP planbox_store_check_running 1 while an integrity check of the store runs.\n",
+        );
+        out.push_str("# TYPE planbox_store_check_running gauge\n");
+        let _ = writeln!(
+            out,
+            "planbox_store_check_running {}",
+            u8::from(check.running)
+        );
+        out.push_str("# HELP planbox_store_last_check_passed_timestamp_seconds Unix time of the last integrity check that passed (0: none known).\n");
+        out.push_str("# TYPE planbox_store_last_check_passed_timestamp_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "planbox_store_last_check_passed_timestamp_seconds {}",
+            check.last_passed
+        );
+        out.push_str(
+            "# HELP planbox_store_damaged 1 once a check found the store damaged (/ready fails).\n",
+        );
+        out.push_str("# TYPE planbox_store_damaged gauge\n");
+        let _ = writeln!(
+            out,
+            "planbox_store_damaged {}",
+            u8::from(check.damage.is_some())
+        );
         out
     }
 }
@@ -252,6 +319,14 @@ mod tests {
         ));
         assert!(text.contains("planbox_fetch_runs_total{outcome=\"timeout\"} 1"));
         assert!(text.contains("planbox_last_fetch_success_timestamp_seconds 20"));
+        assert!(text.contains("planbox_store_damaged 0"));
+        m.update_store_check(|c| {
+            c.damaged += 1;
+            c.damage = Some("page 7: corrupt".into());
+        });
+        let text = m.render();
+        assert!(text.contains("planbox_store_damaged 1"));
+        assert!(text.contains("planbox_store_checks_total{result=\"damaged\"} 1"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct PageInput<'a> {
     pub search: Option<Result<crate::api::Bytes, String>>,
     /// Whether `/metrics` is served on this listener (link it).
     pub metrics_here: bool,
+    pub store_check: crate::metrics::StoreCheck,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -139,6 +140,28 @@ pub fn render(p: &PageInput<'_>) -> String {
             );
         }
         None => h.push_str("<dt>Store</dt><dd class=\"bad\">unavailable</dd>"),
+    }
+    let c = &p.store_check;
+    let last = if c.last_passed > 0 {
+        format!("passed {}", unix_to_text(c.last_passed))
+    } else {
+        "none passed yet".into()
+    };
+    match &c.damage {
+        Some(d) => {
+            let _ = write!(
+                h,
+                "<dt>Store check</dt><dd class=\"bad\">DAMAGED: {}. To do: {}.</dd>",
+                esc(d),
+                esc(crate::checker::DAMAGE_ADVICE)
+            );
+        }
+        None if c.running => {
+            let _ = write!(h, "<dt>Store check</dt><dd>running ({})</dd>", esc(&last));
+        }
+        None => {
+            let _ = write!(h, "<dt>Store check</dt><dd>{}</dd>", esc(&last));
+        }
     }
     h.push_str("</dl>");
 
@@ -260,7 +283,12 @@ mod tests {
             query: "starts_at=%3Cx%3E",
             search: Some(Ok(body[..].into())),
             metrics_here: false,
+            store_check: crate::metrics::StoreCheck {
+                damage: Some("page <7>".into()),
+                ..Default::default()
+            },
         });
+        assert!(html.contains("DAMAGED: page &lt;7&gt;"), "{html}");
         assert!(!html.contains("href=\"/metrics\""));
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;b&gt;Camela&lt;/b&gt;"));

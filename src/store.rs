@@ -133,9 +133,23 @@ impl Store {
         // ingest survives power loss too, not only `kill -9`.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        embedded::migrations::runner()
+        let report = embedded::migrations::runner()
             .run(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
+        if report.applied_migrations().iter().any(|m| m.version() == 4) {
+            // V4 copies every plan into new tables and drops the old one:
+            // give the space back once (~2 s at 1M plans) rather than
+            // carrying a file half free pages.
+            let (free, pages): (i64, i64) = conn.query_row(
+                "SELECT (SELECT freelist_count FROM pragma_freelist_count),
+                        (SELECT page_count FROM pragma_page_count)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if free > pages / 4 {
+                conn.execute_batch("VACUUM")?;
+            }
+        }
         // Written only when it differs: opening a store that needs nothing
         // writes nothing, so a damaged store that `serve` then refuses is
         // left byte-identical.
@@ -164,9 +178,50 @@ impl Store {
         integrity(&self.conn, &self.path, "integrity_check")
     }
 
+    /// Called by `serve` as it takes the store over: returns whether the
+    /// last `serve` stopped cleanly (and nothing has written since) and
+    /// when the store last passed a full check, and clears the clean-stop
+    /// mark, so a crash from now on is seen at the next start. Writes only
+    /// when the mark was set.
+    pub fn begin_serving(&mut self) -> Result<StartState> {
+        let (clean, checked_at): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'clean_stop'),
+                        (SELECT value FROM meta WHERE key = 'checked_at')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        if clean != 0 {
+            self.conn
+                .execute("UPDATE meta SET value = 0 WHERE key = 'clean_stop'", [])
+                .map_err(|e| classify(&self.path, e))?;
+        }
+        Ok(StartState {
+            was_clean: clean != 0,
+            checked_at: (checked_at > 0).then_some(checked_at),
+        })
+    }
+
+    /// Sets the clean-stop mark: called last by a `serve` that stopped
+    /// cleanly (no ingest running, the store not found damaged).
+    pub fn mark_clean(&mut self) -> Result<()> {
+        self.conn
+            .execute("UPDATE meta SET value = 1 WHERE key = 'clean_stop'", [])?;
+        Ok(())
+    }
+
     /// Starts the one transaction of an ingest. Waits (up to a minute) for
     /// another process's ingest to finish first.
     pub fn begin_ingest(&mut self, provider: &str) -> Result<Ingest<'_>> {
+        // An ingest outside a running serve (`import`, `fetch`) clears the
+        // clean-stop mark first, in its own commit: a crash in the middle of
+        // it must be seen by the next start. (Under serve it is clear.)
+        self.conn.execute(
+            "UPDATE meta SET value = 0 WHERE key = 'clean_stop' AND value <> 0",
+            [],
+        )?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -174,6 +229,15 @@ impl Store {
             tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM fetch_runs", [], |r| {
                 r.get(0)
             })?;
+        let known = KnownPlans::load(&tx, provider)?;
+        // Rows for `plans_search` wait here (appended in feed order) and
+        // land sorted at the end: see `Ingest::flush_searchable`.
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS plans_search_staged
+                 (start_at INTEGER NOT NULL, end_at INTEGER NOT NULL, id BLOB NOT NULL,
+                  json TEXT NOT NULL);
+             DELETE FROM temp.plans_search_staged;",
+        )?;
         Ok(Ingest {
             tx,
             provider: provider.to_owned(),
@@ -181,6 +245,8 @@ impl Store {
             counts: PlanCounts::default(),
             became_searchable: 0,
             digest_delta: 0,
+            known,
+            staged: 0,
         })
     }
 
@@ -286,6 +352,67 @@ impl Store {
     }
 }
 
+/// What `serve` learns about a store as it starts ([`Store::begin_serving`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartState {
+    /// The last `serve` stopped cleanly and nothing wrote since.
+    pub was_clean: bool,
+    /// Unix seconds of the last integrity check that passed.
+    pub checked_at: Option<i64>,
+}
+
+/// The result of [`check_integrity`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Sound,
+    /// SQLite's findings, `; `-joined (bounded).
+    Damaged(String),
+    /// `pace` asked to stop.
+    Interrupted,
+}
+
+/// `PRAGMA integrity_check` on its own read-only connection (one read
+/// transaction: a WAL snapshot, so ingests go on meanwhile). `pace` is
+/// called every few hundred B-tree steps; it may sleep to throttle the
+/// check and returns false to interrupt it. The store has no secondary
+/// index, so the thorough check costs what `quick_check` costs.
+pub fn check_integrity(
+    path: &Path,
+    pace: impl FnMut() -> bool + Send + 'static,
+) -> Result<CheckOutcome> {
+    let conn = open_conn(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+    let mut pace = pace;
+    conn.progress_handler(200, Some(move || !pace()));
+    let result = integrity(&conn, path, "integrity_check(100)");
+    conn.progress_handler(200, None::<fn() -> bool>);
+    match result {
+        Ok(()) => Ok(CheckOutcome::Sound),
+        Err(StoreError::Corrupt { detail, .. }) => Ok(CheckOutcome::Damaged(detail)),
+        Err(StoreError::Sqlite(e))
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+        {
+            Ok(CheckOutcome::Interrupted)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records a passed check (`checked_at`), through its own short write
+/// transaction (waits for a running ingest).
+pub fn record_check_passed(path: &Path, at: i64) -> Result<()> {
+    let conn = open_conn(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
+    conn.execute("UPDATE meta SET value = ?1 WHERE key = 'checked_at'", [at])?;
+    Ok(())
+}
+
 fn check_identity(conn: &Connection, path: &Path) -> Result<()> {
     let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
@@ -337,6 +464,120 @@ pub struct Ingest<'a> {
     became_searchable: u64,
     /// What this ingest adds to `meta.content_digest` (wrapping).
     digest_delta: u64,
+    known: KnownPlans,
+    /// Rows in `temp.plans_search_staged`.
+    staged: u64,
+}
+
+/// `end_at` of a plan without an end (primary-key columns cannot be NULL;
+/// the smallest integer keeps such plans first among equal starts).
+pub const NO_END: i64 = i64::MIN;
+
+/// Above this many stored plans an ingest does not load [`KnownPlans`]
+/// and looks every plan up in `plans` instead: 18 bytes a plan, so the
+/// check costs at most 36 MiB of memory whatever the store size.
+const KNOWN_PLANS_LIMIT: u64 = 2 << 20;
+
+/// The content hash of every stored plan of one provider, by a 64-bit
+/// digest of its identity, sorted: loaded with one sequential read of the
+/// provider's rows when an ingest begins, so that an unchanged plan costs a
+/// binary search in memory instead of a B-tree lookup in SQLite.
+///
+/// Only a hint: a hit with an equal content hash means unchanged (the hash
+/// covers `online`, and `ever_online` is never below `online`); anything
+/// else goes to `plans` by primary key, so identity collisions of the
+/// 64-bit digest cost a lookup, never a wrong answer.
+struct KnownPlans {
+    /// (identity digest, content hash), sorted; empty when not `loaded`.
+    entries: Vec<(u64, u64)>,
+    /// `dir[b]` is the first entry whose digest's top `bits` bits are >=
+    /// `b`: a lookup reads one slot of it and the one or two entries of
+    /// its bucket (two cache misses) instead of ~20 steps of a binary search.
+    dir: Vec<u32>,
+    bits: u32,
+    /// False above [`KNOWN_PLANS_LIMIT`]: every plan is looked up.
+    loaded: bool,
+}
+
+enum Known {
+    /// Stored with this content hash.
+    Hash(u64),
+    /// Not stored when the ingest began.
+    Absent,
+    /// Not known here: look it up.
+    Unknown,
+}
+
+fn identity_digest(base_plan_id: &str, plan_id: &str) -> u64 {
+    let mut d = crate::digest::Digest::new();
+    d.field(base_plan_id.as_bytes());
+    d.field(plan_id.as_bytes());
+    d.finish()
+}
+
+impl KnownPlans {
+    fn load(conn: &Connection, provider: &str) -> Result<KnownPlans> {
+        let stored = counts(conn)?.plans_stored;
+        if stored > KNOWN_PLANS_LIMIT {
+            return Ok(KnownPlans {
+                entries: Vec::new(),
+                dir: Vec::new(),
+                bits: 0,
+                loaded: false,
+            });
+        }
+        let mut entries = Vec::with_capacity(stored as usize);
+        let mut stmt = conn.prepare_cached(
+            "SELECT base_plan_id, plan_id, content_hash FROM plans WHERE provider = ?1",
+        )?;
+        let mut rows = stmt.query([provider])?;
+        while let Some(r) = rows.next()? {
+            let base = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let plan = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            entries.push((identity_digest(base, plan), r.get::<_, i64>(2)? as u64));
+        }
+        entries.sort_unstable();
+        // About two entries a bucket: 2 bytes of directory a plan.
+        let bits = (entries.len().max(2) / 2).ilog2().max(1);
+        let mut dir = Vec::with_capacity((1 << bits) + 1);
+        let mut i = 0;
+        for b in 0..=(1u64 << bits) {
+            while i < entries.len() && entries[i].0 >> (64 - bits) < b {
+                i += 1;
+            }
+            dir.push(i as u32);
+        }
+        Ok(KnownPlans {
+            entries,
+            dir,
+            bits,
+            loaded: true,
+        })
+    }
+
+    fn get(&self, key: u64) -> Known {
+        if !self.loaded {
+            return Known::Unknown;
+        }
+        let b = (key >> (64 - self.bits)) as usize;
+        let bucket = &self.entries[self.dir[b] as usize..self.dir[b + 1] as usize];
+        match bucket.iter().find(|e| e.0 == key) {
+            Some(e) => Known::Hash(e.1),
+            None => Known::Absent,
+        }
+    }
+}
+
+/// What `plans` holds about one plan.
+struct StoredPlan {
+    id: [u8; 16],
+    start_at: i64,
+    end_at: i64,
+    ever_online: bool,
+    content_hash: u64,
+    /// The run that last wrote it (this ingest's `run_marker`: written by
+    /// this ingest, so its search row may still be staged).
+    changed_run: i64,
 }
 
 impl Ingest<'_> {
@@ -344,72 +585,192 @@ impl Ingest<'_> {
     /// leaves it alone. `ever_online` only ever turns on.
     pub fn upsert(&mut self, plan: &FeedPlan) -> Result<()> {
         self.counts.plans_seen += 1;
-        let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
-        let mut id_buf = uuid::Uuid::encode_buffer();
-        let id: &str = uuid.hyphenated().encode_lower(&mut id_buf);
-        let hash = plan.content_hash() as i64;
-        let existing: Option<(i64, bool)> = self
-            .tx
-            .prepare_cached("SELECT content_hash, ever_online FROM plans WHERE id = ?1")?
-            .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let ever_online = match existing {
-            Some((old_hash, was_online)) if old_hash == hash && (was_online || !plan.online) => {
+        let hash = plan.content_hash();
+        match self
+            .known
+            .get(identity_digest(&plan.base_plan_id, &plan.plan_id))
+        {
+            Known::Hash(h) if h == hash => {
                 self.counts.plans_unchanged += 1;
                 return Ok(());
             }
-            Some((old_hash, was_online)) => {
-                self.counts.plans_updated += 1;
-                if !was_online && plan.online {
-                    self.became_searchable += 1;
-                }
-                if was_online {
-                    self.digest_delta = self.digest_delta.wrapping_sub(plan_term(id, old_hash));
-                }
-                was_online || plan.online
-            }
-            None => {
-                self.counts.plans_new += 1;
-                if plan.online {
-                    self.became_searchable += 1;
-                }
-                plan.online
-            }
-        };
-        if ever_online {
-            self.digest_delta = self.digest_delta.wrapping_add(plan_term(id, hash));
+            // A plan listed twice in one feed is absent here the second
+            // time too: the insert sees the first one and it is looked up.
+            Known::Absent if self.insert_new(plan, hash)? => return Ok(()),
+            _ => {}
         }
-        let json = plan.event_summary_json(&uuid);
-        self.tx
+        match self.stored(plan)? {
+            None => {
+                let inserted = self.insert_new(plan, hash)?;
+                debug_assert!(inserted);
+                Ok(())
+            }
+            Some(old) if old.content_hash == hash => {
+                self.counts.plans_unchanged += 1;
+                Ok(())
+            }
+            Some(old) => self.update(plan, hash, &old),
+        }
+    }
+
+    fn stored(&self, plan: &FeedPlan) -> Result<Option<StoredPlan>> {
+        Ok(self
+            .tx
             .prepare_cached(
-                "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at, end_at,
-                     min_price, max_price, online, ever_online, content_hash, json,
-                     first_seen_run, changed_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
-                 ON CONFLICT (id) DO UPDATE SET
-                     title = excluded.title, start_at = excluded.start_at,
-                     end_at = excluded.end_at, min_price = excluded.min_price,
-                     max_price = excluded.max_price, online = excluded.online,
-                     ever_online = excluded.ever_online, content_hash = excluded.content_hash,
-                     json = excluded.json, changed_run = excluded.changed_run",
+                "SELECT id, start_at, end_at, ever_online, content_hash, changed_run FROM plans
+                 WHERE provider = ?1 AND base_plan_id = ?2 AND plan_id = ?3",
+            )?
+            .query_row(
+                params![self.provider, plan.base_plan_id, plan.plan_id],
+                |r| {
+                    let mut id = [0u8; 16];
+                    let blob = r.get_ref(0)?.as_blob()?;
+                    if blob.len() == 16 {
+                        id.copy_from_slice(blob);
+                    }
+                    Ok(StoredPlan {
+                        id,
+                        start_at: r.get(1)?,
+                        end_at: r.get(2)?,
+                        ever_online: r.get(3)?,
+                        content_hash: r.get::<_, i64>(4)? as u64,
+                        changed_run: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Inserts a plan that was not stored; false (and nothing written) when
+    /// it is stored after all (listed twice in this feed).
+    fn insert_new(&mut self, plan: &FeedPlan, hash: u64) -> Result<bool> {
+        let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
+        let (start_at, end_at) = plan_times(plan);
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO plans (provider, base_plan_id, plan_id, id, start_at, end_at,
+                     online, ever_online, content_hash, first_seen_run, changed_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?9)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                id,
                 self.provider,
                 plan.base_plan_id,
                 plan.plan_id,
-                plan.title,
-                local_seconds(&plan.start),
-                plan.end.as_ref().map(local_seconds),
-                plan.prices.min.map(|p| p.to_string()),
-                plan.prices.max.map(|p| p.to_string()),
+                uuid.as_bytes(),
+                start_at,
+                end_at,
                 plan.online,
-                ever_online,
-                hash,
-                json,
+                hash as i64,
                 self.run_marker,
             ])?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        self.counts.plans_new += 1;
+        if plan.online {
+            self.became_searchable += 1;
+            self.digest_delta = self
+                .digest_delta
+                .wrapping_add(plan_term_of(&uuid, hash as i64));
+            self.insert_searchable(plan, &uuid)?;
+        }
+        Ok(true)
+    }
+
+    /// Stages the plan's search row; it lands in `flush_searchable`.
+    fn insert_searchable(&mut self, plan: &FeedPlan, uuid: &uuid::Uuid) -> Result<()> {
+        let (start_at, end_at) = plan_times(plan);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO temp.plans_search_staged (start_at, end_at, id, json)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                start_at,
+                end_at,
+                uuid.as_bytes(),
+                plan.event_summary_json(uuid)
+            ])?;
+        self.staged += 1;
         Ok(())
+    }
+
+    /// Lands the staged search rows in key order. Rows inserted one by one
+    /// in feed order would each hit a random page of `plans_search` (start
+    /// times are in no order in a feed), and with a bounded page cache
+    /// every such page is read back and written again: sorted, the inserts
+    /// walk the B-tree once, front to back. A staged row replaces a row
+    /// with the same key (a plan whose rendering changed but not its times).
+    fn flush_searchable(&mut self) -> Result<()> {
+        if self.staged == 0 {
+            return Ok(());
+        }
+        self.tx.execute_batch(
+            "INSERT OR REPLACE INTO plans_search (start_at, end_at, id, json)
+                 SELECT start_at, end_at, id, json FROM temp.plans_search_staged
+                 ORDER BY start_at, end_at, id;
+             DELETE FROM temp.plans_search_staged;",
+        )?;
+        self.staged = 0;
+        Ok(())
+    }
+
+    /// Rewrites a stored plan whose content hash changed.
+    fn update(&mut self, plan: &FeedPlan, hash: u64, old: &StoredPlan) -> Result<()> {
+        self.counts.plans_updated += 1;
+        let ever_online = old.ever_online || plan.online;
+        let (start_at, end_at) = plan_times(plan);
+        self.tx
+            .prepare_cached(
+                "UPDATE plans SET start_at = ?4, end_at = ?5, online = ?6, ever_online = ?7,
+                     content_hash = ?8, changed_run = ?9
+                 WHERE provider = ?1 AND base_plan_id = ?2 AND plan_id = ?3",
+            )?
+            .execute(params![
+                self.provider,
+                plan.base_plan_id,
+                plan.plan_id,
+                start_at,
+                end_at,
+                plan.online,
+                ever_online,
+                hash as i64,
+                self.run_marker,
+            ])?;
+        if !ever_online {
+            return Ok(());
+        }
+        let uuid = uuid::Uuid::from_bytes(old.id);
+        // The content digest covers searchable plans: the old term leaves
+        // with the old values, the new one comes with the new.
+        if old.ever_online {
+            self.digest_delta = self
+                .digest_delta
+                .wrapping_sub(plan_term_of(&uuid, old.content_hash as i64));
+        }
+        self.digest_delta = self
+            .digest_delta
+            .wrapping_add(plan_term_of(&uuid, hash as i64));
+        if !old.ever_online {
+            self.became_searchable += 1;
+            return self.insert_searchable(plan, &uuid);
+        }
+        if old.changed_run == self.run_marker {
+            // Listed earlier in this feed with other values: its search row
+            // may be staged, so land the staged rows before touching it.
+            self.flush_searchable()?;
+        }
+        if (old.start_at, old.end_at) != (start_at, end_at) {
+            self.tx
+                .prepare_cached(
+                    "DELETE FROM plans_search WHERE start_at = ?1 AND end_at = ?2 AND id = ?3",
+                )?
+                .execute(params![old.start_at, old.end_at, &old.id[..]])?;
+        }
+        // Same times: the staged row replaces the old one.
+        self.insert_searchable(plan, &uuid)
     }
 
     pub fn counts(&self) -> PlanCounts {
@@ -418,7 +779,8 @@ impl Ingest<'_> {
 
     /// Commits the ingest together with its journal row and the provider's
     /// new feed state, as one transaction.
-    pub fn commit(self, run: &FetchRun, state: Option<&FeedState>) -> Result<PlanCounts> {
+    pub fn commit(mut self, run: &FetchRun, state: Option<&FeedState>) -> Result<PlanCounts> {
+        self.flush_searchable()?;
         if self.counts.plans_new + self.counts.plans_updated > 0 {
             self.tx.execute(
                 "UPDATE meta SET value = value + CASE key
@@ -456,6 +818,15 @@ static LOCAL_CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 /// bumped a store's generation.
 pub fn local_changes() -> u64 {
     LOCAL_CHANGES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A plan's (start_at, end_at) as stored: provider-local seconds, [`NO_END`]
+/// for a plan without an end.
+fn plan_times(plan: &FeedPlan) -> (i64, i64) {
+    (
+        local_seconds(&plan.start),
+        plan.end.as_ref().map_or(NO_END, local_seconds),
+    )
 }
 
 fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
@@ -616,6 +987,17 @@ pub fn plan_term(id: &str, content_hash: i64) -> u64 {
     d.finish()
 }
 
+/// [`plan_term`] of a plan id held as its 16 bytes (the hyphenated text
+/// form is hashed, as stores before the V4 layout did, so digests carried
+/// over stay valid).
+fn plan_term_of(id: &uuid::Uuid, content_hash: i64) -> u64 {
+    plan_term(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        content_hash,
+    )
+}
+
 fn content_digest(conn: &Connection) -> Result<u64> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'content_digest'")?
@@ -633,8 +1015,9 @@ fn set_content_digest(conn: &Connection, value: u64) -> Result<()> {
 
 /// Computes `meta.content_digest` once for a store migrated to V3 that
 /// already held searchable plans (the migration cannot: see
-/// `migrations/V3__content_digest.sql`). One pass over the plans table
-/// (about 1 s per million plans); nothing to do on every later open.
+/// `migrations/V3__content_digest.sql`). Runs after every migration, so
+/// on the V4 layout (ids as 16 bytes): one pass over `plans` (about 1 s
+/// per million plans); nothing to do on every later open.
 fn ensure_content_digest(conn: &mut Connection) -> Result<()> {
     let present: Option<i64> = conn
         .query_row(
@@ -652,8 +1035,10 @@ fn ensure_content_digest(conn: &mut Connection) -> Result<()> {
         let mut stmt = tx.prepare("SELECT id, content_hash FROM plans WHERE ever_online = 1")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            sum = sum.wrapping_add(plan_term(id, r.get(1)?));
+            let id =
+                uuid::Uuid::from_slice(r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?)
+                    .map_err(|e| StoreError::Migration(format!("a plan id is not a UUID: {e}")))?;
+            sum = sum.wrapping_add(plan_term_of(&id, r.get(1)?));
         }
     }
     set_content_digest(&tx, sum)?;
@@ -663,25 +1048,27 @@ fn ensure_content_digest(conn: &mut Connection) -> Result<()> {
 
 // ---- The `/search` read ------------------------------------------------
 // Everything SQL about answering a search is in this block: one query for
-// the rows of a page and one for where the page ends. Both walk the window
-// in answer order (start, end, id; SQLite puts a NULL end first) from an
-// optional keyset position.
+// the rows of a page and one for where the page ends. Both read one range
+// of `plans_search`'s primary key (start, end, id), in its order, from an
+// optional keyset position. A plan without an end has `end_at` = [`NO_END`],
+// first among equal starts; ids are the UUID's 16 bytes, whose order is the
+// order of the text form.
 //
 // Parameters: ?1 lowest start (the window's, or the cursor's if later),
 // ?2 highest start and end (i64::MAX when open), ?3 whether `ends_at` was
-// given (then a plan without end is left out), ?4/?5/?6 the cursor's
-// start, end and id (all NULL without cursor), ?7 LIMIT / OFFSET.
+// given (then a plan without end is left out: since end >= start,
+// `start_at <= ends_at` bounds the range), ?4/?5/?6 the cursor's start,
+// end ([`NO_END`] for none) and id bytes (all NULL without cursor), ?7
+// LIMIT / OFFSET.
 macro_rules! search_sql {
     ($columns:literal, $tail:literal) => {
         concat!(
             "SELECT ",
             $columns,
-            " FROM plans
-             WHERE ever_online = 1 AND start_at >= ?1 AND start_at <= ?2
-               AND (?3 = 0 OR end_at <= ?2)
-               AND (?4 IS NULL OR start_at > ?4
-                    OR (?5 IS NULL AND (end_at IS NOT NULL OR id > ?6))
-                    OR end_at > ?5 OR (end_at = ?5 AND id > ?6))
+            " FROM plans_search
+             WHERE start_at >= ?1 AND start_at <= ?2
+               AND (?3 = 0 OR (end_at <= ?2 AND end_at > -9223372036854775808))
+               AND (?4 IS NULL OR (start_at, end_at, id) > (?4, ?5, ?6))
              ORDER BY start_at, end_at, id ",
             $tail
         )
@@ -705,7 +1092,7 @@ pub struct Snapshot {
 }
 
 fn search_params(q: &SearchQuery, tail: i64) -> [rusqlite::types::Value; 7] {
-    use rusqlite::types::Value::{Integer, Null, Text};
+    use rusqlite::types::Value::{Blob, Integer, Null};
     let w = &q.window;
     let mut lo = w.starts_at.unwrap_or(i64::MIN);
     if let Some(p) = &q.after {
@@ -714,8 +1101,15 @@ fn search_params(q: &SearchQuery, tail: i64) -> [rusqlite::types::Value; 7] {
     let (c_start, c_end, c_id) = match &q.after {
         Some(p) => (
             Integer(p.start),
-            p.end.map_or(Null, Integer),
-            Text(p.id.clone()),
+            Integer(p.end.unwrap_or(NO_END)),
+            // Cursors carry a UUID (checked when parsed); compared as the
+            // 16 bytes the table holds.
+            Blob(
+                uuid::Uuid::parse_str(&p.id)
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .to_vec(),
+            ),
         ),
         None => (Null, Null, Null),
     };
@@ -746,10 +1140,12 @@ fn stream_search<T>(
         let mut stmt = tx.prepare_cached(SEARCH_PAGE_END)?;
         let ends: Vec<Position> = stmt
             .query_map(search_params(q, i64::from(limit.max(1)) - 1), |r| {
+                let end: i64 = r.get(1)?;
+                let id = uuid::Uuid::from_slice(r.get_ref(2)?.as_blob()?).unwrap_or_default();
                 Ok(Position {
                     start: r.get(0)?,
-                    end: r.get(1)?,
-                    id: r.get(2)?,
+                    end: (end != NO_END).then_some(end),
+                    id: id.hyphenated().to_string(),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -1064,7 +1460,7 @@ mod tests {
     }
 
     #[test]
-    fn searches_read_only_the_covering_index_in_order() {
+    fn searches_read_one_primary_key_range_in_order() {
         let path = temp_db("plan");
         let store = Store::open(&path).unwrap();
         for sql in [SEARCH_ROWS, SEARCH_PAGE_END] {
@@ -1080,11 +1476,276 @@ mod tests {
                 .unwrap();
             let text = plan.join("; ");
             assert!(
-                text.contains("COVERING INDEX plans_window"),
+                text.contains("SEARCH plans_search USING PRIMARY KEY (start_at>? AND start_at<?)")
+                    || text.contains("SEARCH plans_search USING PRIMARY KEY (start_at>?)"),
                 "{sql}: {text}"
             );
             assert!(!text.contains("TEMP B-TREE"), "sorts: {sql}: {text}");
         }
+    }
+
+    #[test]
+    fn a_version_2_store_is_carried_over_in_place() {
+        let path = temp_db("v2");
+        let a = plan(
+            "1",
+            "7",
+            "2021-01-02T10:00:00",
+            Some("2021-01-02T11:00:00"),
+            true,
+        );
+        let b = plan("2", "7", "2021-01-01T10:00:00", None, true);
+        let c = plan("3", "7", "2021-01-01T09:00:00", None, false);
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(2))
+                .run(&mut conn)
+                .unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            for p in [&a, &b, &c] {
+                let uuid = plan_uuid("p", &p.base_plan_id, &p.plan_id);
+                conn.execute(
+                    "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at,
+                         end_at, min_price, max_price, online, ever_online, content_hash,
+                         json, first_seen_run, changed_run)
+                     VALUES (?1, 'p', ?2, ?3, ?4, ?5, ?6, '10.50', '10.50', ?7, ?7, ?8, ?9, 1, 1)",
+                    params![
+                        uuid.hyphenated().to_string(),
+                        p.base_plan_id,
+                        p.plan_id,
+                        p.title,
+                        local_seconds(&p.start),
+                        p.end.as_ref().map(local_seconds),
+                        p.online,
+                        p.content_hash() as i64,
+                        p.event_summary_json(&uuid),
+                    ],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "UPDATE meta SET value = 3 WHERE key = 'plans_stored';
+                 UPDATE meta SET value = 2 WHERE key = 'plans_searchable';",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        store.integrity_check().unwrap();
+        let body = store.search(&Window::default()).unwrap();
+        assert_eq!(ids(&body), ["plan 2/7", "plan 1/7"]);
+        // The content digest (computed once, after V3..V5) is the one a
+        // store that got the same plans on the current layout keeps.
+        let mut fresh = Store::open(&temp_db("v2-fresh")).unwrap();
+        ingest(&mut fresh, &[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(store.version().unwrap(), {
+            let mut v = fresh.version().unwrap();
+            v.generation = store.version().unwrap().generation;
+            v
+        });
+        assert_eq!(fresh.search(&Window::default()).unwrap(), body);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["data"]["events"][1]["id"],
+            plan_uuid("p", "1", "7").hyphenated().to_string()
+        );
+        // The same feed again: nothing changed, nothing written.
+        let counts = ingest(&mut store, &[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(counts.plans_unchanged, 3, "{counts:?}");
+        let mut c2 = c.clone();
+        c2.online = true;
+        assert_eq!(ingest(&mut store, &[c2]).plans_updated, 1);
+        assert_eq!(store.counts().unwrap().plans_searchable, 3);
+        assert_eq!(
+            ids(&store.search(&Window::default()).unwrap()),
+            ["plan 3/7", "plan 2/7", "plan 1/7"]
+        );
+    }
+
+    /// `meta.content_digest` as a full recount over the stored plans.
+    fn recounted_digest(store: &mut Store) -> u64 {
+        store
+            .conn
+            .execute("DELETE FROM meta WHERE key = 'content_digest'", [])
+            .unwrap();
+        ensure_content_digest(&mut store.conn).unwrap();
+        store.version().unwrap().content
+    }
+
+    #[test]
+    fn the_content_digest_follows_every_change_and_replicas_agree() {
+        let path = temp_db("digest");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.version().unwrap().content, 0);
+        let a = plan("1", "1", "2021-01-01T10:00:00", None, false);
+        let b = plan(
+            "2",
+            "1",
+            "2021-01-02T10:00:00",
+            Some("2021-01-02T12:00:00"),
+            true,
+        );
+        let c = plan("3", "1", "2021-01-03T10:00:00", None, true);
+        let (mut a2, mut b2, mut c2) = (a.clone(), b.clone(), c.clone());
+        a2.online = true; // turns searchable
+        b2.title = "renamed".into(); // same times, new JSON
+        c2.start = parse_feed_datetime("2021-01-04T10:00:00").unwrap(); // moves
+        c2.online = false; // and goes offline: stays searchable
+        let feeds = [
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![a2.clone(), b2.clone(), c2.clone(), b2.clone()],
+        ];
+        for feed in &feeds {
+            ingest(&mut store, feed);
+            let kept = store.version().unwrap().content;
+            assert_ne!(kept, 0);
+            assert_eq!(kept, recounted_digest(&mut store));
+        }
+        // A replica that got the feeds in another order, without the
+        // repeat, holds the same plans.
+        let mut replica = Store::open(&temp_db("digest-replica")).unwrap();
+        for feed in [&feeds[0], &feeds[2]] {
+            let reversed: Vec<FeedPlan> = feed.iter().rev().cloned().collect();
+            ingest(&mut replica, &reversed);
+        }
+        assert_eq!(
+            replica.version().unwrap().content,
+            store.version().unwrap().content
+        );
+        assert_eq!(
+            replica.search(&Window::default()).unwrap(),
+            store.search(&Window::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn pages_walk_plans_without_end_first_and_by_id_bytes() {
+        let path = temp_db("pages");
+        let mut store = Store::open(&path).unwrap();
+        let day = "2021-01-01T10:00:00";
+        let mut plans = Vec::new();
+        for i in 0..6 {
+            let end = match i % 3 {
+                0 => None,
+                1 => Some("2021-01-01T11:00:00"),
+                _ => Some("2021-01-01T12:00:00"),
+            };
+            plans.push(plan(&format!("{i}"), "1", day, end, true));
+        }
+        plans.push(plan("x", "1", "2021-01-01T09:00:00", None, true));
+        plans.push(plan("y", "1", "2021-01-01T11:00:00", None, true));
+        ingest(&mut store, &plans);
+        let events = |body: &[u8]| -> Vec<(String, String)> {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            v["data"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["id"].as_str().unwrap().into(), e["end_date"].to_string()))
+                .collect()
+        };
+        let bounded = Window {
+            starts_at: None,
+            ends_at: Some(local_seconds(
+                &parse_feed_datetime("2021-01-01T12:00:00").unwrap(),
+            )),
+        };
+        for window in [Window::default(), bounded] {
+            let whole = events(&store.search(&window).unwrap());
+            if window.ends_at.is_some() {
+                // A plan without an end is left out when `ends_at` is given.
+                assert_eq!(whole.len(), 4, "{whole:?}");
+                assert!(whole.iter().all(|(_, end)| end != "null"), "{whole:?}");
+            } else {
+                assert_eq!(whole.len(), 8);
+            }
+            for limit in [1, 2, 3] {
+                let mut q = SearchQuery {
+                    window,
+                    limit: Some(limit),
+                    after: None,
+                };
+                let mut walked = Vec::new();
+                loop {
+                    let (next, body) = store
+                        .stream(&q, |s, r| {
+                            let mut body = Vec::new();
+                            r.read_to_end(&mut body).unwrap();
+                            (s.next.clone(), body)
+                        })
+                        .unwrap();
+                    walked.extend(events(&body));
+                    match next {
+                        Some(p) => {
+                            assert_eq!(&p.id, &walked.last().unwrap().0);
+                            assert_eq!(p.end.is_none(), walked.last().unwrap().1 == "null");
+                            q.after = Some(p);
+                        }
+                        None => break,
+                    }
+                }
+                assert_eq!(walked, whole, "limit {limit}, {window:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_moved_plan_leaves_no_trace_at_its_old_times() {
+        let path = temp_db("moved");
+        let mut store = Store::open(&path).unwrap();
+        let a = plan("1", "1", "2021-01-01T10:00:00", None, true);
+        ingest(&mut store, std::slice::from_ref(&a));
+        let mut a2 = a.clone();
+        a2.start = parse_feed_datetime("2021-03-01T10:00:00").unwrap();
+        a2.end = parse_feed_datetime("2021-03-01T12:00:00");
+        // Listed twice: the second is unchanged.
+        let c = ingest(&mut store, &[a2.clone(), a2]);
+        assert_eq!((c.plans_updated, c.plans_unchanged), (1, 1));
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM plans_search", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        let body = String::from_utf8(store.search(&Window::default()).unwrap()).unwrap();
+        assert!(body.contains(r#""start_date":"2021-03-01""#), "{body}");
+    }
+
+    #[test]
+    fn known_plans_find_every_stored_plan_and_no_other() {
+        let path = temp_db("known");
+        let mut store = Store::open(&path).unwrap();
+        let plans: Vec<FeedPlan> = (0..3000)
+            .map(|i| {
+                plan(
+                    &(i / 3).to_string(),
+                    &i.to_string(),
+                    "2021-01-01T10:00:00",
+                    None,
+                    i % 2 == 0,
+                )
+            })
+            .collect();
+        ingest(&mut store, &plans);
+        let known = KnownPlans::load(&store.conn, "p").unwrap();
+        assert!(known.loaded);
+        for p in &plans {
+            match known.get(identity_digest(&p.base_plan_id, &p.plan_id)) {
+                Known::Hash(h) => assert_eq!(h, p.content_hash()),
+                _ => panic!("{} not found", p.plan_id),
+            }
+        }
+        for i in 3000..6000 {
+            let key = identity_digest("x", &i.to_string());
+            assert!(matches!(known.get(key), Known::Absent));
+        }
+        assert!(matches!(
+            KnownPlans::load(&store.conn, "other").unwrap().get(1),
+            Known::Absent
+        ));
+        let c = ingest(&mut store, &plans);
+        assert_eq!(c.plans_unchanged, 3000);
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub struct IngestOptions<'a> {
 /// Ingests one feed document from `reader` as one transaction, committed
 /// together with `run` (whose counts, skips and duration are filled in here)
 /// and the feed state. On any error nothing is written.
-pub fn ingest<R: BufRead>(
+pub fn ingest<R: BufRead + Send>(
     store: &mut Store,
     provider: &str,
     reader: R,
@@ -163,36 +163,71 @@ pub fn ingest<R: BufRead>(
         charset,
     } = opts;
     let mut tx = store.begin_ingest(provider)?;
-    let mut feed = FeedReader::with_charset(reader, charset);
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
     // The first skip of each reason, for its one log line.
     let mut examples: BTreeMap<String, Skip> = BTreeMap::new();
-    let mut items: u64 = 0;
-    while let Some(item) = feed.next_item()? {
-        items += 1;
-        if items.is_multiple_of(1024) {
-            if stop.is_some_and(Stop::is_stopped) {
-                return Err(IngestError::Interrupted);
+    // The parser runs on its own thread, a few batches ahead of the single
+    // writer: parsing and SQLite each take a core instead of taking turns
+    // (memory: at most PARSE_AHEAD batches of PARSE_BATCH items).
+    let (position, repaired) = std::thread::scope(|scope| {
+        let (send, batches) = std::sync::mpsc::sync_channel::<(Vec<FeedItem>, u64)>(PARSE_AHEAD);
+        let parser = std::thread::Builder::new()
+            .name("planbox-parse".into())
+            .spawn_scoped(scope, move || -> Result<Parsed, ParseError> {
+                let mut feed = FeedReader::with_charset(reader, charset);
+                let mut batch = Vec::with_capacity(PARSE_BATCH);
+                while let Some(item) = feed.next_item()? {
+                    batch.push(item);
+                    if batch.len() == PARSE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(PARSE_BATCH));
+                        if send.send((full, feed.position())).is_err() {
+                            // The writer gave up; its error is the answer.
+                            return Ok(Parsed::default());
+                        }
+                    }
+                }
+                let _ = send.send((batch, feed.position()));
+                Ok(Parsed {
+                    position: feed.position(),
+                    repaired: feed
+                        .repairs()
+                        .map(|(reason, n)| (reason.as_str().to_owned(), n))
+                        .collect(),
+                })
+            })
+            .map_err(|e| IngestError::Parse(ParseError::Io(e)))?;
+        let mut write = || -> Result<(), IngestError> {
+            for (items, position) in &batches {
+                if stop.is_some_and(Stop::is_stopped) {
+                    return Err(IngestError::Interrupted);
+                }
+                for item in items {
+                    match item {
+                        FeedItem::Plan(plan) => tx.upsert(&plan)?,
+                        FeedItem::Skipped(skip) => {
+                            let reason = skip.reason.as_str();
+                            *skipped.entry(reason.to_owned()).or_default() += 1;
+                            examples.entry(reason.to_owned()).or_insert(skip);
+                        }
+                    }
+                }
+                progress(position);
             }
-            progress(feed.position());
-        }
-        match item {
-            FeedItem::Plan(plan) => tx.upsert(&plan)?,
-            FeedItem::Skipped(skip) => {
-                let reason = skip.reason.as_str();
-                *skipped.entry(reason.to_owned()).or_default() += 1;
-                examples.entry(reason.to_owned()).or_insert(skip);
-            }
-        }
-    }
-    progress(feed.position());
-    let repaired: BTreeMap<String, u64> = feed
-        .repairs()
-        .map(|(reason, n)| (reason.as_str().to_owned(), n))
-        .collect();
+            Ok(())
+        };
+        let written = write();
+        // Unblocks a parser waiting to send, so it ends.
+        drop(batches);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        written?;
+        let parsed = parsed?;
+        Ok::<_, IngestError>((parsed.position, parsed.repaired))
+    })?;
     log_damage(&skipped, &examples, &repaired);
     // An import learns its size only by reading it: the whole document was.
-    run.bytes = run.bytes.max(feed.position());
+    run.bytes = run.bytes.max(position);
     run.counts = tx.counts();
     run.skipped = skipped;
     run.repaired = repaired;
@@ -228,6 +263,20 @@ fn log_damage(
             &[("reason", reason), ("count", n)],
         );
     }
+}
+
+/// Items the parser hands the writer at a time, and how many such batches
+/// may wait: the parser runs at most this far ahead.
+const PARSE_BATCH: usize = 1024;
+const PARSE_AHEAD: usize = 4;
+
+/// What the parse thread knows once the whole document was read.
+#[derive(Default)]
+struct Parsed {
+    /// Bytes of the document read.
+    position: u64,
+    /// Values repaired, by reason.
+    repaired: BTreeMap<String, u64>,
 }
 
 fn now_rfc3339() -> String {
@@ -560,33 +609,25 @@ pub fn import_file(
     let mut run = new_run(&path.display().to_string());
     let file = std::fs::File::open(path).map_err(|e| IngestError::Parse(ParseError::Io(e)))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut hasher = HashingReader {
-        inner: Limited::new(file, max_bytes),
-        digest: crate::digest::Digest::new(),
-        bytes: 0,
+    // A regular file's size is known: one over the limit is refused before
+    // a byte is read (the limit still holds while reading, for files that
+    // grow or report no size).
+    let result = if total > max_bytes {
+        Err(IngestError::Parse(ParseError::Io(io::Error::other(
+            TooLarge(max_bytes),
+        ))))
+    } else {
+        let opts = IngestOptions {
+            state: None,
+            started,
+            stop: None,
+            progress: &mut |pos| progress(pos, total),
+            charset,
+        };
+        ingest_file(store, provider, file, max_bytes, &mut run, opts)
     };
-    let reader = BufReader::with_capacity(256 * 1024, &mut hasher);
-    // The digest is only known once the whole file was read; the journal
-    // still gets it, through the feed state written after the ingest.
-    let opts = IngestOptions {
-        state: None,
-        started,
-        stop: None,
-        progress: &mut |pos| progress(pos, total),
-        charset,
-    };
-    let result = ingest(store, provider, reader, &mut run, opts);
-    run.bytes = hasher.bytes;
     match result {
-        Ok(_) => {
-            let state = FeedState {
-                etag: None,
-                last_modified: None,
-                body_hash: Some(hasher.digest.hex()),
-            };
-            if let Err(e) = store.set_validators(provider, &state) {
-                crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
-            }
+        Ok(()) => {
             metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
             metrics.observe_damage(&run);
             log_run(&run);
@@ -603,6 +644,36 @@ pub fn import_file(
             Err(e)
         }
     }
+}
+
+fn ingest_file(
+    store: &mut Store,
+    provider: &str,
+    file: std::fs::File,
+    max_bytes: u64,
+    run: &mut FetchRun,
+    opts: IngestOptions<'_>,
+) -> Result<(), IngestError> {
+    let mut hasher = HashingReader {
+        inner: Limited::new(file, max_bytes),
+        digest: crate::digest::Digest::new(),
+        bytes: 0,
+    };
+    let reader = BufReader::with_capacity(256 * 1024, &mut hasher);
+    // The digest is only known once the whole file was read; the journal
+    // still gets it, through the feed state written after the ingest.
+    let result = ingest(store, provider, reader, run, opts);
+    run.bytes = hasher.bytes;
+    result?;
+    let state = FeedState {
+        etag: None,
+        last_modified: None,
+        body_hash: Some(hasher.digest.hex()),
+    };
+    if let Err(e) = store.set_validators(provider, &state) {
+        crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
+    }
+    Ok(())
 }
 
 struct HashingReader<R> {
@@ -652,6 +723,27 @@ mod tests {
         for _ in 0..100 {
             assert!(j.below(Duration::from_millis(5)) <= Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn import_refuses_a_file_over_the_limit_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = dir.path().join("feed.xml");
+        std::fs::write(&feed, "<planList><output></output></planList>").unwrap();
+        let mut store = Store::open(&dir.path().join("planbox.db")).unwrap();
+        let metrics = Metrics::new();
+        let mut calls = 0;
+        let err = import_file(&mut store, "p", &feed, 10, None, &metrics, &mut |_, _| {
+            calls += 1
+        })
+        .unwrap_err();
+        assert_eq!(err.outcome(), Outcome::TooLarge);
+        assert_eq!(calls, 0, "nothing was parsed");
+        let runs = store.runs(1).unwrap();
+        assert_eq!((runs[0].outcome, runs[0].bytes), (Outcome::TooLarge, 0));
+        // At the limit exactly, it lands.
+        let len = std::fs::metadata(&feed).unwrap().len();
+        import_file(&mut store, "p", &feed, len, None, &metrics, &mut |_, _| {}).unwrap();
     }
 
     #[test]

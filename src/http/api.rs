@@ -134,6 +134,7 @@ pub mod code {
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const OVERLOADED: &str = "overloaded";
     pub const NOT_READY: &str = "not_ready";
+    pub const STORE_DAMAGED: &str = "store_damaged";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -246,7 +247,17 @@ impl Api {
             Route::Search => self.search(req, query, src),
             Route::Health => json_ok(route, r#"{"status":"ok"}"#),
             Route::Ready => {
-                if src.ready() {
+                if self.metrics.store_check().damage.is_some() {
+                    unavailable(
+                        route,
+                        code::STORE_DAMAGED,
+                        &format!(
+                            "the integrity check found the store damaged (details in the log \
+                             and on the status page); {}",
+                            crate::checker::DAMAGE_ADVICE
+                        ),
+                    )
+                } else if src.ready() {
                     json_ok(route, r#"{"status":"ready"}"#)
                 } else {
                     unavailable(route, code::NOT_READY, "the store is not open yet")
@@ -478,6 +489,7 @@ impl Api {
                 )
             },
             metrics_here: self.serve_metrics,
+            store_check: self.metrics.store_check(),
         });
         Response {
             status: 200,
@@ -914,5 +926,14 @@ mod tests {
             ..Fake::default()
         };
         assert_eq!(call(&a, &get("/ready"), broken).status, 503);
+        // A store the background check found damaged: not ready, and why.
+        a.metrics()
+            .update_store_check(|c| c.damage = Some("page 7".into()));
+        let r = call(&a, &get("/ready"), &mut src);
+        assert_eq!(r.status, 503);
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(text.contains("store_damaged"), "{text}");
+        assert!(text.contains("restore the newest backup"), "{text}");
+        assert_eq!(call(&a, &get("/health"), &mut src).status, 200);
     }
 }

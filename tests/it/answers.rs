@@ -70,7 +70,7 @@ fn generated_store(db: &Path, n: usize, provider: &str) {
 fn materialized(db: &Path) -> Vec<u8> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut stmt = c
-        .prepare("SELECT json FROM plans WHERE ever_online = 1 ORDER BY start_at, end_at, id")
+        .prepare("SELECT json FROM plans_search ORDER BY start_at, end_at, id")
         .unwrap();
     let rows: Vec<String> = stmt
         .query_map([], |r| r.get(0))

@@ -1272,3 +1272,68 @@ fn ops_restart_keeps_last_success_and_counts_from_the_store() {
     let (code, err) = s.terminate();
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn ops_a_damaged_store_fails_ready_and_is_left_untouched() {
+    let t = big_store(3000);
+    // Garbage over the middle of a real store (not the schema page).
+    let mut bytes = std::fs::read(&t.db).unwrap();
+    assert!(bytes.len() > 256 << 10, "{}", bytes.len());
+    let mid = bytes.len() / 2;
+    for (i, b) in bytes[mid - (32 << 10)..mid + (32 << 10)]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = (i.wrapping_mul(2_654_435_761) >> 7) as u8;
+    }
+    std::fs::write(&t.db, &bytes).unwrap();
+    // Serving starts at once; the background check finds the damage.
+    let mut s = Serve::start(&t.db, &[], &[]);
+    let line = s.wait_line(|l| l.contains("the store is damaged"));
+    assert!(line.contains("restore the newest backup"), "{line}");
+    let r = get(&s.url("/ready"), &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "store_damaged");
+    assert_eq!(get(&s.url("/health"), &[]).status, 200);
+    let m = get(&s.url("/metrics"), &[]).text();
+    assert!(m.contains("planbox_store_damaged 1"), "{m}");
+    assert!(get(&s.url("/"), &[]).text().contains("DAMAGED"));
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        std::fs::read(&t.db).unwrap() == bytes,
+        "the damaged store was modified"
+    );
+}
+
+#[test]
+fn ops_a_clean_stop_lets_the_next_start_skip_the_check() {
+    let t = big_store(50);
+    // Imported, never served: checked at once.
+    let mut s = Serve::start(&t.db, &[], &[]);
+    s.wait_line(|l| l.contains("store check passed"));
+    let m = get(&s.url("/metrics"), &[]).text();
+    assert!(
+        m.contains("planbox_store_checks_total{result=\"passed\"} 1"),
+        "{m}"
+    );
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    // Stopped cleanly: the next start has nothing to check.
+    let s = Serve::start(&t.db, &[], &[]);
+    assert_eq!(get(&s.url("/ready"), &[]).status, 200);
+    thread::sleep(Duration::from_millis(300));
+    let m = get(&s.url("/metrics"), &[]).text();
+    assert!(
+        m.contains("planbox_store_checks_total{result=\"passed\"} 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("planbox_store_last_check_passed_timestamp_seconds 0"),
+        "{m}"
+    );
+    // Killed: the start after it checks again.
+    drop(s);
+    let mut s = Serve::start(&t.db, &[], &[]);
+    s.wait_line(|l| l.contains("store check passed"));
+}
