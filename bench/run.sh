@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # bench/run.sh: planbox's benchmark kit (issue: performance at scale).
 #
-# Usage: bench/run.sh [--big] [--reuse] [--no-install] [-h|--help]
+# Usage: bench/run.sh [--big] [--plan-heavy] [--reuse] [--no-install] [-h|--help]
 #
 #   --big         also generate and measure the ~1 GB feed (25000 base plans)
+#   --plan-heavy  also generate the plan-heavy feed (500000 base plans x 2
+#                 plans x 3 zones: 1M plans, ~559 MB) and run
+#                 bench/plan-heavy.sh on it (ingest beside the scan, store
+#                 bytes, cold start, the size limit; results in
+#                 bench/out/plan-heavy/results.txt)
 #   --reuse       keep feeds already in bench/out/ (the generator is
 #                 deterministic, so same flags = same bytes) instead of
 #                 writing them again
@@ -76,11 +81,13 @@ QUERIES=(
 )
 
 BIG=""
+PLAN_HEAVY=""
 REUSE=""
 NO_INSTALL=""
 for arg in "$@"; do
   case $arg in
     --big) BIG=1 ;;
+    --plan-heavy) PLAN_HEAVY=1 ;;
     --reuse) REUSE=1 ;;
     --no-install) NO_INSTALL=1 ;;
     -h | --help)
@@ -373,6 +380,19 @@ main() {
     bench_search_vs_nginx
   else
     log "SKIPPED bench_search, bench_search_vs_nginx: $PLANBOX has no 'serve' subcommand yet"
+  fi
+
+  if [[ -n $PLAN_HEAVY ]] && have_planbox import; then
+    local heavy=$OUT/feed-plan-heavy.xml
+    if [[ -z $REUSE || ! -s $heavy ]]; then
+      log "feed: plan-heavy (1M plans)"
+      "$REL/examples/synth-feed" --base-plans 500000 --plans 2 --zones 3 \
+        --seed "$SEED" --out "$heavy" >/dev/null
+    fi
+    log "plan-heavy: bench/plan-heavy.sh"
+    rm -rf "$OUT/plan-heavy"
+    ROUNDS=${IMPORT_RUNS} SCAN=$REL/examples/xml-scan \
+      "$ROOT/bench/plan-heavy.sh" "$OUT/plan-heavy" "$heavy" "planbox=$PLANBOX"
   fi
 
   log "report"

@@ -519,12 +519,7 @@ impl KnownPlans {
     fn load(conn: &Connection, provider: &str) -> Result<KnownPlans> {
         let stored = counts(conn)?.plans_stored;
         if stored > KNOWN_PLANS_LIMIT {
-            return Ok(KnownPlans {
-                entries: Vec::new(),
-                dir: Vec::new(),
-                bits: 0,
-                loaded: false,
-            });
+            return Ok(KnownPlans::unloaded());
         }
         let mut entries = Vec::with_capacity(stored as usize);
         let mut stmt = conn.prepare_cached(
@@ -553,6 +548,16 @@ impl KnownPlans {
             bits,
             loaded: true,
         })
+    }
+
+    /// Knows nothing: every plan is looked up in `plans`.
+    fn unloaded() -> KnownPlans {
+        KnownPlans {
+            entries: Vec::new(),
+            dir: Vec::new(),
+            bits: 0,
+            loaded: false,
+        }
     }
 
     fn get(&self, key: u64) -> Known {
@@ -1746,6 +1751,37 @@ mod tests {
         ));
         let c = ingest(&mut store, &plans);
         assert_eq!(c.plans_unchanged, 3000);
+    }
+
+    #[test]
+    fn above_the_known_plans_limit_every_plan_is_looked_up_with_the_same_result() {
+        let path = temp_db("unloaded");
+        let mut store = Store::open(&path).unwrap();
+        let a = plan("1", "1", "2021-01-01T10:00:00", None, true);
+        let b = plan("2", "1", "2021-01-02T10:00:00", None, false);
+        ingest(&mut store, &[a.clone(), b.clone()]);
+        let mut b2 = b.clone();
+        b2.online = true;
+        let c = plan("3", "1", "2021-01-03T10:00:00", None, true);
+        let mut tx = store.begin_ingest("p").unwrap();
+        tx.known = KnownPlans::unloaded();
+        for p in [&a, &b2, &c, &c] {
+            tx.upsert(p).unwrap();
+        }
+        let counts = tx.commit(&run(Outcome::Ok), None).unwrap();
+        assert_eq!(
+            (
+                counts.plans_new,
+                counts.plans_updated,
+                counts.plans_unchanged
+            ),
+            (1, 1, 2)
+        );
+        assert_eq!(
+            ids(&store.search(&Window::default()).unwrap()),
+            ["plan 1/1", "plan 2/1", "plan 3/1"]
+        );
+        assert_eq!(store.counts().unwrap().plans_searchable, 3);
     }
 
     #[test]
