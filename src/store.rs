@@ -1782,6 +1782,8 @@ mod tests {
             ["plan 1/1", "plan 2/1", "plan 3/1"]
         );
         assert_eq!(store.counts().unwrap().plans_searchable, 3);
+        let kept = store.version().unwrap().content;
+        assert_eq!(kept, recounted_digest(&mut store));
     }
 
     #[test]
