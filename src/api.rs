@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono_tz::Tz;
@@ -18,6 +18,7 @@ use crate::digest::digest;
 use crate::metrics::{Metrics, Route};
 use crate::model::{FetchRun, Window};
 use crate::query::parse_search_query;
+use crate::service::ServiceInfo;
 use crate::store::{Answer, Reader, StoreCounts, StoreError};
 
 /// Cheaply shareable response bytes.
@@ -101,15 +102,6 @@ pub fn error_response(status: u16, route: Route, code: &str, message: &str) -> R
         headers: vec![("Content-Type", JSON.into())],
         body: body.to_string().into_bytes().into(),
     }
-}
-
-/// Facts about the running service shown on the status page.
-#[derive(Debug, Default)]
-pub struct ServiceInfo {
-    pub provider_url: String,
-    pub version: &'static str,
-    /// Unix seconds of the next scheduled fetch; 0 = unknown.
-    pub next_fetch: AtomicI64,
 }
 
 /// A rendered `/search` answer, shared by every request for the same window
@@ -417,60 +409,6 @@ impl Api {
             body: html.into_bytes().into(),
         }
     }
-}
-
-/// One event of a `/search` answer, decoded for people (status page, CLI
-/// table) with the prices' exact JSON text kept.
-#[derive(Debug, serde::Deserialize)]
-pub struct EventRow {
-    pub id: String,
-    pub title: String,
-    pub start_date: String,
-    pub start_time: Option<String>,
-    pub end_date: Option<String>,
-    pub end_time: Option<String>,
-    pub min_price: Box<serde_json::value::RawValue>,
-    pub max_price: Box<serde_json::value::RawValue>,
-}
-
-impl EventRow {
-    /// `date time`, or `-` when absent.
-    pub fn start(&self) -> String {
-        join_date_time(Some(&self.start_date), self.start_time.as_deref())
-    }
-
-    pub fn end(&self) -> String {
-        join_date_time(self.end_date.as_deref(), self.end_time.as_deref())
-    }
-
-    /// The price as the API wrote it (`15.00`), `-` for null.
-    pub fn price(raw: &serde_json::value::RawValue) -> &str {
-        match raw.get() {
-            "null" => "-",
-            p => p,
-        }
-    }
-}
-
-fn join_date_time(date: Option<&str>, time: Option<&str>) -> String {
-    match (date, time) {
-        (Some(d), Some(t)) => format!("{d} {t}"),
-        (Some(d), None) => d.to_owned(),
-        _ => "-".to_owned(),
-    }
-}
-
-/// Decodes the events of a `/search` success body.
-pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        data: Data,
-    }
-    #[derive(serde::Deserialize)]
-    struct Data {
-        events: Vec<EventRow>,
-    }
-    Ok(serde_json::from_slice::<Envelope>(body)?.data.events)
 }
 
 /// The served OpenAPI document.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
-use crate::api::{Api, ServiceInfo};
+use crate::api::Api;
 use crate::cli::{self, Cli, Command, LogFormat};
 use crate::config::{ProviderConfig, ServeConfig};
 use crate::fetch::FetchConfig;
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome};
 use crate::provider_sim::FakeProvider;
 use crate::server::{self, RunningServer, ServerConfig};
+use crate::service::ServiceInfo;
 use crate::store::Store;
 use crate::sync::{self, Stop, SyncConfig};
 
@@ -584,7 +585,7 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
         println!();
         return Ok(ExitCode::SUCCESS);
     }
-    let events = crate::api::decode_events(&body)?;
+    let events = crate::model::decode_events(&body)?;
     println!(
         "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  title",
         "id", "start", "end", "min", "max"
@@ -595,8 +596,8 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
             e.id,
             e.start(),
             e.end(),
-            crate::api::EventRow::price(&e.min_price),
-            crate::api::EventRow::price(&e.max_price),
+            crate::model::EventRow::price(&e.min_price),
+            crate::model::EventRow::price(&e.max_price),
             e.title
         );
     }

@@ -16,6 +16,7 @@ pub mod parse;
 pub mod provider_sim;
 pub mod query;
 pub mod server;
+pub mod service;
 pub mod status_page;
 pub mod store;
 pub mod sync;

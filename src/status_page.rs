@@ -6,9 +6,10 @@
 
 use std::fmt::Write;
 
-use crate::api::{EventRow, ServiceInfo};
+use crate::model::EventRow;
 use crate::model::FetchRun;
 use crate::query::percent_decode;
+use crate::service::ServiceInfo;
 use crate::store::StoreCounts;
 
 pub struct PageInput<'a> {
@@ -20,7 +21,7 @@ pub struct PageInput<'a> {
     pub query: &'a str,
     /// The search answer (JSON envelope) or the error message, when the form
     /// was submitted.
-    pub search: Option<Result<crate::api::Bytes, String>>,
+    pub search: Option<Result<std::sync::Arc<[u8]>, String>>,
     /// Whether `/metrics` is served on this listener (link it).
     pub metrics_here: bool,
 }
@@ -208,7 +209,7 @@ pub fn render(p: &PageInput<'_>) -> String {
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
-    let events = crate::api::decode_events(body).unwrap_or_default();
+    let events = crate::model::decode_events(body).unwrap_or_default();
     let _ = write!(h, "<p>{} plan(s)</p>", events.len());
     if events.is_empty() {
         return;
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn decoded_events_keep_exact_prices_whatever_the_title_says() {
         let body = br#"{"data":{"events":[{"id":"x","title":"a\"min_price\":1","start_date":"2021-01-01","start_time":"10:00:00","end_date":null,"end_time":null,"min_price":12.340,"max_price":null}]},"error":null}"#;
-        let rows = crate::api::decode_events(body).unwrap();
+        let rows = crate::model::decode_events(body).unwrap();
         assert_eq!(EventRow::price(&rows[0].min_price), "12.340");
         assert_eq!(EventRow::price(&rows[0].max_price), "-");
         assert_eq!(rows[0].start(), "2021-01-01 10:00:00");

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::ServiceInfo;
 use crate::fetch::{self, FetchConfig, FetchError, Fetched, Validators};
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome, PlanCounts};
 use crate::parse::{FeedItem, FeedReader, ParseError};
+use crate::service::ServiceInfo;
 use crate::store::{FeedState, Store, StoreError};
 
 /// A stop request shared by the loops of a process.

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use planbox::api::{Api, ServiceInfo};
+use planbox::api::Api;
 use planbox::fetch::FetchConfig;
 use planbox::metrics::Metrics;
 use planbox::provider_sim::{FakeProvider, DEMO_FEEDS, DEMO_FEEDS_EVENTS};
 use planbox::server::{self, RunningServer, ServerConfig};
+use planbox::service::ServiceInfo;
 use planbox::store::Store;
 use planbox::sync::{self, SyncConfig};
 
