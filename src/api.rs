@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, Route};
 use crate::model::{FetchRun, Window};
 use crate::query::parse_search_query;
 use crate::service::ServiceInfo;
-use crate::store::{Answer, Reader, StoreCounts, StoreError};
+use crate::store::{Answer, MonthCount, Reader, StoreCounts, StoreError};
 
 /// Cheaply shareable response bytes.
 pub type Bytes = Arc<[u8]>;
@@ -33,6 +33,17 @@ pub trait Source {
     fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError>;
     fn ready(&mut self) -> bool {
         self.generation().is_ok()
+    }
+    /// The newest runs of one provider.
+    fn runs_of(&mut self, provider: &str, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
+        let mut runs = self.runs(limit.saturating_mul(8))?;
+        runs.retain(|r| r.provider == provider);
+        runs.truncate(limit);
+        Ok(runs)
+    }
+    /// Searchable plans by provider and month (the status page's histogram).
+    fn plans_per_month(&mut self) -> Result<Vec<MonthCount>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -48,6 +59,12 @@ impl Source for Reader {
     }
     fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
         Reader::runs(self, limit)
+    }
+    fn runs_of(&mut self, provider: &str, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
+        Reader::runs_of(self, provider, limit)
+    }
+    fn plans_per_month(&mut self) -> Result<Vec<MonthCount>, StoreError> {
+        Reader::plans_per_month(self)
     }
 }
 
@@ -201,6 +218,11 @@ pub struct Api {
     serve_metrics: bool,
     /// Whether `/metrics` is the only path served here (the metrics listener).
     only_metrics: bool,
+    /// Whether the status page `/` is served here (false when it has its
+    /// own listener, `--status-listen`).
+    serve_status: bool,
+    /// Searchable plans per month, computed once per data generation.
+    months: Mutex<Option<(u64, Arc<Vec<MonthCount>>)>>,
 }
 
 impl Api {
@@ -212,6 +234,32 @@ impl Api {
             info,
             serve_metrics: true,
             only_metrics: false,
+            serve_status: true,
+            months: Mutex::new(None),
+        }
+    }
+
+    /// The same API without the status page (a 404 here): it is served on
+    /// its own listener instead (`--status-listen`).
+    pub fn without_status(mut self) -> Api {
+        self.serve_status = false;
+        self
+    }
+
+    /// The API of an operator listener: `/metrics` and/or the status page
+    /// and nothing else (every other path is a 404).
+    pub fn side(
+        tz: Tz,
+        metrics: Arc<Metrics>,
+        info: Arc<ServiceInfo>,
+        metrics_here: bool,
+        status_here: bool,
+    ) -> Api {
+        Api {
+            serve_metrics: metrics_here,
+            serve_status: status_here,
+            only_metrics: true,
+            ..Api::new(tz, metrics, info)
         }
     }
 
@@ -227,6 +275,7 @@ impl Api {
     pub fn metrics_only(metrics: Arc<Metrics>) -> Api {
         Api {
             only_metrics: true,
+            serve_status: false,
             ..Api::new(Tz::UTC, metrics, Arc::default())
         }
     }
@@ -240,12 +289,12 @@ impl Api {
         let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
         let route = match path {
             "/metrics" if self.serve_metrics => Some(Route::Metrics),
+            "/" if self.serve_status => Some(Route::Status),
             _ if self.only_metrics => None,
             "/search" => Some(Route::Search),
             "/health" => Some(Route::Health),
             "/ready" => Some(Route::Ready),
             "/openapi.yaml" => Some(Route::OpenApi),
-            "/" => Some(Route::Status),
             _ => None,
         };
         let Some(route) = route else {
@@ -366,6 +415,26 @@ impl Api {
         }
     }
 
+    /// Searchable plans per provider and month, read once per generation
+    /// (it reads one small index entry per searchable plan).
+    fn months(&self, src: &mut dyn Source) -> Arc<Vec<MonthCount>> {
+        let Ok(generation) = src.generation() else {
+            return Arc::default();
+        };
+        if let Ok(cached) = self.months.lock() {
+            if let Some((g, m)) = cached.as_ref() {
+                if *g == generation {
+                    return m.clone();
+                }
+            }
+        }
+        let fresh = Arc::new(src.plans_per_month().unwrap_or_default());
+        if let Ok(mut cached) = self.months.lock() {
+            *cached = Some((generation, fresh.clone()));
+        }
+        fresh
+    }
+
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
         // A form field left empty means "unbounded" here (the API itself
         // answers 400 to an empty value).
@@ -374,9 +443,25 @@ impl Api {
             .filter(|p| !p.is_empty() && !p.ends_with('='))
             .collect::<Vec<_>>()
             .join("&");
+        let months = self.months(src);
+        let providers = self
+            .info
+            .providers
+            .iter()
+            .map(|p| crate::status_page::ProviderPanel {
+                info: p,
+                last_success: self.metrics.last_success(&p.name),
+                runs: src.runs_of(&p.name, 40).unwrap_or_default(),
+                months: months
+                    .iter()
+                    .filter(|m| m.provider == p.name)
+                    .map(|m| (m.month.clone(), m.plans))
+                    .collect(),
+            })
+            .collect();
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
-            last_success: self.metrics.last_success(),
+            providers,
             counts: src.counts().ok(),
             runs: src.runs(20).unwrap_or_default(),
             query,
@@ -394,6 +479,7 @@ impl Api {
                 )
             },
             metrics_here: self.serve_metrics,
+            search_here: !self.only_metrics,
         });
         Response {
             status: 200,
@@ -678,7 +764,7 @@ mod tests {
     #[test]
     fn operator_endpoints_answer() {
         let a = api();
-        a.metrics().observe_fetch(Outcome::Ok, 5);
+        a.metrics().observe_fetch("provider", Outcome::Ok, 5);
         let mut src = Fake::default();
         assert_eq!(a.handle(&get("/health"), &mut src).status, 200);
         assert_eq!(a.handle(&get("/ready"), &mut src).status, 200);

@@ -414,6 +414,8 @@ pub struct PlanCounts {
 /// One journaled attempt, as `planbox status --json` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FetchRun {
+    /// The provider's name (empty for journal rows older than that).
+    pub provider: String,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub duration_ms: u64,

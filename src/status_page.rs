@@ -1,5 +1,7 @@
-//! The status page for people (`GET /`): last fetches, counts, next fetch and
-//! a search form whose results render as a table, without JavaScript.
+//! The status page for people (`GET /`): each provider (URL with its
+//! credentials redacted, zone, next and last successful fetch), counts, the
+//! recent fetches and a search form whose results render as a table,
+//! without JavaScript.
 //!
 //! Pure rendering from values handed in; every interpolated value is
 //! HTML-escaped. It must not read the store or the clock itself.
@@ -9,13 +11,15 @@ use std::fmt::Write;
 use crate::model::EventRow;
 use crate::model::FetchRun;
 use crate::query::percent_decode;
-use crate::service::ServiceInfo;
+use crate::service::{ProviderInfo, ServiceInfo};
 use crate::store::StoreCounts;
 
 pub struct PageInput<'a> {
     pub info: &'a ServiceInfo,
-    pub last_success: Option<i64>,
+    /// One panel per configured provider, in configuration order.
+    pub providers: Vec<ProviderPanel<'a>>,
     pub counts: Option<StoreCounts>,
+    /// The newest runs of all providers.
     pub runs: Vec<FetchRun>,
     /// The raw query string, to refill the form.
     pub query: &'a str,
@@ -24,6 +28,18 @@ pub struct PageInput<'a> {
     pub search: Option<Result<std::sync::Arc<[u8]>, String>>,
     /// Whether `/metrics` is served on this listener (link it).
     pub metrics_here: bool,
+    /// Whether `/search` is served on this listener (link it).
+    pub search_here: bool,
+}
+
+/// What the page shows of one provider.
+pub struct ProviderPanel<'a> {
+    pub info: &'a ProviderInfo,
+    pub last_success: Option<i64>,
+    /// Its newest runs, newest first.
+    pub runs: Vec<FetchRun>,
+    /// Searchable plans by month of their local start (`YYYY-MM`), in order.
+    pub months: Vec<(String, u64)>,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -110,27 +126,9 @@ pub fn render(p: &PageInput<'_>) -> String {
          <h1>planbox <span class=\"muted\">{}</span></h1><dl>",
         esc(p.info.version)
     );
-    let provider = if p.info.provider_url.is_empty() {
-        "(none configured)".to_string()
-    } else {
-        p.info.provider_url.clone()
-    };
-    let _ = write!(
-        h,
-        "<dt>Provider</dt><dd><code>{}</code></dd>",
-        esc(&provider)
-    );
-    let next = p.info.next_fetch.load(std::sync::atomic::Ordering::Relaxed);
-    let _ = write!(
-        h,
-        "<dt>Next fetch</dt><dd>{}</dd><dt>Last successful fetch</dt><dd>{}</dd>",
-        if next > 0 {
-            unix_to_text(next)
-        } else {
-            "-".into()
-        },
-        p.last_success.map_or_else(|| "never".into(), unix_to_text)
-    );
+    if p.providers.is_empty() {
+        h.push_str("<dt>Providers</dt><dd>(none configured: the store is served as it is)</dd>");
+    }
     match p.counts {
         Some(c) => {
             let _ = write!(
@@ -142,6 +140,9 @@ pub fn render(p: &PageInput<'_>) -> String {
         None => h.push_str("<dt>Store</dt><dd class=\"bad\">unavailable</dd>"),
     }
     h.push_str("</dl>");
+    for panel in &p.providers {
+        render_provider(&mut h, panel);
+    }
 
     let (s, e) = (param(p.query, "starts_at"), param(p.query, "ends_at"));
     let _ = write!(
@@ -151,11 +152,15 @@ pub fn render(p: &PageInput<'_>) -> String {
          <label>ends_at <input name=\"ends_at\" value=\"{}\" placeholder=\"2021-07-31T23:59:59\"></label> \
          <button type=\"submit\">Search</button></form>\
          <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset; \
-         either may be empty. The same query as JSON: <a href=\"{}\"><code>{}</code></a></p>",
+         either may be empty.{}</p>",
         esc(&s),
         esc(&e),
-        esc(&json_link(&s, &e)),
-        esc(&json_link(&s, &e)),
+        if p.search_here {
+            let link = esc(&json_link(&s, &e));
+            format!(" The same query as JSON: <a href=\"{link}\"><code>{link}</code></a>")
+        } else {
+            String::new()
+        },
     );
     match &p.search {
         None => {}
@@ -170,7 +175,7 @@ pub fn render(p: &PageInput<'_>) -> String {
         h.push_str("<p class=\"muted\">No fetch yet.</p>");
     } else {
         h.push_str(
-            "<table><thead><tr><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
+            "<table><thead><tr><th>Provider</th><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
              <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
              <th>Skipped</th><th>Error</th></tr></thead><tbody>",
         );
@@ -179,8 +184,9 @@ pub fn render(p: &PageInput<'_>) -> String {
             let skipped = r.skipped_total();
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(if r.provider.is_empty() { "-" } else { &r.provider }),
                 esc(&journal_time(&r.started_at)),
                 r.outcome,
                 r.http_status_text(),
@@ -206,6 +212,25 @@ pub fn render(p: &PageInput<'_>) -> String {
         }
     );
     h
+}
+
+fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
+    let i = p.info;
+    let _ = write!(
+        h,
+        "<h2>Provider <code>{}</code></h2><dl><dt>Feed</dt><dd>{}</dd>\
+         <dt>Time zone</dt><dd>{}</dd><dt>Next fetch</dt><dd>{}</dd>\
+         <dt>Last successful fetch</dt><dd>{}</dd></dl>",
+        esc(&i.name),
+        if i.url.is_empty() {
+            "<span class=\"muted\">not fetched by this process</span>".to_string()
+        } else {
+            format!("<code>{}</code>", esc(&i.url))
+        },
+        esc(&i.timezone),
+        i.next_fetch().map_or_else(|| "-".into(), unix_to_text),
+        p.last_success.map_or_else(|| "never".into(), unix_to_text),
+    );
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
@@ -243,20 +268,33 @@ mod tests {
     #[test]
     fn values_are_escaped_and_results_tabled() {
         let info = ServiceInfo {
-            provider_url: "http://x/<script>".into(),
             version: "1",
-            ..ServiceInfo::default()
+            providers: vec![ProviderInfo {
+                name: "a".into(),
+                url: "http://x/<script>".into(),
+                ..ProviderInfo::default()
+            }],
         };
         let body = br#"{"data":{"events":[{"id":"a","title":"<b>Camela</b>","start_date":"2021-06-30","start_time":"21:00:00","end_date":null,"end_time":null,"min_price":15.00,"max_price":30.00}]},"error":null}"#;
         let html = render(&PageInput {
             info: &info,
-            last_success: None,
+            providers: vec![ProviderPanel {
+                info: &info.providers[0],
+                last_success: None,
+                runs: vec![],
+                months: vec![],
+            }],
             counts: Some(StoreCounts::default()),
             runs: vec![],
             query: "starts_at=%3Cx%3E",
             search: Some(Ok(body[..].into())),
             metrics_here: false,
+            search_here: true,
         });
+        assert!(
+            html.contains("<code>http://x/&lt;script&gt;</code>"),
+            "{html}"
+        );
         assert!(!html.contains("href=\"/metrics\""));
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;b&gt;Camela&lt;/b&gt;"));

@@ -387,8 +387,8 @@ fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
     let skipped = serde_json::to_string(&run.skipped).unwrap_or_else(|_| "{}".into());
     conn.prepare_cached(
         "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, http_status, bytes,
-             plans_seen, plans_new, plans_updated, plans_unchanged, skipped, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             plans_seen, plans_new, plans_updated, plans_unchanged, skipped, error, provider)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         run.started_at,
@@ -403,6 +403,7 @@ fn insert_run(conn: &Connection, run: &FetchRun) -> Result<()> {
         run.counts.plans_unchanged as i64,
         skipped,
         run.error,
+        run.provider,
     ])?;
     conn.prepare_cached(
         "DELETE FROM fetch_runs WHERE id <= (SELECT MAX(id) FROM fetch_runs) - ?1",
@@ -439,12 +440,17 @@ fn feed_state(conn: &Connection, provider: &str) -> Result<FeedState> {
 }
 
 fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
+    runs_where(conn, None, limit)
+}
+
+/// The newest `limit` runs, of one provider when `provider` is given.
+fn runs_where(conn: &Connection, provider: Option<&str>, limit: usize) -> Result<Vec<FetchRun>> {
     let mut stmt = conn.prepare_cached(
         "SELECT started_at, duration_ms, source, outcome, http_status, bytes, plans_seen,
-                plans_new, plans_updated, plans_unchanged, skipped, error
-         FROM fetch_runs ORDER BY id DESC LIMIT ?1",
+                plans_new, plans_updated, plans_unchanged, skipped, error, provider
+         FROM fetch_runs WHERE ?2 IS NULL OR provider = ?2 ORDER BY id DESC LIMIT ?1",
     )?;
-    let rows = stmt.query_map([limit as i64], |r| {
+    let rows = stmt.query_map(params![limit as i64, provider], |r| {
         let outcome: String = r.get(3)?;
         let skipped: String = r.get(10)?;
         Ok(FetchRun {
@@ -462,6 +468,7 @@ fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
             },
             skipped: serde_json::from_str::<BTreeMap<String, u64>>(&skipped).unwrap_or_default(),
             error: r.get(11)?,
+            provider: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -601,6 +608,83 @@ impl Reader {
     }
 }
 
+// ---- Several providers: the journal per provider, searchable plans per
+// provider and month, and scrubbing credentials out of old journal rows.
+
+/// Searchable plans of one provider whose start falls in one month.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonthCount {
+    pub provider: String,
+    /// `YYYY-MM` of the plans' local start.
+    pub month: String,
+    pub plans: u64,
+}
+
+fn plans_per_month(conn: &Connection) -> Result<Vec<MonthCount>> {
+    // Reads the small (provider, start_at) index only, never the rendered
+    // plans. Local seconds are seconds of a wall-clock time taken as UTC, so
+    // `unixepoch` gives back the local calendar month.
+    let mut stmt = conn.prepare_cached(
+        "SELECT provider, strftime('%Y-%m', start_at, 'unixepoch') AS month, COUNT(*)
+         FROM plans INDEXED BY plans_provider_start WHERE ever_online = 1
+         GROUP BY provider, month ORDER BY provider, month",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(MonthCount {
+            provider: r.get(0)?,
+            month: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            plans: r.get::<_, i64>(2)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Store {
+    /// The newest `limit` runs of one provider.
+    pub fn runs_of(&self, provider: &str, limit: usize) -> Result<Vec<FetchRun>> {
+        runs_where(&self.conn, Some(provider), limit)
+    }
+
+    /// Rewrites every journal `source` through `redact` (journal rows of an
+    /// older planbox may hold a provider URL with its credentials). Writes
+    /// only rows that change; returns how many.
+    pub fn redact_journal_sources(&mut self, redact: &dyn Fn(&str) -> String) -> Result<usize> {
+        let sources: Vec<String> = self
+            .conn
+            .prepare("SELECT DISTINCT source FROM fetch_runs")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let tx = self.conn.transaction()?;
+        let mut changed = 0;
+        for s in sources {
+            let r = redact(&s);
+            if r != s {
+                changed += tx.execute(
+                    "UPDATE fetch_runs SET source = ?1 WHERE source = ?2",
+                    params![r, s],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+}
+
+impl Reader {
+    /// The newest `limit` runs of one provider.
+    pub fn runs_of(&self, provider: &str, limit: usize) -> Result<Vec<FetchRun>> {
+        runs_where(&self.conn, Some(provider), limit)
+    }
+
+    /// Searchable plans by provider and month of their local start, in
+    /// provider then month order. Reads one index entry per searchable plan.
+    pub fn plans_per_month(&self) -> Result<Vec<MonthCount>> {
+        plans_per_month(&self.conn)
+    }
+}
+
+// ---- end of several providers.
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,6 +729,7 @@ mod tests {
             counts: PlanCounts::default(),
             skipped: BTreeMap::new(),
             error: None,
+            provider: "provider".into(),
         }
     }
 

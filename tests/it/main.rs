@@ -5,4 +5,5 @@
 mod core;
 mod hostile;
 mod ops;
+mod providers;
 mod support;

@@ -48,7 +48,8 @@ pub fn sync_config(db: &Path, url: &str) -> SyncConfig {
     SyncConfig {
         provider: planbox::model::DEFAULT_PROVIDER.into(),
         fetch: FetchConfig {
-            url: url.into(),
+            url: planbox::secret::SecretUrl::parse(url).expect("test URL"),
+            roots: Default::default(),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
             max_bytes: 16 << 20,

@@ -1,0 +1,14 @@
+-- planbox store: several providers in one box.
+--
+-- Every journal row names its provider, so each provider's history can be
+-- read on its own (status page, `status --json`). Rows written before this
+-- version belong to the one provider the store knew, when it knew exactly
+-- one; otherwise they stay unattributed ('').
+ALTER TABLE fetch_runs ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+UPDATE fetch_runs SET provider = (SELECT provider FROM feed_state)
+    WHERE (SELECT COUNT(*) FROM feed_state) = 1;
+CREATE INDEX fetch_runs_provider ON fetch_runs (provider, id);
+
+-- Searchable plans per provider and month (the status page's histogram)
+-- without reading the rendered plans the window index carries.
+CREATE INDEX plans_provider_start ON plans (provider, start_at) WHERE ever_online = 1;
