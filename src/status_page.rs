@@ -1,7 +1,10 @@
 //! The status page for people (`GET /`): each provider (URL with its
-//! credentials redacted, zone, next and last successful fetch), counts, the
-//! recent fetches and a search form whose results render as a table,
-//! without JavaScript.
+//! credentials redacted, zone, next and last successful fetch) with two
+//! small inline SVG pictures (its last fetches as a timeline, its searchable
+//! plans per month as a histogram), counts, the recent fetches and a search
+//! form whose results render as a table. No JavaScript, no external assets;
+//! the pictures carry their facts as text too (a title per bar, a summary
+//! line), so they read without colour.
 //!
 //! Pure rendering from values handed in; every interpolated value is
 //! HTML-escaped. It must not read the store or the clock itself.
@@ -114,7 +117,9 @@ padding:.3rem .5rem;border-bottom:1px solid #ddd}th{background:#f4f4f4}\
 .ok{color:#176b1f}.bad{color:#a31515}.muted{color:#777}dl{display:grid;\
 grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}\
 input{font:inherit;padding:.2rem .4rem;width:16rem}button{font:inherit;padding:.2rem .8rem}\
-.err{background:#fdecea;padding:.5rem .8rem;border-radius:4px}";
+.err{background:#fdecea;padding:.5rem .8rem;border-radius:4px}\
+.pics{display:flex;flex-wrap:wrap;gap:1rem 3rem}figure{margin:0}\
+figcaption{font-size:.85rem;font-weight:600;margin-bottom:.2rem}.small{font-size:.8rem;margin:.2rem 0}";
 
 pub fn render(p: &PageInput<'_>) -> String {
     let mut h = String::with_capacity(8192);
@@ -231,6 +236,176 @@ fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
         i.next_fetch().map_or_else(|| "-".into(), unix_to_text),
         p.last_success.map_or_else(|| "never".into(), unix_to_text),
     );
+    h.push_str("<div class=\"pics\">");
+    render_timeline(h, &p.runs);
+    render_months(h, &p.months);
+    h.push_str("</div>");
+}
+
+/// How an outcome is drawn: fill colour, and whether it failed (failed bars
+/// are hollow and marked with a cross, so they read without colour).
+fn outcome_style(o: crate::model::Outcome) -> (&'static str, bool) {
+    use crate::model::Outcome as O;
+    match o {
+        O::Ok => ("#2e7d32", false),
+        O::NotModified | O::Unchanged => ("#81c784", false),
+        O::ParseError | O::TooLarge => ("#e65100", true),
+        O::HttpError | O::Timeout | O::NetworkError => ("#c62828", true),
+    }
+}
+
+/// The last fetches, oldest left: one bar per run, height = duration
+/// (scaled to the slowest shown, at least 3 px), colour and shape = outcome.
+fn render_timeline(h: &mut String, runs: &[FetchRun]) {
+    const W: usize = 12;
+    const GAP: usize = 3;
+    const H: usize = 60;
+    h.push_str("<figure><figcaption>Last fetches (oldest left; height = duration)</figcaption>");
+    if runs.is_empty() {
+        h.push_str("<p class=\"muted\">No fetch yet.</p></figure>");
+        return;
+    }
+    let max_ms = runs.iter().map(|r| r.duration_ms).max().unwrap_or(0).max(1);
+    let width = runs.len() * (W + GAP) + GAP;
+    let failed = runs.iter().filter(|r| !r.outcome.is_success()).count();
+    let _ = write!(
+        h,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" \
+         viewBox=\"0 0 {width} {}\" role=\"img\" aria-label=\"{} fetches, {} failed\">\
+         <line x1=\"0\" y1=\"{H}\" x2=\"{width}\" y2=\"{H}\" stroke=\"#999\"/>",
+        H + 14,
+        H + 14,
+        runs.len(),
+        failed
+    );
+    for (i, r) in runs.iter().rev().enumerate() {
+        let (colour, bad) = outcome_style(r.outcome);
+        let bar = ((r.duration_ms as f64 / max_ms as f64) * (H - 4) as f64).round() as usize;
+        let bar = bar.clamp(3, H - 1);
+        let x = GAP + i * (W + GAP);
+        let title = format!(
+            "{} UTC: {} (HTTP {}), {} ms{}",
+            journal_time(&r.started_at),
+            r.outcome,
+            r.http_status_text(),
+            r.duration_ms,
+            r.error
+                .as_deref()
+                .map(|e| format!(": {}", e.chars().take(200).collect::<String>()))
+                .unwrap_or_default()
+        );
+        let _ = write!(h, "<g><title>{}</title>", esc(&title));
+        if bad {
+            let _ = write!(
+                h,
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#fff\" stroke=\"{colour}\" stroke-width=\"2\"/>\
+                 <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" fill=\"{colour}\">\u{00d7}</text>",
+                x + 1,
+                H - bar + 1,
+                W - 2,
+                bar - 1,
+                x + W / 2,
+                H + 12
+            );
+        } else {
+            let _ = write!(
+                h,
+                "<rect x=\"{x}\" y=\"{}\" width=\"{W}\" height=\"{bar}\" fill=\"{colour}\"/>",
+                H - bar
+            );
+        }
+        h.push_str("</g>");
+    }
+    h.push_str("</svg>");
+    let newest = &runs[0];
+    let mut by_outcome: Vec<(String, usize)> = Vec::new();
+    for r in runs {
+        let name = r.outcome.to_string();
+        match by_outcome.iter_mut().find(|(o, _)| *o == name) {
+            Some((_, n)) => *n += 1,
+            None => by_outcome.push((name, 1)),
+        }
+    }
+    let summary: Vec<String> = by_outcome.iter().map(|(o, n)| format!("{n} {o}")).collect();
+    let _ = write!(
+        h,
+        "<p class=\"small\">{} runs: {}; latest {} ({} ms, {}); slowest {} ms. \
+         <span class=\"muted\">Filled: success; hollow with \u{00d7}: failure.</span></p></figure>",
+        runs.len(),
+        esc(&summary.join(", ")),
+        newest.outcome,
+        newest.duration_ms,
+        esc(&journal_time(&newest.started_at)),
+        max_ms
+    );
+}
+
+/// How many months the histogram shows at most (the latest ones).
+const MONTHS_SHOWN: usize = 36;
+
+/// Searchable plans per month of their local start, as a histogram.
+fn render_months(h: &mut String, months: &[(String, u64)]) {
+    const W: usize = 14;
+    const GAP: usize = 2;
+    const H: usize = 60;
+    h.push_str("<figure><figcaption>Searchable plans by month of start</figcaption>");
+    if months.is_empty() {
+        h.push_str("<p class=\"muted\">No searchable plan.</p></figure>");
+        return;
+    }
+    let shown = &months[months.len().saturating_sub(MONTHS_SHOWN)..];
+    let max = shown.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let width = shown.len() * (W + GAP) + GAP;
+    let total: u64 = months.iter().map(|(_, n)| n).sum();
+    let _ = write!(
+        h,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" \
+         viewBox=\"0 0 {width} {}\" role=\"img\" aria-label=\"{total} searchable plans over {} months\">\
+         <line x1=\"0\" y1=\"{H}\" x2=\"{width}\" y2=\"{H}\" stroke=\"#999\"/>",
+        H + 14,
+        H + 14,
+        months.len()
+    );
+    // A label needs about 44 px: never closer, at most about six.
+    let label_every = shown.len().div_ceil(6).max(44usize.div_ceil(W + GAP));
+    for (i, (month, n)) in shown.iter().enumerate() {
+        let bar = ((*n as f64 / max as f64) * (H - 2) as f64).round() as usize;
+        let bar = bar.max(usize::from(*n > 0));
+        let x = GAP + i * (W + GAP);
+        let _ = write!(
+            h,
+            "<g><title>{}: {n} plan(s)</title><rect x=\"{x}\" y=\"{}\" width=\"{W}\" height=\"{bar}\" fill=\"#1565c0\"/></g>",
+            esc(month),
+            H - bar
+        );
+        if i % label_every == 0 {
+            let _ = write!(
+                h,
+                "<text x=\"{x}\" y=\"{}\" font-size=\"9\" fill=\"#555\">{}</text>",
+                H + 11,
+                esc(month)
+            );
+        }
+    }
+    h.push_str("</svg>");
+    let (peak_month, peak) = shown
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .cloned()
+        .unwrap_or_default();
+    let _ = write!(
+        h,
+        "<p class=\"small\">{total} searchable plan(s) in {} month(s) from {} to {}; most in {} ({peak}){}.</p></figure>",
+        months.len(),
+        esc(&months[0].0),
+        esc(&months[months.len() - 1].0),
+        esc(&peak_month),
+        if months.len() > shown.len() {
+            format!("; the last {} months drawn", shown.len())
+        } else {
+            String::new()
+        }
+    );
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
@@ -304,6 +479,57 @@ mod tests {
             html.contains("href=\"/search?starts_at=%3Cx%3E\""),
             "{html}"
         );
+    }
+
+    #[test]
+    fn pictures_draw_one_bar_per_run_and_month_and_say_it_in_text() {
+        use crate::model::{Outcome, PlanCounts};
+        let run = |outcome, ms, err: Option<&str>| FetchRun {
+            provider: "a".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_ms: ms,
+            source: "x".into(),
+            outcome,
+            http_status: None,
+            bytes: 0,
+            counts: PlanCounts::default(),
+            skipped: Default::default(),
+            error: err.map(str::to_owned),
+        };
+        let mut h = String::new();
+        render_timeline(
+            &mut h,
+            &[
+                run(Outcome::NetworkError, 10, Some("<refused>")),
+                run(Outcome::Ok, 400, None),
+                run(Outcome::Unchanged, 0, None),
+            ],
+        );
+        assert_eq!(h.matches("<rect").count(), 3, "{h}");
+        assert_eq!(
+            h.matches("\u{00d7}</text>").count(),
+            1,
+            "one failure marked: {h}"
+        );
+        assert!(
+            h.contains("network_error (HTTP -), 10 ms: &lt;refused&gt;</title>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("3 runs: 1 network_error, 1 ok, 1 unchanged; latest network_error"),
+            "{h}"
+        );
+        // The slowest bar is the tallest: 56 px.
+        assert!(h.contains("height=\"56\" fill=\"#2e7d32\""), "{h}");
+        let mut m = String::new();
+        let months: Vec<(String, u64)> = (1..=40).map(|i| (format!("20{:02}-01", i), i)).collect();
+        render_months(&mut m, &months);
+        assert_eq!(m.matches("<rect").count(), MONTHS_SHOWN, "{m}");
+        assert!(m.contains("<title>2040-01: 40 plan(s)</title>"), "{m}");
+        assert!(m.contains("820 searchable plan(s) in 40 month(s) from 2001-01 to 2040-01; most in 2040-01 (40); the last 36 months drawn"), "{m}");
+        let mut e = String::new();
+        render_months(&mut e, &[]);
+        assert!(e.contains("No searchable plan."));
     }
 
     #[test]

@@ -690,7 +690,7 @@ mod tests {
     use super::*;
     use crate::model::{parse_feed_datetime, Price, PriceRange};
 
-    fn temp_db(name: &str) -> PathBuf {
+    pub(super) fn temp_db(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "planbox-store-{}-{}-{name}",
             std::process::id(),
@@ -704,7 +704,13 @@ mod tests {
         dir.join("planbox.db")
     }
 
-    fn plan(base: &str, id: &str, start: &str, end: Option<&str>, online: bool) -> FeedPlan {
+    pub(super) fn plan(
+        base: &str,
+        id: &str,
+        start: &str,
+        end: Option<&str>,
+        online: bool,
+    ) -> FeedPlan {
         let mut prices = PriceRange::default();
         prices.add(Price::parse("10.50").unwrap());
         FeedPlan {
@@ -718,7 +724,7 @@ mod tests {
         }
     }
 
-    fn run(outcome: Outcome) -> FetchRun {
+    pub(super) fn run(outcome: Outcome) -> FetchRun {
         FetchRun {
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_ms: 1,
@@ -1003,5 +1009,68 @@ mod tests {
         assert!(store.backup_to(&dest).is_err(), "never overwrites");
         let copy = Store::open(&dest).unwrap();
         assert_eq!(copy.counts().unwrap().plans_searchable, 1);
+    }
+}
+
+#[cfg(test)]
+mod provider_tests {
+    use super::tests::{plan, run, temp_db};
+    use super::*;
+
+    #[test]
+    fn plans_per_month_counts_searchable_plans_by_provider_and_local_month() {
+        let db = temp_db("months");
+        let mut store = Store::open(&db).unwrap();
+        let plans = [
+            plan("1", "a", "2021-06-30T23:30:00", None, true),
+            plan("1", "b", "2021-06-01T00:00:00", None, true),
+            plan("1", "c", "2021-07-01T00:00:00", None, true),
+            plan("1", "d", "2021-07-15T00:00:00", None, false),
+        ];
+        for (provider, ps) in [("p", &plans[..]), ("q", &plans[2..3])] {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in ps {
+                tx.upsert(p).unwrap();
+            }
+            tx.commit(&run(Outcome::Ok), None).unwrap();
+        }
+        let reader = Reader::open(&db).unwrap();
+        let got: Vec<(String, String, u64)> = reader
+            .plans_per_month()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.provider, m.month, m.plans))
+            .collect();
+        let want = [
+            ("p", "2021-06", 2),
+            ("p", "2021-07", 1),
+            ("q", "2021-07", 1),
+        ];
+        let want: Vec<(String, String, u64)> = want
+            .iter()
+            .map(|(p, m, n)| (p.to_string(), m.to_string(), *n))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn journal_rows_name_their_provider_and_old_sources_can_be_redacted() {
+        let db = temp_db("journal");
+        let mut store = Store::open(&db).unwrap();
+        for (p, src) in [("a", "http://u:pw@h/x?k=SECRET"), ("b", "/tmp/feed.xml")] {
+            let mut r = run(Outcome::Ok);
+            r.provider = p.into();
+            r.source = src.into();
+            store.record_run(&r).unwrap();
+        }
+        let n = store
+            .redact_journal_sources(&crate::secret::redact_text)
+            .unwrap();
+        assert_eq!(n, 1);
+        let a = store.runs_of("a", 10).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].source, "http://***@h/x?k=***");
+        assert_eq!(store.runs_of("b", 10).unwrap()[0].source, "/tmp/feed.xml");
+        assert_eq!(store.runs(10).unwrap().len(), 2);
     }
 }
