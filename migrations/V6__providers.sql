@@ -12,3 +12,12 @@ CREATE INDEX fetch_runs_provider ON fetch_runs (provider, id);
 -- Searchable plans per provider and month (the status page's histogram)
 -- without reading the rendered plans the window index carries.
 CREATE INDEX plans_provider_start ON plans (provider, start_at) WHERE ever_online = 1;
+
+-- Searches over providers in different time zones read each provider's
+-- plans on their own, in that provider's local order, and merge them by
+-- instant: the window index now carries the provider too (before the
+-- rendered plan, so the one-zone search reads exactly what it read before).
+DROP INDEX plans_window;
+CREATE INDEX plans_window
+    ON plans (start_at, end_at, id, ever_online, provider, json)
+    WHERE ever_online = 1;

@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 use crate::digest::digest;
 
 use crate::metrics::{Metrics, Route};
-use crate::model::{FetchRun, Window};
+use crate::model::{FetchRun, ProviderWindow, Window};
 use crate::query::parse_search_query;
 use crate::service::ServiceInfo;
 use crate::store::{Answer, MonthCount, Reader, StoreCounts, StoreError};
@@ -29,6 +29,9 @@ pub type Bytes = Arc<[u8]>;
 pub trait Source {
     fn generation(&mut self) -> Result<u64, StoreError>;
     fn search(&mut self, window: &Window) -> Result<Answer, StoreError>;
+    /// Several providers, each window in its provider's local seconds,
+    /// merged by instant (see `store::Reader::search_providers`).
+    fn search_providers(&mut self, parts: &[ProviderWindow]) -> Result<Answer, StoreError>;
     fn counts(&mut self) -> Result<StoreCounts, StoreError>;
     fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError>;
     fn ready(&mut self) -> bool {
@@ -53,6 +56,9 @@ impl Source for Reader {
     }
     fn search(&mut self, window: &Window) -> Result<Answer, StoreError> {
         Reader::search(self, window)
+    }
+    fn search_providers(&mut self, parts: &[ProviderWindow]) -> Result<Answer, StoreError> {
+        Reader::search_providers(self, parts)
     }
     fn counts(&mut self) -> Result<StoreCounts, StoreError> {
         Reader::counts(self)
@@ -152,19 +158,20 @@ impl Rendered {
     }
 }
 
-/// Answers of the current generation by window. Bounded by entries and
-/// bytes; a new generation empties it.
+/// Answers of the current generation by window (or, over providers in
+/// several zones, by their windows). Bounded by entries and bytes; a new
+/// generation empties it.
 #[derive(Default)]
-struct AnswerCache {
+struct AnswerCache<K = Window> {
     generation: AtomicU64,
-    inner: Mutex<CacheInner>,
+    inner: Mutex<CacheInner<K>>,
 }
 
 #[derive(Default)]
-struct CacheInner {
+struct CacheInner<K> {
     generation: u64,
     bytes: usize,
-    map: HashMap<Window, Arc<Rendered>>,
+    map: HashMap<K, Arc<Rendered>>,
 }
 
 const CACHE_MAX_ENTRIES: usize = 4096;
@@ -173,8 +180,8 @@ const CACHE_MAX_BODY: usize = 4 << 20;
 /// Bodies smaller than this are sent uncompressed (gzip would not pay).
 const GZIP_MIN_BYTES: usize = 512;
 
-impl AnswerCache {
-    fn get(&self, generation: u64, window: &Window) -> Option<Arc<Rendered>> {
+impl<K: Eq + std::hash::Hash> AnswerCache<K> {
+    fn get(&self, generation: u64, window: &K) -> Option<Arc<Rendered>> {
         if self.generation.load(Relaxed) != generation {
             return None;
         }
@@ -184,7 +191,7 @@ impl AnswerCache {
             .flatten()
     }
 
-    fn put(&self, generation: u64, window: Window, r: &Arc<Rendered>) {
+    fn put(&self, generation: u64, window: K, r: &Arc<Rendered>) {
         if r.body.len() > CACHE_MAX_BODY {
             return;
         }
@@ -223,6 +230,19 @@ pub struct Api {
     serve_status: bool,
     /// Searchable plans per month, computed once per data generation.
     months: Mutex<Option<(u64, Arc<Vec<MonthCount>>)>>,
+    /// Every provider a search covers, with its zone (empty: the store's
+    /// plans all in `tz`, searched as one).
+    providers: Vec<(String, Tz)>,
+    /// Answers over providers in several zones, or of one provider.
+    cache_many: AnswerCache<Vec<ProviderWindow>>,
+}
+
+/// How one `/search` query is answered.
+enum SearchPlan {
+    /// Every plan in one zone: one window of local seconds.
+    One(Window),
+    /// Per provider, its window in its own zone; merged by instant.
+    Many(Vec<ProviderWindow>),
 }
 
 impl Api {
@@ -236,6 +256,81 @@ impl Api {
             only_metrics: false,
             serve_status: true,
             months: Mutex::new(None),
+            providers: Vec::new(),
+            cache_many: AnswerCache::default(),
+        }
+    }
+
+    /// The providers searches cover, each with its zone. While they all
+    /// share `tz` and no `provider=` is asked for, a search is one window
+    /// in that zone (the store's order is then the answer order); otherwise
+    /// each provider is searched in its own zone and the plans are merged by
+    /// instant (PRODUCT.md §8).
+    pub fn with_providers(mut self, providers: Vec<(String, Tz)>) -> Api {
+        self.providers = providers;
+        self
+    }
+
+    /// Parses a `/search` query (also the status page's form) into what to
+    /// read: `provider=NAME` and the time bounds.
+    fn plan_search(&self, query: &str) -> Result<SearchPlan, String> {
+        let provider = provider_param(query)?;
+        let window = parse_search_query(query, self.tz).map_err(|e| e.message)?;
+        if let Some(name) = &provider {
+            if !self.providers.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = self.providers.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!(
+                    "provider: no provider named `{}` here; known: {}",
+                    short(name),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+        }
+        if provider.is_none() && self.providers.iter().all(|(_, tz)| *tz == self.tz) {
+            return Ok(SearchPlan::One(window));
+        }
+        let mut parts = Vec::new();
+        for (name, tz) in &self.providers {
+            if provider.as_ref().is_some_and(|p| p != name) {
+                continue;
+            }
+            parts.push(ProviderWindow {
+                provider: name.clone(),
+                tz: *tz,
+                window: parse_search_query(query, *tz).map_err(|e| e.message)?,
+            });
+        }
+        Ok(SearchPlan::Many(parts))
+    }
+
+    /// [`Api::answer`] for a search over several providers.
+    fn answer_many(
+        &self,
+        parts: Vec<ProviderWindow>,
+        src: &mut dyn Source,
+    ) -> Result<Arc<Rendered>, StoreError> {
+        let generation = src.generation()?;
+        if let Some(hit) = self.cache_many.get(generation, &parts) {
+            return Ok(hit);
+        }
+        let answer = src.search_providers(&parts)?;
+        let rendered = Arc::new(Rendered::new(answer.body));
+        self.cache_many.put(answer.generation, parts, &rendered);
+        Ok(rendered)
+    }
+
+    fn answer_plan(
+        &self,
+        plan: SearchPlan,
+        src: &mut dyn Source,
+    ) -> Result<Arc<Rendered>, StoreError> {
+        match plan {
+            SearchPlan::One(w) => self.answer(&w, src),
+            SearchPlan::Many(parts) => self.answer_many(parts, src),
         }
     }
 
@@ -355,11 +450,11 @@ impl Api {
 
     fn search(&self, req: &Request<'_>, query: &str, src: &mut dyn Source) -> Response {
         let route = Route::Search;
-        let window = match parse_search_query(query, self.tz) {
-            Ok(w) => w,
-            Err(e) => return error_response(400, route, code::INVALID_PARAMETER, &e.message),
+        let plan = match self.plan_search(query) {
+            Ok(p) => p,
+            Err(message) => return error_response(400, route, code::INVALID_PARAMETER, &message),
         };
-        let rendered = match self.answer(&window, src) {
+        let rendered = match self.answer_plan(plan, src) {
             Ok(r) => r,
             Err(e) => {
                 crate::log::error(&format!("search failed: {e}"));
@@ -468,15 +563,11 @@ impl Api {
             search: if query.is_empty() {
                 None
             } else {
-                Some(
-                    parse_search_query(&form, self.tz)
-                        .map_err(|e| e.message)
-                        .and_then(|w| {
-                            self.answer(&w, src)
-                                .map(|r| r.body.clone())
-                                .map_err(|_| "the store cannot be read right now".into())
-                        }),
-                )
+                Some(self.plan_search(&form).and_then(|plan| {
+                    self.answer_plan(plan, src)
+                        .map(|r| r.body.clone())
+                        .map_err(|_| "the store cannot be read right now".into())
+                }))
             },
             metrics_here: self.serve_metrics,
             search_here: !self.only_metrics,
@@ -518,6 +609,27 @@ pub fn unavailable(route: Route, code: &str, message: &str) -> Response {
     let mut r = error_response(503, route, code, message);
     r.headers.push(("Retry-After", "1".into()));
     r
+}
+
+/// The `provider` parameter: absent, or one non-empty name.
+fn provider_param(query: &str) -> Result<Option<String>, String> {
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if crate::query::percent_decode(k).ok().as_deref() != Some("provider") {
+            continue;
+        }
+        if found.is_some() {
+            return Err("provider: given more than once; give one provider name".into());
+        }
+        let v = crate::query::percent_decode(v)
+            .map_err(|e| format!("provider: {e}; expected a provider name"))?;
+        if v.is_empty() {
+            return Err("provider: empty value; expected a provider name".into());
+        }
+        found = Some(v);
+    }
+    Ok(found)
 }
 
 /// At most 64 characters of untrusted text for messages.
@@ -587,6 +699,11 @@ mod tests {
                 )
                 .into_bytes(),
             })
+        }
+        fn search_providers(&mut self, parts: &[ProviderWindow]) -> Result<Answer, StoreError> {
+            // One provider's events: its part's window.
+            let w = parts.first().map(|p| p.window).unwrap_or_default();
+            self.search(&w)
         }
         fn counts(&mut self) -> Result<StoreCounts, StoreError> {
             Ok(StoreCounts::default())

@@ -215,16 +215,9 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     if let Some(file) = &cfg.providers_file {
         cfg.providers = read_providers_file(file, &cfg.provider_defaults)?;
     }
+    // The zone of the first provider: searches over providers that all
+    // share it read one window; otherwise each provider's in its own zone.
     let zone = cfg.providers[0].timezone;
-    if let Some(other) = cfg.providers.iter().find(|p| p.timezone != zone) {
-        bail!(
-            "provider `{}` is in {} and `{}` in {}: one box serves providers of one time zone",
-            cfg.providers[0].name,
-            zone.name(),
-            other.name,
-            other.timezone.name()
-        );
-    }
     let _lock = lock_store(&cfg.db)?;
     let mut store = Store::open(&cfg.db)?;
     store
@@ -248,11 +241,25 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     // The providers fetched here, then those only the journal knows (served
     // from the store, not fetched by this process).
     let mut known: Vec<String> = loops.iter().map(|(p, _)| p.name.clone()).collect();
-    for r in store.runs(200)? {
-        if !r.provider.is_empty() && !known.contains(&r.provider) {
-            known.push(r.provider);
+    let journal = store.runs(200)?.into_iter().map(|r| r.provider);
+    for name in journal.chain(store.providers()?) {
+        if !name.is_empty() && !known.contains(&name) {
+            known.push(name);
         }
     }
+    // Every provider a search covers, with its zone: those fetched here in
+    // theirs, the others (only in the store) in the default zone.
+    let search_zones: Vec<(String, chrono_tz::Tz)> = known
+        .iter()
+        .map(|name| {
+            let tz = cfg
+                .providers
+                .iter()
+                .find(|p| &p.name == name)
+                .map_or(cfg.provider_defaults.timezone, |p| p.timezone);
+            (name.clone(), tz)
+        })
+        .collect();
     let metrics = Arc::new(Metrics::new());
     for name in &known {
         metrics.register_provider(name);
@@ -277,7 +284,7 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         .collect();
     providers.extend(known.iter().skip(loops.len()).map(|name| ProviderInfo {
         name: name.clone(),
-        timezone: zone.name().to_owned(),
+        timezone: cfg.provider_defaults.timezone.name().to_owned(),
         ..ProviderInfo::default()
     }));
     let info = Arc::new(ServiceInfo {
@@ -307,7 +314,8 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         );
     }
 
-    let mut api = Api::new(zone, metrics.clone(), info.clone());
+    let mut api =
+        Api::new(zone, metrics.clone(), info.clone()).with_providers(search_zones.clone());
     if cfg.metrics_listen.is_some() {
         api = api.without_metrics();
     }
@@ -353,7 +361,8 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
             info.clone(),
             metrics_here,
             status_here,
-        );
+        )
+        .with_providers(search_zones.clone());
         let what = match (metrics_here, status_here) {
             (true, false) => "metrics listening",
             (false, _) => "status page on its own listener",

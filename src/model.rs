@@ -36,6 +36,34 @@ pub fn local_seconds(t: &LocalDateTime) -> i64 {
     t.and_utc().timestamp()
 }
 
+/// The instant (Unix seconds) of provider-local seconds in zone `tz`, for
+/// ordering plans of providers in different zones. A wall-clock time that
+/// exists twice (the hour after a DST fall-back) is its first occurrence; one
+/// that does not exist (the hour skipped at a spring-forward) is the instant
+/// the clocks jumped, so later local times never map to earlier instants.
+pub fn local_to_instant(local: i64, tz: chrono_tz::Tz) -> i64 {
+    use chrono::{offset::LocalResult, TimeZone, Timelike};
+    let Some(naive) = from_local_seconds(local) else {
+        return local;
+    };
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => t.timestamp(),
+        LocalResult::Ambiguous(first, _) => first.timestamp(),
+        LocalResult::None => {
+            // Walk to the end of the gap, minute by minute (gaps are an hour
+            // in practice; the longest on record is a day).
+            for minutes in 1..=(26 * 60) {
+                let later = naive + chrono::Duration::minutes(minutes);
+                let later = later.with_second(0).unwrap_or(later);
+                if let Some(t) = tz.from_local_datetime(&later).earliest() {
+                    return t.timestamp();
+                }
+            }
+            local
+        }
+    }
+}
+
 /// Inverse of [`local_seconds`].
 pub fn from_local_seconds(secs: i64) -> Option<LocalDateTime> {
     chrono::DateTime::from_timestamp(secs, 0).map(|d| d.naive_utc())
@@ -231,6 +259,15 @@ impl fmt::Display for SkipReason {
 pub struct Window {
     pub starts_at: Option<i64>,
     pub ends_at: Option<i64>,
+}
+
+/// One provider's part of a search over several providers: its window in
+/// its own local seconds, and its zone (to order its plans by instant).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderWindow {
+    pub provider: String,
+    pub tz: chrono_tz::Tz,
+    pub window: Window,
 }
 
 impl Window {
@@ -669,5 +706,67 @@ mod tests {
         assert!(parse_feed_datetime("2021-06-30").is_none());
         let t = parse_feed_datetime("0001-01-01T00:00:00").unwrap();
         assert_eq!(from_local_seconds(local_seconds(&t)), Some(t));
+    }
+}
+
+#[cfg(test)]
+mod instant_tests {
+    use super::*;
+    use chrono_tz::Europe::Madrid;
+
+    fn local(s: &str) -> i64 {
+        local_seconds(&parse_feed_datetime(s).unwrap())
+    }
+
+    fn utc(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    #[test]
+    fn local_times_become_instants_with_the_dst_edges_decided() {
+        assert_eq!(
+            local_to_instant(local("2021-06-30T21:00:00"), Madrid),
+            utc("2021-06-30T19:00:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-01-10T21:00:00"), Madrid),
+            utc("2021-01-10T20:00:00Z")
+        );
+        // 2021-03-28: clocks jump 02:00 -> 03:00; 02:30 never happened and
+        // counts as the instant of the jump (= 03:00 CEST).
+        assert_eq!(
+            local_to_instant(local("2021-03-28T02:30:00"), Madrid),
+            utc("2021-03-28T01:00:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-03-28T03:00:00"), Madrid),
+            utc("2021-03-28T01:00:00Z")
+        );
+        // 2021-10-31: 02:00-02:59 happens twice; the first (CEST) counts.
+        assert_eq!(
+            local_to_instant(local("2021-10-31T02:30:00"), Madrid),
+            utc("2021-10-31T00:30:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-10-31T03:00:00"), Madrid),
+            utc("2021-10-31T02:00:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-06-30T21:00:00"), chrono_tz::UTC),
+            local("2021-06-30T21:00:00")
+        );
+    }
+
+    #[test]
+    fn later_local_times_never_map_to_earlier_instants() {
+        for day in ["2021-03-28T00:00:00", "2021-10-31T00:00:00"] {
+            let start = local(day);
+            let mut last = i64::MIN;
+            for minute in 0..(24 * 60) {
+                let i = local_to_instant(start + minute * 60, Madrid);
+                assert!(i >= last, "{day} + {minute} min");
+                last = i;
+            }
+        }
     }
 }

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::model::{local_seconds, plan_uuid, FeedPlan, FetchRun, Outcome, PlanCounts, Window};
+use crate::model::{
+    local_seconds, plan_uuid, FeedPlan, FetchRun, Outcome, PlanCounts, ProviderWindow, Window,
+};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -639,10 +641,142 @@ fn plans_per_month(conn: &Connection) -> Result<Vec<MonthCount>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One provider's plans in its own local order, for [`search_providers_body`].
+const SEARCH_PROVIDER: &str = "SELECT start_at, end_at, id, json FROM plans INDEXED BY plans_window
+     WHERE ever_online = 1 AND provider = ?1 AND start_at >= ?2 AND start_at <= ?3
+       AND (?4 IS NULL OR (end_at IS NOT NULL AND end_at <= ?4))
+     ORDER BY start_at, end_at, id";
+
+/// A plan on its way into a merged answer, keyed by instants.
+struct Merged {
+    start: i64,
+    /// `i64::MIN` for no end: those sort first, as in one provider's order.
+    end: i64,
+    id: String,
+    json: String,
+}
+
+/// One provider's rows as a stream ordered by (start instant, end instant,
+/// id). Its SQL order (local start, end, id) already orders start instants
+/// (see `model::local_to_instant`); only plans sharing a start instant are
+/// re-sorted, in a group held in memory.
+struct ProviderRows<'s> {
+    rows: rusqlite::Rows<'s>,
+    tz: chrono_tz::Tz,
+    group: std::collections::VecDeque<Merged>,
+    ahead: Option<Merged>,
+}
+
+impl ProviderRows<'_> {
+    fn read(&mut self) -> Result<Option<Merged>> {
+        let Some(r) = self.rows.next()? else {
+            return Ok(None);
+        };
+        let start: i64 = r.get(0)?;
+        let end: Option<i64> = r.get(1)?;
+        Ok(Some(Merged {
+            start: crate::model::local_to_instant(start, self.tz),
+            end: end.map_or(i64::MIN, |e| crate::model::local_to_instant(e, self.tz)),
+            id: r.get(2)?,
+            json: r.get(3)?,
+        }))
+    }
+
+    /// The next plan of this provider in merged order, without taking it.
+    fn head(&mut self) -> Result<Option<&Merged>> {
+        if self.group.is_empty() {
+            let first = match self.ahead.take() {
+                Some(m) => Some(m),
+                None => self.read()?,
+            };
+            if let Some(first) = first {
+                let start = first.start;
+                self.group.push_back(first);
+                while let Some(m) = self.read()? {
+                    if m.start != start {
+                        self.ahead = Some(m);
+                        break;
+                    }
+                    self.group.push_back(m);
+                }
+                self.group
+                    .make_contiguous()
+                    .sort_by(|a, b| (a.end, &a.id).cmp(&(b.end, &b.id)));
+            }
+        }
+        Ok(self.group.front())
+    }
+}
+
+/// The `/search` body over several providers, each with its window in its
+/// own local seconds: every provider's plans in the window, merged by start
+/// instant, then end instant, then id. Memory: one row per provider plus
+/// the plans that share one start instant.
+fn search_providers_body(conn: &Connection, parts: &[ProviderWindow]) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(4096);
+    body.extend_from_slice(ENVELOPE_HEAD);
+    let parts: Vec<&ProviderWindow> = parts.iter().filter(|p| !p.window.is_empty()).collect();
+    let mut stmts = parts
+        .iter()
+        .map(|_| conn.prepare_cached(SEARCH_PROVIDER))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut streams = Vec::with_capacity(parts.len());
+    for (stmt, p) in stmts.iter_mut().zip(&parts) {
+        let lo = p.window.starts_at.unwrap_or(i64::MIN);
+        let hi = p.window.ends_at.unwrap_or(i64::MAX);
+        streams.push(ProviderRows {
+            rows: stmt.query(params![p.provider, lo, hi, p.window.ends_at])?,
+            tz: p.tz,
+            group: Default::default(),
+            ahead: None,
+        });
+    }
+    let mut first = true;
+    loop {
+        let mut best: Option<(usize, (i64, i64, String))> = None;
+        for (i, s) in streams.iter_mut().enumerate() {
+            if let Some(m) = s.head()? {
+                let key = (m.start, m.end, m.id.clone());
+                if best.as_ref().is_none_or(|(_, k)| key < *k) {
+                    best = Some((i, key));
+                }
+            }
+        }
+        let Some((i, _)) = best else { break };
+        let Some(m) = streams[i].group.pop_front() else {
+            break;
+        };
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        body.extend_from_slice(m.json.as_bytes());
+    }
+    drop(streams);
+    body.extend_from_slice(ENVELOPE_TAIL);
+    Ok(body)
+}
+
+fn providers(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT provider FROM feed_state ORDER BY provider")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 impl Store {
     /// The newest `limit` runs of one provider.
     pub fn runs_of(&self, provider: &str, limit: usize) -> Result<Vec<FetchRun>> {
         runs_where(&self.conn, Some(provider), limit)
+    }
+
+    /// The providers the store has fetched or imported.
+    pub fn providers(&self) -> Result<Vec<String>> {
+        providers(&self.conn)
+    }
+
+    /// [`Reader::search_providers`] on the writer's connection (CLI).
+    pub fn search_providers(&self, parts: &[ProviderWindow]) -> Result<Vec<u8>> {
+        search_providers_body(&self.conn, parts)
     }
 
     /// Rewrites every journal `source` through `redact` (journal rows of an
@@ -674,6 +808,21 @@ impl Reader {
     /// The newest `limit` runs of one provider.
     pub fn runs_of(&self, provider: &str, limit: usize) -> Result<Vec<FetchRun>> {
         runs_where(&self.conn, Some(provider), limit)
+    }
+
+    /// Searches several providers, each in its own zone, in one snapshot
+    /// (see [`search_providers_body`]).
+    pub fn search_providers(&mut self, parts: &[ProviderWindow]) -> Result<Answer> {
+        let tx = self.conn.transaction()?;
+        let generation = generation(&tx)?;
+        let body = search_providers_body(&tx, parts)?;
+        tx.finish()?;
+        Ok(Answer { generation, body })
+    }
+
+    /// The providers the store has fetched or imported.
+    pub fn providers(&self) -> Result<Vec<String>> {
+        providers(&self.conn)
     }
 
     /// Searchable plans by provider and month of their local start, in
@@ -802,7 +951,7 @@ mod tests {
     fn searches_read_only_the_covering_index_in_order() {
         let path = temp_db("plan");
         let store = Store::open(&path).unwrap();
-        for sql in [SEARCH_BOUNDED, SEARCH_OPEN] {
+        for sql in [SEARCH_BOUNDED, SEARCH_OPEN, SEARCH_PROVIDER] {
             let mut stmt = store
                 .conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -923,7 +1072,11 @@ mod tests {
         );
         let all = ids(&store.search(&Window::default()).unwrap());
         assert_eq!(all, ["plan c/1", "plan a/1", "plan b/1"]);
-        let t = |s: &str| Some(local_seconds(&parse_feed_datetime(s).unwrap()));
+        let t = |s: &str| {
+            Some(local_seconds(
+                &crate::model::parse_feed_datetime(s).unwrap(),
+            ))
+        };
         let w = Window {
             starts_at: t("2021-01-02T10:00:00"),
             ends_at: t("2021-01-02T11:00:00"),
@@ -1072,5 +1225,180 @@ mod provider_tests {
         assert_eq!(a[0].source, "http://***@h/x?k=***");
         assert_eq!(store.runs_of("b", 10).unwrap()[0].source, "/tmp/feed.xml");
         assert_eq!(store.runs(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn providers_in_two_zones_merge_by_start_instant_then_end_instant_then_id() {
+        use chrono_tz::Europe::Madrid;
+        let db = temp_db("merge");
+        let mut store = Store::open(&db).unwrap();
+        let land = |store: &mut Store, provider: &str, plans: &[FeedPlan]| {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in plans {
+                tx.upsert(p).unwrap();
+            }
+            let mut r = run(Outcome::Ok);
+            r.provider = provider.into();
+            tx.commit(&r, None).unwrap();
+        };
+        land(
+            &mut store,
+            "utc",
+            &[
+                plan(
+                    "1",
+                    "a",
+                    "2021-06-30T20:00:00",
+                    Some("2021-06-30T23:00:00"),
+                    true,
+                ),
+                plan("1", "b", "2021-06-30T21:30:00", None, true),
+            ],
+        );
+        land(
+            &mut store,
+            "mad",
+            &[
+                // 19:00Z, 20:00Z (ends 21:30Z, before utc/a's 23:00Z).
+                plan("1", "c", "2021-06-30T21:00:00", None, true),
+                plan(
+                    "1",
+                    "d",
+                    "2021-06-30T22:00:00",
+                    Some("2021-06-30T23:30:00"),
+                    true,
+                ),
+                // The skipped hour (= 01:00Z) and the hour seen twice (00:30Z).
+                plan("2", "gap", "2021-03-28T02:30:00", None, true),
+                plan("2", "twice", "2021-10-31T02:30:00", None, true),
+            ],
+        );
+        let titles = |body: &[u8]| -> Vec<String> {
+            crate::model::decode_events(body)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.title)
+                .collect()
+        };
+        let parts = |w: Window| {
+            vec![
+                ProviderWindow {
+                    provider: "utc".into(),
+                    tz: chrono_tz::UTC,
+                    window: w,
+                },
+                ProviderWindow {
+                    provider: "mad".into(),
+                    tz: Madrid,
+                    window: w,
+                },
+            ]
+        };
+        let mut reader = Reader::open(&db).unwrap();
+        let all = reader.search_providers(&parts(Window::default())).unwrap();
+        assert_eq!(
+            titles(&all.body),
+            [
+                "plan 2/gap",
+                "plan 1/c",
+                "plan 1/d",
+                "plan 1/a",
+                "plan 1/b",
+                "plan 2/twice"
+            ]
+        );
+        // A window per provider in its own local seconds: 2021-06-30 from
+        // 20:00Z is 20:00 in UTC and 22:00 in Madrid.
+        let from = |s: &str| Window {
+            starts_at: Some(local_seconds(
+                &crate::model::parse_feed_datetime(s).unwrap(),
+            )),
+            ends_at: None,
+        };
+        let some = reader
+            .search_providers(&[
+                ProviderWindow {
+                    provider: "utc".into(),
+                    tz: chrono_tz::UTC,
+                    window: from("2021-06-30T20:00:00"),
+                },
+                ProviderWindow {
+                    provider: "mad".into(),
+                    tz: Madrid,
+                    window: from("2021-06-30T22:00:00"),
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            titles(&some.body),
+            ["plan 1/d", "plan 1/a", "plan 1/b", "plan 2/twice"]
+        );
+        // One provider alone: its own plans, nothing else.
+        let one = reader
+            .search_providers(&parts(Window::default())[..1])
+            .unwrap();
+        assert_eq!(titles(&one.body), ["plan 1/a", "plan 1/b"]);
+        assert_eq!(one.generation, all.generation);
+    }
+
+    #[test]
+    fn one_provider_answers_the_same_bytes_merged_or_alone() {
+        use chrono_tz::Europe::Madrid;
+        let db = temp_db("same");
+        let mut store = Store::open(&db).unwrap();
+        let mut plans = Vec::new();
+        for i in 0..60 {
+            let day = 1 + i % 28;
+            let hour = 8 + (i * 7) % 14;
+            let start = format!("2021-06-{day:02}T{hour:02}:00:00");
+            let end = format!("2021-06-{day:02}T{:02}:30:00", hour + 1);
+            plans.push(plan(
+                &format!("{}", i % 5),
+                &format!("{i}"),
+                &start,
+                (i % 4 != 0).then_some(end.as_str()),
+                i % 9 != 0,
+            ));
+        }
+        let mut tx = store.begin_ingest("p").unwrap();
+        for p in &plans {
+            tx.upsert(p).unwrap();
+        }
+        tx.commit(&run(Outcome::Ok), None).unwrap();
+        let mut reader = Reader::open(&db).unwrap();
+        let at = |s: &str| {
+            Some(local_seconds(
+                &crate::model::parse_feed_datetime(s).unwrap(),
+            ))
+        };
+        for window in [
+            Window::default(),
+            Window {
+                starts_at: at("2021-06-10T12:00:00"),
+                ends_at: None,
+            },
+            Window {
+                starts_at: None,
+                ends_at: at("2021-06-20T12:00:00"),
+            },
+            Window {
+                starts_at: at("2021-06-05T09:00:00"),
+                ends_at: at("2021-06-25T18:00:00"),
+            },
+            Window {
+                starts_at: at("2021-06-25T09:00:00"),
+                ends_at: at("2021-06-05T18:00:00"),
+            },
+        ] {
+            let alone = reader.search(&window).unwrap();
+            let merged = reader
+                .search_providers(&[ProviderWindow {
+                    provider: "p".into(),
+                    tz: Madrid,
+                    window,
+                }])
+                .unwrap();
+            assert_eq!(merged.body, alone.body, "{window:?}");
+        }
     }
 }

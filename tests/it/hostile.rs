@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use planbox::api::{Api, Source};
 use planbox::metrics::Metrics;
-use planbox::model::{FetchRun, Outcome, Window};
+use planbox::model::{FetchRun, Outcome, ProviderWindow, Window};
 use planbox::provider_sim::{Behaviour, CutProvider, FakeProvider};
 use planbox::server::{self, RunningServer, ServerConfig, SourceFactory};
 use planbox::service::ServiceInfo;
@@ -266,6 +266,9 @@ impl Source for GatedSource {
             body: EMPTY.to_vec(),
         })
     }
+    fn search_providers(&mut self, _: &[ProviderWindow]) -> Result<Answer, StoreError> {
+        self.search(&Window::default())
+    }
     fn counts(&mut self) -> Result<StoreCounts, StoreError> {
         Ok(StoreCounts::default())
     }
@@ -283,6 +286,9 @@ impl Source for PanickingSource {
         Ok(0)
     }
     fn search(&mut self, _: &Window) -> Result<Answer, StoreError> {
+        panic!("injected fault: SELECT secret FROM internals");
+    }
+    fn search_providers(&mut self, _: &[ProviderWindow]) -> Result<Answer, StoreError> {
         panic!("injected fault: SELECT secret FROM internals");
     }
     fn counts(&mut self) -> Result<StoreCounts, StoreError> {

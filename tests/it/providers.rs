@@ -374,3 +374,259 @@ fn tls_provider_with_a_ca_in_the_system_store_is_trusted() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Several providers, one answer.
+
+/// `(start instant, title)` of every event of a `/search` answer, with the
+/// instant computed in the zone of the provider whose answer held the id.
+fn instants(
+    merged: &serde_json::Value,
+    zones: &[(&serde_json::Value, chrono_tz::Tz)],
+) -> Vec<(i64, i64, String)> {
+    use chrono::TimeZone;
+    merged["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let id = e["id"].as_str().unwrap();
+            let tz = zones
+                .iter()
+                .find(|(ans, _)| {
+                    ans["data"]["events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x["id"] == id)
+                })
+                .map(|(_, tz)| *tz)
+                .unwrap_or_else(|| panic!("{id} is in no provider's own answer"));
+            let at = |d: &serde_json::Value, t: &serde_json::Value| -> i64 {
+                let naive = chrono::NaiveDateTime::parse_from_str(
+                    &format!("{} {}", d.as_str().unwrap(), t.as_str().unwrap()),
+                    "%Y-%m-%d %H:%M:%S",
+                )
+                .unwrap();
+                tz.from_local_datetime(&naive)
+                    .earliest()
+                    .unwrap()
+                    .timestamp()
+            };
+            let end = if e["end_date"].is_null() {
+                i64::MIN
+            } else {
+                at(&e["end_date"], &e["end_time"])
+            };
+            (at(&e["start_date"], &e["start_time"]), end, id.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn two_providers_in_two_zones_and_dialects_answer_as_one_while_a_third_fails() {
+    let t = temp_store();
+    let a = FakeProvider::start(fixture_feeds(Dialect::Plans)).unwrap();
+    let b = FakeProvider::start(fixture_feeds(Dialect::Events)).unwrap();
+    // `c` hangs far longer than a fetch of `a` or `b` takes, then fails.
+    let c = FakeProvider::start(fixture_feeds(Dialect::Plans)).unwrap();
+    c.push(planbox::provider_sim::Behaviour::Delay(
+        std::time::Duration::from_secs(60),
+    ));
+    let mut s = Serve::start(
+        &t.db,
+        &[
+            "--provider",
+            &format!("name=a,url={}", a.url()),
+            "--provider",
+            &format!("name=b,url={},timezone=Europe/Madrid", b.url()),
+            "--provider",
+            &format!("name=c,url={},timezone=America/New_York", c.url()),
+            "--fetch-interval",
+            "1h",
+            "--fetch-timeout",
+            "3s",
+        ],
+        &[],
+    );
+    // `a` and `b` land while `c` still hangs: one provider never delays
+    // another.
+    s.wait_line(|l| l.contains("fetch run provider=a") && l.contains("outcome=ok"));
+    s.wait_line(|l| l.contains("fetch run provider=b") && l.contains("outcome=ok"));
+    assert!(
+        !s.stderr().contains("fetch run provider=c"),
+        "c finished first:\n{}",
+        s.stderr()
+    );
+
+    let search = |q: &str| get(&s.url(&format!("/search{q}")), &[]);
+    let all = search("").json();
+    let only_a = search("?provider=a").json();
+    let only_b = search("?provider=b").json();
+    let n = |v: &serde_json::Value| v["data"]["events"].as_array().unwrap().len();
+    assert_eq!(n(&only_a), 4);
+    assert_eq!(n(&only_b), 4);
+    assert_eq!(n(&all), 8, "{all}");
+    // Same plans, other provider: other ids; each provider's plans keep
+    // the ids they have when served alone.
+    let alone = planbox::model::plan_uuid("a", "291", "291").to_string();
+    assert!(only_a["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["id"] == alone.as_str()));
+    // Ordered by start instant, then end instant, then id, each provider's
+    // times in its own zone (b's 21:00 Madrid is 19:00Z, before a's 21:00).
+    let keys = instants(
+        &all,
+        &[
+            (&only_a, chrono_tz::UTC),
+            (&only_b, chrono_tz::Europe::Madrid),
+        ],
+    );
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "{all}");
+    // Times in answers stay each provider's local times.
+    let camela: Vec<&serde_json::Value> = all["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["title"] == "Camela en concierto")
+        .collect();
+    assert_eq!(camela.len(), 2);
+    assert!(camela.iter().all(|e| e["start_time"] == "21:00:00"));
+
+    // An instant is compared in each provider's zone: 2021-06-30T20:00:00Z
+    // is 20:00 for a and 22:00 for b, so Camela (21:00 local) is in for a
+    // only; a wall-clock time compares with each plan's own local time.
+    let with_title = |v: &serde_json::Value, title: &str| {
+        v["data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["title"] == title)
+            .count()
+    };
+    let instant = search("?starts_at=2021-06-30T20:00:00Z&ends_at=2021-06-30T23:59:59Z").json();
+    assert_eq!(with_title(&instant, "Camela en concierto"), 1, "{instant}");
+    let wall = search("?starts_at=2021-06-30T20:00:00&ends_at=2021-06-30T23:59:59").json();
+    assert_eq!(with_title(&wall, "Camela en concierto"), 2, "{wall}");
+
+    // provider=: one provider's plans; an unknown one is a 400 naming it.
+    for bad in ["?provider=zzz", "?provider=", "?provider=a&provider=b"] {
+        let r = search(bad);
+        assert_eq!(r.status, 400, "{bad}");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.starts_with("provider"), "{bad}: {msg}");
+    }
+    assert!(search("?provider=zzz").json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("known: a, b, c"));
+    // `c` has no plans yet, and that is an answer too.
+    assert_eq!(n(&search("?provider=c").json()), 0);
+
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// A plans-dialect feed with one online plan per `(id, start, end)`.
+fn feed(plans: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut x = String::from("<?xml version=\"1.0\"?><planList><output>");
+    for (id, start, end) in plans {
+        x.push_str(&format!(
+            "<base_plan base_plan_id=\"{id}\" sell_mode=\"online\" title=\"{id}\">\
+             <plan plan_id=\"{id}\" plan_start_date=\"{start}\" plan_end_date=\"{end}\" sell_from=\"2021-01-01T00:00:00\" sell_to=\"2021-12-31T00:00:00\" sold_out=\"false\">\
+             <zone zone_id=\"1\" capacity=\"1\" price=\"10.00\" name=\"A\" numbered=\"false\"/></plan></base_plan>"
+        ));
+    }
+    x.push_str("</output></planList>");
+    x.into_bytes()
+}
+
+#[test]
+fn madrid_dst_edges_a_skipped_and_a_doubled_local_time() {
+    let t = temp_store();
+    // Madrid skips 02:00-03:00 on 2021-03-28 and lives 02:00-03:00 twice on
+    // 2021-10-31. `utc` has a plan at each instant that matters.
+    let mad = FakeProvider::start(vec![feed(&[
+        ("skipped", "2021-03-28T02:30:00", "2021-03-28T04:00:00"),
+        ("doubled", "2021-10-31T02:30:00", "2021-10-31T04:00:00"),
+    ])])
+    .unwrap();
+    let utc = FakeProvider::start(vec![feed(&[
+        ("utc-0059", "2021-03-28T00:59:00", "2021-03-28T05:00:00"),
+        ("utc-0100", "2021-03-28T01:00:00", "2021-03-28T01:30:00"),
+        ("utc-0031", "2021-10-31T00:31:00", "2021-10-31T05:00:00"),
+    ])])
+    .unwrap();
+    let mut s = Serve::start(
+        &t.db,
+        &[
+            "--provider",
+            &format!("name=mad,url={},timezone=Europe/Madrid", mad.url()),
+            "--provider",
+            &format!("name=utc,url={}", utc.url()),
+            "--fetch-interval",
+            "1h",
+        ],
+        &[],
+    );
+    s.wait_line(|l| l.contains("fetch run provider=mad") && l.contains("outcome=ok"));
+    s.wait_line(|l| l.contains("fetch run provider=utc") && l.contains("outcome=ok"));
+    let titles = |q: &str| -> Vec<String> {
+        let v = get(&s.url(&format!("/search{q}")), &[]).json();
+        v["data"]["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{q}: {v}"))
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["title"].as_str().unwrap(),
+                    e["start_time"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    // Times come back exactly as the feed wrote them, even one that never
+    // happened. Order: the skipped 02:30 counts as the instant the clocks
+    // jumped (01:00Z = 03:00 CEST): after utc's 00:59, tied with its
+    // 01:00 start and then ordered by end (05:00 CEST = 02:00Z after 01:30Z);
+    // the doubled 02:30 is its first occurrence (00:30Z), before utc's 00:31.
+    assert_eq!(
+        titles(""),
+        [
+            "utc-0059 00:59:00",
+            "utc-0100 01:00:00",
+            "skipped 02:30:00",
+            "doubled 02:30:00",
+            "utc-0031 00:31:00"
+        ]
+    );
+    // An instant bound is compared in Madrid's wall-clock time: 01:00Z is
+    // 03:00 there, so the skipped 02:30 is before it; 00:59:59Z is 01:59:59.
+    let mad_only = |q: &str| titles(&format!("?provider=mad&{q}"));
+    assert!(mad_only("starts_at=2021-03-28T01:00:00Z&ends_at=2021-03-28T23:00:00Z").is_empty());
+    assert_eq!(
+        mad_only("starts_at=2021-03-28T00:59:59Z&ends_at=2021-03-28T23:00:00Z"),
+        ["skipped 02:30:00"]
+    );
+    // The doubled hour: 00:30Z and 01:30Z both read 02:30 in Madrid, so both
+    // bounds keep the plan; 01:31Z (02:31 CET) no longer does.
+    for q in [
+        "starts_at=2021-10-31T00:30:00Z&ends_at=2021-10-31T23:00:00Z",
+        "starts_at=2021-10-31T01:30:00Z&ends_at=2021-10-31T23:00:00Z",
+    ] {
+        assert_eq!(mad_only(q), ["doubled 02:30:00"], "{q}");
+    }
+    assert!(mad_only("starts_at=2021-10-31T01:31:00Z&ends_at=2021-10-31T23:00:00Z").is_empty());
+    // A wall-clock bound compares with the plan's own local time.
+    assert_eq!(
+        mad_only("starts_at=2021-03-28T02:30:00&ends_at=2021-03-28T04:00:00"),
+        ["skipped 02:30:00"]
+    );
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}
