@@ -21,3 +21,12 @@ DROP INDEX plans_window;
 CREATE INDEX plans_window
     ON plans (start_at, end_at, id, ever_online, provider, json)
     WHERE ever_online = 1;
+
+-- Per-provider counters beside the totals of V2, kept by every ingest in its
+-- own transaction, so /metrics and the status page show each provider's
+-- counts without scanning.
+INSERT INTO meta (key, value)
+    SELECT 'plans_stored:' || provider, COUNT(*) FROM plans GROUP BY provider;
+INSERT INTO meta (key, value)
+    SELECT 'plans_searchable:' || provider, COUNT(*) FROM plans
+    WHERE ever_online = 1 GROUP BY provider;

@@ -6,7 +6,7 @@
 //! testable without sockets or files. It must not touch sockets, spawn
 //! threads, or let any input reach a panic, a 500 or a message with SQL text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,6 +48,10 @@ pub trait Source {
     fn plans_per_month(&mut self) -> Result<Vec<MonthCount>, StoreError> {
         Ok(Vec::new())
     }
+    /// Each provider's counts (none known: empty).
+    fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 impl Source for Reader {
@@ -71,6 +75,9 @@ impl Source for Reader {
     }
     fn plans_per_month(&mut self) -> Result<Vec<MonthCount>, StoreError> {
         Reader::plans_per_month(self)
+    }
+    fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
+        Reader::provider_counts(self)
     }
 }
 
@@ -499,6 +506,12 @@ impl Api {
         if let Ok(c) = src.counts() {
             self.metrics.set_plans_searchable(c.plans_searchable);
         }
+        if let Ok(by_provider) = src.provider_counts() {
+            for (name, c) in by_provider {
+                self.metrics
+                    .set_provider_plans_searchable(&name, c.plans_searchable);
+            }
+        }
         Response {
             status: 200,
             route,
@@ -539,6 +552,7 @@ impl Api {
             .collect::<Vec<_>>()
             .join("&");
         let months = self.months(src);
+        let by_provider = src.provider_counts().unwrap_or_default();
         let providers = self
             .info
             .providers
@@ -546,6 +560,7 @@ impl Api {
             .map(|p| crate::status_page::ProviderPanel {
                 info: p,
                 last_success: self.metrics.last_success(&p.name),
+                counts: by_provider.get(&p.name).copied(),
                 runs: src.runs_of(&p.name, 40).unwrap_or_default(),
                 months: months
                     .iter()

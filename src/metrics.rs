@@ -77,6 +77,7 @@ struct ProviderCounters {
     fetch_runs: [u64; Outcome::ALL.len()],
     /// Unix seconds of the last successful fetch; 0 = never.
     last_success: i64,
+    plans_searchable: u64,
 }
 
 impl Metrics {
@@ -125,6 +126,13 @@ impl Metrics {
         if let Ok(mut map) = self.providers.lock() {
             let c = map.entry(provider.to_owned()).or_default();
             c.last_success = c.last_success.max(unix);
+        }
+    }
+
+    /// Plans of `provider` a search can return (from the store's counters).
+    pub fn set_provider_plans_searchable(&self, provider: &str, n: u64) {
+        if let Ok(mut map) = self.providers.lock() {
+            map.entry(provider.to_owned()).or_default().plans_searchable = n;
         }
     }
 
@@ -188,12 +196,20 @@ impl Metrics {
         }
         // Provider names are `[a-z0-9_-]+` (or the one-provider shorthand's
         // name), escaped all the same.
-        let providers: Vec<(String, [u64; Outcome::ALL.len()], i64)> = self
+        type Row = (String, [u64; Outcome::ALL.len()], i64, u64);
+        let providers: Vec<Row> = self
             .providers
             .lock()
             .map(|m| {
                 m.iter()
-                    .map(|(k, c)| (label_value(k), c.fetch_runs, c.last_success))
+                    .map(|(k, c)| {
+                        (
+                            label_value(k),
+                            c.fetch_runs,
+                            c.last_success,
+                            c.plans_searchable,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -201,7 +217,7 @@ impl Metrics {
             "# HELP planbox_fetch_runs_total Fetch attempts since start, by provider and outcome.\n",
         );
         out.push_str("# TYPE planbox_fetch_runs_total counter\n");
-        for (p, runs, _) in &providers {
+        for (p, runs, _, _) in &providers {
             for (i, o) in Outcome::ALL.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -221,10 +237,20 @@ impl Metrics {
         );
         out.push_str("# HELP planbox_last_fetch_success_timestamp_seconds Unix time of the provider's last successful fetch (0: none yet).\n");
         out.push_str("# TYPE planbox_last_fetch_success_timestamp_seconds gauge\n");
-        for (p, _, last) in &providers {
+        for (p, _, last, _) in &providers {
             let _ = writeln!(
                 out,
                 "planbox_last_fetch_success_timestamp_seconds{{provider=\"{p}\"}} {last}"
+            );
+        }
+        out.push_str(
+            "# HELP planbox_provider_plans_searchable Plans of the provider a search can return.\n",
+        );
+        out.push_str("# TYPE planbox_provider_plans_searchable gauge\n");
+        for (p, _, _, n) in &providers {
+            let _ = writeln!(
+                out,
+                "planbox_provider_plans_searchable{{provider=\"{p}\"}} {n}"
             );
         }
         out

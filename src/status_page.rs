@@ -39,6 +39,8 @@ pub struct PageInput<'a> {
 pub struct ProviderPanel<'a> {
     pub info: &'a ProviderInfo,
     pub last_success: Option<i64>,
+    /// Its plans stored and searchable, when the store counts them.
+    pub counts: Option<StoreCounts>,
     /// Its newest runs, newest first.
     pub runs: Vec<FetchRun>,
     /// Searchable plans by month of their local start (`YYYY-MM`), in order.
@@ -225,7 +227,7 @@ fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
         h,
         "<h2>Provider <code>{}</code></h2><dl><dt>Feed</dt><dd>{}</dd>\
          <dt>Time zone</dt><dd>{}</dd><dt>Next fetch</dt><dd>{}</dd>\
-         <dt>Last successful fetch</dt><dd>{}</dd></dl>",
+         <dt>Last successful fetch</dt><dd>{}</dd>{}</dl>",
         esc(&i.name),
         if i.url.is_empty() {
             "<span class=\"muted\">not fetched by this process</span>".to_string()
@@ -235,6 +237,10 @@ fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
         esc(&i.timezone),
         i.next_fetch().map_or_else(|| "-".into(), unix_to_text),
         p.last_success.map_or_else(|| "never".into(), unix_to_text),
+        p.counts.map_or_else(String::new, |c| format!(
+            "<dt>Plans searchable</dt><dd>{} (of {} stored)</dd>",
+            c.plans_searchable, c.plans_stored
+        )),
     );
     h.push_str("<div class=\"pics\">");
     render_timeline(h, &p.runs);
@@ -456,6 +462,7 @@ mod tests {
             providers: vec![ProviderPanel {
                 info: &info.providers[0],
                 last_success: None,
+                counts: None,
                 runs: vec![],
                 months: vec![],
             }],

@@ -375,6 +375,12 @@ impl Ingest<'_> {
                  WHERE key IN ('generation', 'plans_stored', 'plans_searchable')",
                 params![self.counts.plans_new as i64, self.became_searchable as i64],
             )?;
+            add_provider_counts(
+                &self.tx,
+                &self.provider,
+                self.counts.plans_new,
+                self.became_searchable,
+            )?;
         }
         if let Some(state) = state {
             upsert_feed_state(&self.tx, &self.provider, state)?;
@@ -757,6 +763,41 @@ fn search_providers_body(conn: &Connection, parts: &[ProviderWindow]) -> Result<
     Ok(body)
 }
 
+/// Moves the provider's counters (`plans_stored:NAME`,
+/// `plans_searchable:NAME` in `meta`) in the ingest's transaction.
+fn add_provider_counts(
+    conn: &Connection,
+    provider: &str,
+    stored: u64,
+    searchable: u64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('plans_stored:' || ?1, ?2), ('plans_searchable:' || ?1, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute(params![provider, stored as i64, searchable as i64])?;
+    Ok(())
+}
+
+/// Each provider's counters, by name.
+fn provider_counts(conn: &Connection) -> Result<BTreeMap<String, StoreCounts>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM meta WHERE key LIKE 'plans_stored:%' OR key LIKE 'plans_searchable:%'",
+    )?;
+    let mut out: BTreeMap<String, StoreCounts> = BTreeMap::new();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (key, value) = row?;
+        let value = value.max(0) as u64;
+        if let Some(name) = key.strip_prefix("plans_stored:") {
+            out.entry(name.to_owned()).or_default().plans_stored = value;
+        } else if let Some(name) = key.strip_prefix("plans_searchable:") {
+            out.entry(name.to_owned()).or_default().plans_searchable = value;
+        }
+    }
+    Ok(out)
+}
+
 fn providers(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT provider FROM feed_state ORDER BY provider")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
@@ -772,6 +813,11 @@ impl Store {
     /// The providers the store has fetched or imported.
     pub fn providers(&self) -> Result<Vec<String>> {
         providers(&self.conn)
+    }
+
+    /// Each provider's plans stored and searchable (counters, no scan).
+    pub fn provider_counts(&self) -> Result<BTreeMap<String, StoreCounts>> {
+        provider_counts(&self.conn)
     }
 
     /// [`Reader::search_providers`] on the writer's connection (CLI).
@@ -823,6 +869,11 @@ impl Reader {
     /// The providers the store has fetched or imported.
     pub fn providers(&self) -> Result<Vec<String>> {
         providers(&self.conn)
+    }
+
+    /// Each provider's plans stored and searchable (counters, no scan).
+    pub fn provider_counts(&self) -> Result<BTreeMap<String, StoreCounts>> {
+        provider_counts(&self.conn)
     }
 
     /// Searchable plans by provider and month of their local start, in
@@ -1400,5 +1451,59 @@ mod provider_tests {
                 .unwrap();
             assert_eq!(merged.body, alone.body, "{window:?}");
         }
+    }
+
+    #[test]
+    fn provider_counters_match_the_rows_through_every_kind_of_change() {
+        let db = temp_db("pcounts");
+        let mut store = Store::open(&db).unwrap();
+        let feeds: [(&str, Vec<FeedPlan>); 4] = [
+            (
+                "a",
+                vec![
+                    plan("1", "x", "2021-06-01T10:00:00", None, false),
+                    plan("1", "y", "2021-06-02T10:00:00", None, true),
+                ],
+            ),
+            ("b", vec![plan("1", "x", "2021-06-01T10:00:00", None, true)]),
+            // x turns online, y changes, z is new and offline.
+            (
+                "a",
+                vec![
+                    plan("1", "x", "2021-06-01T10:00:00", None, true),
+                    plan("1", "y", "2021-06-03T10:00:00", None, false),
+                    plan("1", "z", "2021-06-04T10:00:00", None, false),
+                ],
+            ),
+            ("b", vec![plan("1", "x", "2021-06-01T10:00:00", None, true)]),
+        ];
+        for (provider, plans) in &feeds {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in plans {
+                tx.upsert(p).unwrap();
+            }
+            tx.commit(&run(Outcome::Ok), None).unwrap();
+        }
+        let counted = store.provider_counts().unwrap();
+        for name in ["a", "b"] {
+            let (stored, searchable): (i64, i64) = store
+                .conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(ever_online), 0) FROM plans WHERE provider = ?1",
+                    [name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(counted[name].plans_stored, stored as u64, "{name}");
+            assert_eq!(counted[name].plans_searchable, searchable as u64, "{name}");
+        }
+        assert_eq!(
+            (counted["a"].plans_stored, counted["a"].plans_searchable),
+            (3, 2)
+        );
+        assert_eq!(
+            (counted["b"].plans_stored, counted["b"].plans_searchable),
+            (1, 1)
+        );
     }
 }

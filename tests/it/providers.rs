@@ -524,6 +524,11 @@ fn two_providers_in_two_zones_and_dialects_answer_as_one_while_a_third_fails() {
         .as_str()
         .unwrap()
         .contains("known: a, b, c"));
+    let metrics = get(&s.url("/metrics"), &[]).text();
+    for (p, n) in [("a", 4), ("b", 4), ("c", 0)] {
+        let line = format!("planbox_provider_plans_searchable{{provider=\"{p}\"}} {n}");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     // `c` has no plans yet, and that is an answer too.
     assert_eq!(n(&search("?provider=c").json()), 0);
 
