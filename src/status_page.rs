@@ -78,12 +78,16 @@ fn journal_time(t: &str) -> String {
 
 /// The `/search` URL for the form's values (empty values left out, as the
 /// API rejects empty parameters).
-fn json_link(starts_at: &str, ends_at: &str) -> String {
-    let params: Vec<String> = [("starts_at", starts_at), ("ends_at", ends_at)]
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-        .collect();
+fn json_link(starts_at: &str, ends_at: &str, provider: &str) -> String {
+    let params: Vec<String> = [
+        ("starts_at", starts_at),
+        ("ends_at", ends_at),
+        ("provider", provider),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+    .collect();
     if params.is_empty() {
         "/search".into()
     } else {
@@ -152,18 +156,37 @@ pub fn render(p: &PageInput<'_>) -> String {
     }
 
     let (s, e) = (param(p.query, "starts_at"), param(p.query, "ends_at"));
+    let chosen = param(p.query, "provider");
+    // With several providers, a choice of one (or all).
+    let select = if p.info.providers.len() > 1 {
+        let mut sel = String::from(
+            "<label>provider <select name=\"provider\"><option value=\"\">all</option>",
+        );
+        for i in &p.info.providers {
+            let _ = write!(
+                sel,
+                "<option{}>{}</option>",
+                if i.name == chosen { " selected" } else { "" },
+                esc(&i.name)
+            );
+        }
+        sel.push_str("</select></label> ");
+        sel
+    } else {
+        String::new()
+    };
     let _ = write!(
         h,
         "<h2>Search</h2><form method=\"get\" action=\"/\">\
          <label>starts_at <input name=\"starts_at\" value=\"{}\" placeholder=\"2021-06-30T00:00:00Z\"></label> \
          <label>ends_at <input name=\"ends_at\" value=\"{}\" placeholder=\"2021-07-31T23:59:59\"></label> \
-         <button type=\"submit\">Search</button></form>\
+         {select}<button type=\"submit\">Search</button></form>\
          <p class=\"muted\">RFC 3339 with <code>Z</code> or an offset, or provider-local without offset; \
          either may be empty.{}</p>",
         esc(&s),
         esc(&e),
         if p.search_here {
-            let link = esc(&json_link(&s, &e));
+            let link = esc(&json_link(&s, &e, &chosen));
             format!(" The same query as JSON: <a href=\"{link}\"><code>{link}</code></a>")
         } else {
             String::new()
@@ -484,6 +507,40 @@ mod tests {
         assert!(html.contains("<td>15.00</td><td>30.00</td>"), "{html}");
         assert!(
             html.contains("href=\"/search?starts_at=%3Cx%3E\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn with_several_providers_the_form_offers_one_or_all() {
+        let info = ServiceInfo {
+            version: "1",
+            providers: ["a", "b"]
+                .iter()
+                .map(|n| ProviderInfo {
+                    name: n.to_string(),
+                    ..ProviderInfo::default()
+                })
+                .collect(),
+        };
+        let html = render(&PageInput {
+            info: &info,
+            providers: vec![],
+            counts: None,
+            runs: vec![],
+            query: "starts_at=2021-01-01T00%3A00%3A00Z&provider=b",
+            search: None,
+            metrics_here: true,
+            search_here: true,
+        });
+        assert!(
+            html.contains(
+                "<option value=\"\">all</option><option>a</option><option selected>b</option>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"/search?starts_at=2021-01-01T00:00:00Z&amp;provider=b\""),
             "{html}"
         );
     }
