@@ -204,11 +204,15 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     // With no provider configured otherwise, the systemd credential
     // `planbox.providers` (ImportCredential= / LoadCredential=) when present.
     let unconfigured = cfg.providers.len() == 1 && cfg.providers[0].url.is_none();
-    if cfg.providers_file.is_none() && unconfigured && !cfg.demo {
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let cred = Path::new(&dir).join("planbox.providers");
-            if cred.is_file() {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let cred = Path::new(&dir).join("planbox.providers");
+        if cred.is_file() {
+            if cfg.providers_file.is_none() && unconfigured && !cfg.demo {
                 cfg.providers_file = Some(cred);
+            } else {
+                crate::log::warn(
+                    "ignoring the credential planbox.providers: providers are configured otherwise (flags, PLANBOX_* variables or --demo)",
+                );
             }
         }
     }

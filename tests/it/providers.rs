@@ -635,3 +635,35 @@ fn madrid_dst_edges_a_skipped_and_a_doubled_local_time() {
     let (code, err) = s.terminate();
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn the_systemd_credential_names_the_providers_when_nothing_else_does() {
+    let t = temp_store();
+    let p = FakeProvider::demo().unwrap();
+    let dir = t.db.with_file_name("credentials");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("planbox.providers"),
+        format!("name=cred,url={}\n", with_credentials(&p.url())),
+    )
+    .unwrap();
+    let mut s = Serve::start(
+        &t.db,
+        &["--fetch-interval", "1h"],
+        &[("CREDENTIALS_DIRECTORY", dir.to_str().unwrap())],
+    );
+    s.wait_line(|l| l.contains("fetch run provider=cred") && l.contains("outcome=ok"));
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert_no_secret("the log", &err);
+    // Configured otherwise: the credential is ignored, and that is said.
+    let mut s = Serve::start(
+        &t.db,
+        &["--provider-url", &p.url(), "--fetch-interval", "1h"],
+        &[("CREDENTIALS_DIRECTORY", dir.to_str().unwrap())],
+    );
+    s.wait_line(|l| l.contains("ignoring the credential planbox.providers"));
+    s.wait_line(|l| l.contains("fetch run provider=provider"));
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}
