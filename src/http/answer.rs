@@ -202,6 +202,17 @@ pub(crate) fn search_etag(v: &DataVersion, q: &SearchQuery, enc: Encoding) -> St
         d.update(&p.end.unwrap_or(0).to_le_bytes());
         d.field(p.id.as_bytes());
     }
+    // Over several providers (or `provider=`), the answer depends on which
+    // providers are searched and in which zones; a one-zone answer's tag
+    // stays what it was.
+    for part in &q.parts {
+        d.field(part.provider.as_bytes());
+        d.field(part.tz.name().as_bytes());
+        for bound in [part.window.starts_at, part.window.ends_at] {
+            d.update(&[u8::from(bound.is_some())]);
+            d.update(&bound.unwrap_or(0).to_le_bytes());
+        }
+    }
     d.update(&[enc as u8]);
     format!("\"{:016x}\"", d.finish())
 }
