@@ -190,7 +190,7 @@ pub fn ingest<R: BufRead>(
         .repairs()
         .map(|(reason, n)| (reason.as_str().to_owned(), n))
         .collect();
-    log_damage(&skipped, &examples, &repaired);
+    log_damage(run, &skipped, &examples, &repaired);
     // An import learns its size only by reading it: the whole document was.
     run.bytes = run.bytes.max(feed.position());
     run.counts = tx.counts();
@@ -201,8 +201,11 @@ pub fn ingest<R: BufRead>(
 }
 
 /// One log line per skip reason and per repair reason of an ingest, with
-/// the first skipped item of each reason as an example.
+/// the first skipped item of each reason as an example. Each names the
+/// provider and the run's source, which is already redacted (never a
+/// credential of the provider URL).
 fn log_damage(
+    run: &FetchRun,
     skipped: &BTreeMap<String, u64>,
     examples: &BTreeMap<String, Skip>,
     repaired: &BTreeMap<String, u64>,
@@ -215,6 +218,8 @@ fn log_damage(
             crate::log::Level::Warn,
             "skipped feed items",
             &[
+                ("provider", &run.provider),
+                ("source", &run.source),
                 ("reason", reason),
                 ("count", n),
                 ("first", &first.to_string()),
@@ -225,7 +230,12 @@ fn log_damage(
         crate::log::log(
             crate::log::Level::Info,
             "repaired feed values",
-            &[("reason", reason), ("count", n)],
+            &[
+                ("provider", &run.provider),
+                ("source", &run.source),
+                ("reason", reason),
+                ("count", n),
+            ],
         );
     }
 }

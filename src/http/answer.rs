@@ -242,7 +242,7 @@ pub(crate) fn next_link(raw_query: &str, next: &crate::model::Position) -> Strin
         // reaches the header.
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
         let ours = crate::query::percent_decode(key)
-            .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit"));
+            .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit" | "provider"));
         if !ours {
             continue;
         }
@@ -407,5 +407,46 @@ pub(crate) fn parse_qvalue(v: &str) -> Option<u16> {
         "0" => Some(frac_value),
         "1" if frac_value == 0 => Some(1000),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ProviderWindow, Window};
+    use chrono_tz::Tz;
+
+    #[test]
+    fn etags_vary_with_the_providers_searched_and_their_zones_only_when_there_are_parts() {
+        let v = DataVersion::default();
+        let one = SearchQuery::default();
+        let part = |name: &str, tz| ProviderWindow {
+            provider: name.into(),
+            tz,
+            window: Window::default(),
+        };
+        let with = |parts: Vec<ProviderWindow>| SearchQuery {
+            parts,
+            ..SearchQuery::default()
+        };
+        let tags = [
+            search_etag(&v, &one, Encoding::Identity),
+            search_etag(
+                &v,
+                &with(vec![part("a", Tz::UTC), part("b", Tz::UTC)]),
+                Encoding::Identity,
+            ),
+            search_etag(
+                &v,
+                &with(vec![part("a", Tz::UTC), part("b", Tz::Europe__Madrid)]),
+                Encoding::Identity,
+            ),
+            search_etag(&v, &with(vec![part("a", Tz::UTC)]), Encoding::Identity),
+        ];
+        for i in 0..tags.len() {
+            for j in i + 1..tags.len() {
+                assert_ne!(tags[i], tags[j], "{i} {j}");
+            }
+        }
     }
 }

@@ -668,3 +668,201 @@ fn the_systemd_credential_names_the_providers_when_nothing_else_does() {
     let (code, err) = s.terminate();
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// The path and query of a `Link: <...>; rel="next"` header.
+fn next_page(r: &Reply) -> Option<String> {
+    let h = r.header("Link")?;
+    assert!(h.ends_with(r#">; rel="next""#), "{h}");
+    Some(h[1..h.find('>').unwrap()].to_owned())
+}
+
+/// Follows `Link: rel="next"` from `first`; every page's events, in order.
+fn walk_pages(s: &Serve, first: &str) -> (Vec<serde_json::Value>, usize) {
+    let mut events = Vec::new();
+    let mut path = Some(first.to_owned());
+    let mut pages = 0;
+    while let Some(p) = path {
+        let r = get(&s.url(&p), &[]);
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        events.extend(r.json()["data"]["events"].as_array().unwrap().clone());
+        path = next_page(&r);
+        pages += 1;
+        assert!(pages < 1000, "the walk does not end");
+    }
+    (events, pages)
+}
+
+#[test]
+fn pages_of_a_merged_answer_over_two_zones_walk_the_whole_answer_in_instant_order() {
+    let t = temp_store();
+    // `u` (UTC) and `m` (Europe/Madrid) share many start instants (10:00Z is
+    // 12:00 in Madrid in summer), tie on some ends too, and `m` has plans in
+    // the hour Madrid skips and the one it lives twice.
+    let mut u_plans = Vec::new();
+    let mut m_plans = Vec::new();
+    for d in 1..=6 {
+        for h in [8, 10, 10, 14] {
+            let i = u_plans.len();
+            u_plans.push((
+                format!("u{i}"),
+                format!("2021-07-{d:02}T{h:02}:00:00"),
+                format!("2021-07-{d:02}T{:02}:00:00", h + 1 + i % 2),
+            ));
+            m_plans.push((
+                format!("m{i}"),
+                format!("2021-07-{d:02}T{:02}:00:00", h + 2),
+                format!("2021-07-{d:02}T{:02}:00:00", h + 3 + i % 3),
+            ));
+        }
+    }
+    for (id, start, end) in [
+        ("mskip", "2021-03-28T02:30:00", "2021-03-28T04:00:00"),
+        ("mthree", "2021-03-28T03:00:00", "2021-03-28T04:00:00"),
+        ("mtwice", "2021-10-31T02:30:00", "2021-10-31T03:30:00"),
+    ] {
+        m_plans.push((id.into(), start.into(), end.into()));
+    }
+    u_plans.push((
+        "uskip".into(),
+        "2021-03-28T01:00:00".into(),
+        "2021-03-28T02:00:00".into(),
+    ));
+    let as_refs = |v: &Vec<(String, String, String)>| -> Vec<u8> {
+        let r: Vec<(&str, &str, &str)> = v
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
+        feed(&r)
+    };
+    let u = FakeProvider::start(vec![as_refs(&u_plans)]).unwrap();
+    let m = FakeProvider::start(vec![as_refs(&m_plans)]).unwrap();
+    let mut s = Serve::start(
+        &t.db,
+        &[
+            "--provider",
+            &format!("name=u,url={}", u.url()),
+            "--provider",
+            &format!("name=m,url={},timezone=Europe/Madrid", m.url()),
+            "--fetch-interval",
+            "1h",
+        ],
+        &[],
+    );
+    s.wait_line(|l| l.contains("fetch run provider=u") && l.contains("outcome=ok"));
+    s.wait_line(|l| l.contains("fetch run provider=m") && l.contains("outcome=ok"));
+
+    let whole = get(&s.url("/search"), &[]);
+    assert!(whole.header("Link").is_none());
+    let whole = whole.json();
+    let all = whole["data"]["events"].as_array().unwrap().clone();
+    assert_eq!(all.len(), u_plans.len() + m_plans.len(), "{whole}");
+    let only_u = get(&s.url("/search?provider=u"), &[]).json();
+    let only_m = get(&s.url("/search?provider=m"), &[]).json();
+    // (start instant, end instant, id), each plan's local times in its
+    // provider's zone by the documented rule (a skipped time is the
+    // instant the clocks jumped, a doubled one its first occurrence).
+    let in_m: Vec<&serde_json::Value> = only_m["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["id"])
+        .collect();
+    assert_eq!(
+        in_m.len() + only_u["data"]["events"].as_array().unwrap().len(),
+        all.len()
+    );
+    let keys: Vec<(i64, i64, String)> = all
+        .iter()
+        .map(|e| {
+            let tz = if in_m.contains(&&e["id"]) {
+                chrono_tz::Europe::Madrid
+            } else {
+                chrono_tz::UTC
+            };
+            let at = |d: &serde_json::Value, t: &serde_json::Value| {
+                let naive = chrono::NaiveDateTime::parse_from_str(
+                    &format!("{} {}", d.as_str().unwrap(), t.as_str().unwrap()),
+                    "%Y-%m-%d %H:%M:%S",
+                )
+                .unwrap();
+                planbox::model::local_to_instant(naive.and_utc().timestamp(), tz)
+            };
+            (
+                at(&e["start_date"], &e["start_time"]),
+                at(&e["end_date"], &e["end_time"]),
+                e["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "{whole}");
+    // Ties on the start instant across the two zones are in this answer.
+    assert!(keys.windows(2).any(|w| w[0].0 == w[1].0));
+
+    // Every page size walks the same answer, each plan once, in order;
+    // pages of a bounded window and of one provider too.
+    for limit in [1, 2, 3, 7, 20, 1000] {
+        let (events, pages) = walk_pages(&s, &format!("/search?limit={limit}"));
+        assert_eq!(events, all, "limit={limit}");
+        assert_eq!(pages, all.len().div_ceil(limit).max(1), "limit={limit}");
+    }
+    let window = "starts_at=2021-07-02T09:00:00Z&ends_at=2021-07-04T23:00:00%2B02:00";
+    let bounded = get(&s.url(&format!("/search?{window}")), &[]).json();
+    let bounded = bounded["data"]["events"].as_array().unwrap().clone();
+    assert!(!bounded.is_empty() && bounded.len() < all.len());
+    let (events, _) = walk_pages(&s, &format!("/search?{window}&limit=4"));
+    assert_eq!(events, bounded);
+    let (events, _) = walk_pages(&s, "/search?provider=m&limit=5");
+    assert_eq!(&events, only_m["data"]["events"].as_array().unwrap());
+    let first = get(&s.url("/search?provider=m&limit=5"), &[]);
+    assert!(next_page(&first).unwrap().contains("provider=m"));
+
+    // The ETag depends on which providers are searched.
+    let tag = |q: &str| {
+        get(&s.url(&format!("/search{q}")), &[])
+            .header("ETag")
+            .unwrap()
+            .to_owned()
+    };
+    let tags = [tag(""), tag("?provider=u"), tag("?provider=m")];
+    assert!(tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2]);
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn skip_and_repair_log_lines_name_the_provider_and_its_redacted_source() {
+    let t = temp_store();
+    let read = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/real-xml")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let rep = FakeProvider::start(vec![read("html-entities.plans.xml")]).unwrap();
+    let skp = FakeProvider::start(vec![read("unknown-entity.plans.xml")]).unwrap();
+    let mut s = Serve::start(
+        &t.db,
+        &[
+            "--provider",
+            &format!("name=rep,url={}", with_credentials(&rep.url())),
+            "--provider",
+            &format!("name=skp,url={}", with_credentials(&skp.url())),
+            "--fetch-interval",
+            "1h",
+        ],
+        &[],
+    );
+    let repaired = s.wait_line(|l| l.contains("repaired feed values"));
+    let skipped = s.wait_line(|l| l.contains("skipped feed items"));
+    let (code, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert_no_secret("the log", &err);
+    for (line, name) in [(&repaired, "rep"), (&skipped, "skp")] {
+        assert!(line.contains(&format!("provider={name}")), "{line}");
+        assert!(line.contains("api_key=***"), "{line}");
+    }
+}
