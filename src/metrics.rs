@@ -69,8 +69,9 @@ pub struct Metrics {
     durations: [Histogram; Route::ALL.len()],
     /// By provider name.
     providers: Mutex<BTreeMap<String, ProviderCounters>>,
-    /// ("skipped" | "repaired", reason) -> count, over all fetch runs.
-    feed_damage: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// ("skipped" | "repaired", provider, reason) -> count, over all fetch
+    /// runs.
+    feed_damage: Mutex<BTreeMap<(&'static str, String, String), u64>>,
     plans_searchable: AtomicU64,
 }
 
@@ -119,7 +120,8 @@ impl Metrics {
         };
         for (kind, counts) in [("skipped", &run.skipped), ("repaired", &run.repaired)] {
             for (reason, n) in counts {
-                *map.entry((kind, reason.clone())).or_default() += n;
+                *map.entry((kind, run.provider.clone(), reason.clone()))
+                    .or_default() += n;
             }
         }
     }
@@ -244,19 +246,22 @@ impl Metrics {
             for (kind, help) in [
                 (
                     "skipped",
-                    "Feed items (and zones) skipped since start, by reason.",
+                    "Feed items (and zones) skipped since start, by provider and reason.",
                 ),
                 (
                     "repaired",
-                    "Feed values repaired since start (HTML entities, lone &), by reason.",
+                    "Feed values repaired since start (HTML entities, lone &), by provider and reason.",
                 ),
             ] {
                 let name = format!("planbox_feed_{kind}_total");
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} counter");
-                for ((k, reason), n) in map.iter() {
+                for ((k, provider, reason), n) in map.iter() {
                     if *k == kind {
-                        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+                        let _ = writeln!(
+                            out,
+                            "{name}{{provider=\"{provider}\",reason=\"{reason}\"}} {n}"
+                        );
                     }
                 }
             }
@@ -347,10 +352,22 @@ mod tests {
         m.observe_damage(&run);
         run.repaired.insert("bare_ampersand".into(), 1);
         m.observe_damage(&run);
+        run.provider = "other".into();
+        m.observe_damage(&run);
         let text = m.render();
-        assert!(text.contains("planbox_feed_skipped_total{reason=\"unresolved_reference\"} 4"));
-        assert!(text.contains("planbox_feed_repaired_total{reason=\"html_entity\"} 6"));
-        assert!(text.contains("planbox_feed_repaired_total{reason=\"bare_ampersand\"} 1"));
+        let has = |s: &str| text.contains(s);
+        assert!(has(
+            "planbox_feed_skipped_total{provider=\"provider\",reason=\"unresolved_reference\"} 4"
+        ));
+        assert!(has(
+            "planbox_feed_repaired_total{provider=\"provider\",reason=\"html_entity\"} 6"
+        ));
+        assert!(has(
+            "planbox_feed_repaired_total{provider=\"provider\",reason=\"bare_ampersand\"} 1"
+        ));
+        assert!(has(
+            "planbox_feed_repaired_total{provider=\"other\",reason=\"bare_ampersand\"} 1"
+        ));
         assert!(text.contains("# TYPE planbox_feed_repaired_total counter"));
     }
 }
