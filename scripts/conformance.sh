@@ -13,7 +13,9 @@
 #      scripts/conformance_hooks.py: upstream's `format: time` is read as
 #      provider-local HH:MM:SS, as PRODUCT.md section 3 says (see that file).
 #   3. Every path of planbox's own document (assets/openapi.yaml) conforms under
-#      the same checks, with no reinterpretation at all.
+#      the same checks; the hooks only name the valid values of `provider` (the
+#      demo box's provider names, CONFORMANCE_PROVIDERS), which the document
+#      cannot list because they are configuration.
 # Runs are reproducible: pinned tools (scripts/requirements-conformance.txt), a fixed
 # seed, a bounded number of examples, one worker, no cache between runs
 # (scripts/schemathesis.toml). Exits non-zero when anything above fails.

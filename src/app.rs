@@ -16,16 +16,19 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
-use crate::api::{Api, ServiceInfo};
+use crate::api::Api;
 use crate::cli::{self, Cli, Command, LogFormat};
 use crate::config::{ProviderConfig, ServeConfig};
 use crate::fetch::FetchConfig;
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome};
 use crate::provider_sim::FakeProvider;
+use crate::secret::SecretUrl;
 use crate::server::{self, RunningServer, ServerConfig};
+use crate::service::{ProviderInfo, ServiceInfo};
 use crate::store::Store;
 use crate::sync::{self, Stop, SyncConfig};
+use crate::tls::TrustRoots;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -124,18 +127,21 @@ fn lock_store(db: &Path) -> Result<File> {
 }
 
 /// The fetch loop's settings; `fetch` (one attempt) uses the same with
-/// an interval that never comes into play.
+/// an interval that never comes into play. Fails on an unreadable `ca=`.
 fn sync_config(
     provider: &ProviderConfig,
-    url: String,
+    url: SecretUrl,
     db: &Path,
     interval: Duration,
     max_backoff: Duration,
-) -> SyncConfig {
-    SyncConfig {
+) -> Result<SyncConfig> {
+    let roots = TrustRoots::with_ca_file(provider.ca.as_deref())
+        .map_err(|e| anyhow!("provider `{}`: {e}", provider.name))?;
+    Ok(SyncConfig {
         provider: provider.name.clone(),
         fetch: FetchConfig {
             url,
+            roots,
             connect_timeout: provider.connect_timeout,
             timeout: provider.fetch_timeout,
             max_bytes: provider.max_feed_bytes,
@@ -143,7 +149,7 @@ fn sync_config(
         interval,
         max_backoff,
         db: db.to_owned(),
-    }
+    })
 }
 
 /// Unix seconds of the newest successful run in the journal.
@@ -155,10 +161,67 @@ fn last_success(runs: &[FetchRun]) -> Option<i64> {
     })
 }
 
-fn serve(cfg: ServeConfig) -> Result<ExitCode> {
+/// Reads `--providers-file`. The file holds credentials: a warning when
+/// other users may read it (a systemd credential never is).
+fn read_providers_file(path: &Path, defaults: &ProviderConfig) -> Result<Vec<ProviderConfig>> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--providers-file {}", path.display()))?;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o004 != 0 {
+            crate::log::warn(&format!(
+                "{} is readable by every user, and provider URLs may hold credentials: chmod 600 it, or load it as a systemd credential",
+                path.display()
+            ));
+        }
+    }
+    crate::config::parse_provider_list(&text, defaults)
+        .map_err(|e| anyhow!("--providers-file {}: {e}", path.display()))
+}
+
+/// The providers `serve` fetches, each with its fetch-loop settings.
+fn provider_loops(
+    cfg: &ServeConfig,
+    demo: Option<&FakeProvider>,
+) -> Result<Vec<(ProviderConfig, SyncConfig)>> {
+    let mut out = Vec::new();
+    for p in &cfg.providers {
+        let url = match (demo, &p.url) {
+            (Some(d), _) => SecretUrl::parse(&d.url()).map_err(|e| anyhow!(e))?,
+            (None, Some(u)) => u.clone(),
+            (None, None) => continue,
+        };
+        let sc = sync_config(p, url, &cfg.db, cfg.fetch_interval, cfg.max_backoff)?;
+        out.push((p.clone(), sc));
+    }
+    Ok(out)
+}
+
+fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     // Before anything else: a SIGTERM that arrives while the store is being
     // checked or the demo feeds land must still mean a clean stop.
     let signalled = install_signal_handlers()?;
+    // With no provider configured otherwise, the systemd credential
+    // `planbox.providers` (ImportCredential= / LoadCredential=) when present.
+    let unconfigured = cfg.providers.len() == 1 && cfg.providers[0].url.is_none();
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let cred = Path::new(&dir).join("planbox.providers");
+        if cred.is_file() {
+            if cfg.providers_file.is_none() && unconfigured && !cfg.demo {
+                cfg.providers_file = Some(cred);
+            } else {
+                crate::log::warn(
+                    "ignoring the credential planbox.providers: providers are configured otherwise (flags, PLANBOX_* variables or --demo)",
+                );
+            }
+        }
+    }
+    if let Some(file) = &cfg.providers_file {
+        cfg.providers = read_providers_file(file, &cfg.provider_defaults)?;
+    }
+    // The zone of the first provider: searches over providers that all
+    // share it read one window; otherwise each provider's in its own zone.
+    let zone = cfg.providers[0].timezone;
     let _lock = lock_store(&cfg.db)?;
     let mut store = Store::open(&cfg.db)?;
     // No full read of the file before serving: the check runs in the
@@ -167,14 +230,12 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     let start = store
         .begin_serving()
         .context("refusing to serve a damaged store")?;
-
-    let metrics = Arc::new(Metrics::new());
-    let stop = Stop::new();
-    let check = crate::checker::spawn(cfg.db.clone(), start, metrics.clone(), stop.clone())?;
-    if let Some(t) = last_success(&store.runs(100)?) {
-        metrics.set_last_success(t);
+    // Journal rows of an older planbox may hold a URL's credentials.
+    match store.redact_journal_sources(&crate::secret::redact_text) {
+        Ok(0) => {}
+        Ok(n) => crate::log::info(&format!("redacted credentials in {n} journal rows")),
+        Err(e) => crate::log::warn(&format!("cannot redact old journal rows: {e}")),
     }
-    metrics.set_plans_searchable(store.counts()?.plans_searchable);
 
     // The demo provider lives as long as `serve`.
     let demo = if cfg.demo {
@@ -182,28 +243,64 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     } else {
         None
     };
-    let provider_url = demo
-        .as_ref()
-        .map(FakeProvider::url)
-        .or(cfg.provider.url.clone());
+    let loops = provider_loops(&cfg, demo.as_ref())?;
+
+    // The providers fetched here, then those only the journal knows (served
+    // from the store, not fetched by this process).
+    let mut known: Vec<String> = loops.iter().map(|(p, _)| p.name.clone()).collect();
+    let journal = store.runs(200)?.into_iter().map(|r| r.provider);
+    for name in journal.chain(store.providers()?) {
+        if !name.is_empty() && !known.contains(&name) {
+            known.push(name);
+        }
+    }
+    // Every provider a search covers, with its zone: those fetched here in
+    // theirs, the others (only in the store) in the default zone.
+    let search_zones: Vec<(String, chrono_tz::Tz)> = known
+        .iter()
+        .map(|name| {
+            let tz = cfg
+                .providers
+                .iter()
+                .find(|p| &p.name == name)
+                .map_or(cfg.provider_defaults.timezone, |p| p.timezone);
+            (name.clone(), tz)
+        })
+        .collect();
+    let metrics = Arc::new(Metrics::new());
+    let stop = Stop::new();
+    let check = crate::checker::spawn(cfg.db.clone(), start, metrics.clone(), stop.clone())?;
+    for name in &known {
+        metrics.register_provider(name);
+        if let Some(t) = last_success(&store.runs_of(name, 100)?) {
+            metrics.set_last_success(name, t);
+        }
+    }
+    metrics.set_plans_searchable(store.counts()?.plans_searchable);
+
+    let mut providers: Vec<ProviderInfo> = loops
+        .iter()
+        .map(|(p, sc)| ProviderInfo {
+            name: p.name.clone(),
+            url: if demo.is_some() {
+                format!("{} (built-in demo feeds)", sc.fetch.url)
+            } else {
+                sc.fetch.url.to_string()
+            },
+            timezone: p.timezone.name().to_owned(),
+            ..ProviderInfo::default()
+        })
+        .collect();
+    providers.extend(known.iter().skip(loops.len()).map(|name| ProviderInfo {
+        name: name.clone(),
+        timezone: cfg.provider_defaults.timezone.name().to_owned(),
+        ..ProviderInfo::default()
+    }));
     let info = Arc::new(ServiceInfo {
-        provider_url: match (&demo, &provider_url) {
-            (Some(_), Some(u)) => format!("{u} (built-in demo feeds)"),
-            (_, u) => u.clone().unwrap_or_default(),
-        },
         version: env!("CARGO_PKG_VERSION"),
-        ..ServiceInfo::default()
+        providers,
     });
-    let sync_cfg = provider_url.map(|u| {
-        sync_config(
-            &cfg.provider,
-            u,
-            &cfg.db,
-            cfg.fetch_interval,
-            cfg.max_backoff,
-        )
-    });
-    if let (Some(sc), true) = (&sync_cfg, demo.is_some()) {
+    if let (Some((_, sc)), true) = (loops.first(), demo.is_some()) {
         // Land the three sample feeds before answering, so the first search
         // already sees the fixtures' final state.
         if crate::checker::wait_for_first_check(&metrics, &stop) {
@@ -220,16 +317,20 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     } else {
         Duration::ZERO
     };
-    if sync_cfg.is_some() {
-        info.next_fetch.store(
+    for (p, _) in &loops {
+        info.set_next_fetch(
+            &p.name,
             chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
-            Ordering::Relaxed,
         );
     }
 
-    let mut api = Api::new(cfg.provider.timezone, metrics.clone(), info.clone());
+    let mut api =
+        Api::new(zone, metrics.clone(), info.clone()).with_providers(search_zones.clone());
     if cfg.metrics_listen.is_some() {
         api = api.without_metrics();
+    }
+    if cfg.status_listen.is_some() {
+        api = api.without_status();
     }
     let server_cfg = ServerConfig {
         workers: cfg.workers,
@@ -239,21 +340,49 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     };
     let listener = server::bind(cfg.listen, server_cfg.idle_timeout)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    // `/metrics` on its own listener: a second front with one worker and an
-    // API that answers nothing else, over the same counters.
-    let metrics_http = match cfg.metrics_listen {
-        Some(addr) => {
-            let mcfg = ServerConfig {
-                workers: 1,
-                ..ServerConfig::default()
-            };
-            let l = server::bind(addr, mcfg.idle_timeout)
-                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
-            let mapi = Arc::new(Api::metrics_only(metrics.clone()));
-            Some(RunningServer::start(l, mapi, cfg.db.clone(), mcfg)?)
+    // `/metrics` and the status page on their own listeners (one when both
+    // name the same address): a second front with one worker and an API
+    // that answers nothing else, over the same counters and store.
+    let mut side_fronts: Vec<(RunningServer, &str)> = Vec::new();
+    let side = [
+        (cfg.metrics_listen, true, false, "--metrics-listen"),
+        (cfg.status_listen, false, true, "--status-listen"),
+    ];
+    let same = cfg.metrics_listen.is_some() && cfg.metrics_listen == cfg.status_listen;
+    for (addr, metrics_here, status_here, flag) in side {
+        let Some(addr) = addr else { continue };
+        if same && status_here {
+            continue;
         }
-        None => None,
-    };
+        let (metrics_here, status_here) = if same {
+            (true, true)
+        } else {
+            (metrics_here, status_here)
+        };
+        let mcfg = ServerConfig {
+            workers: 1,
+            ..ServerConfig::default()
+        };
+        let l = server::bind(addr, mcfg.idle_timeout)
+            .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+        let side_api = Api::side(
+            zone,
+            metrics.clone(),
+            info.clone(),
+            metrics_here,
+            status_here,
+        )
+        .with_providers(search_zones.clone());
+        let what = match (metrics_here, status_here) {
+            (true, false) => "metrics listening",
+            (false, _) => "status page on its own listener",
+            (true, true) => "metrics listening, with the status page",
+        };
+        side_fronts.push((
+            RunningServer::start(l, Arc::new(side_api), cfg.db.clone(), mcfg)?,
+            what,
+        ));
+    }
     let http = RunningServer::start(listener, Arc::new(api), cfg.db.clone(), server_cfg)?;
     crate::log::log(
         crate::log::Level::Info,
@@ -264,43 +393,47 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             ("db", &cfg.db.display()),
         ],
     );
-    if let Some(m) = &metrics_http {
-        crate::log::log(
-            crate::log::Level::Info,
-            "metrics listening",
-            &[("addr", &m.local_addr())],
-        );
+    for (m, what) in &side_fronts {
+        crate::log::log(crate::log::Level::Info, what, &[("addr", &m.local_addr())]);
     }
 
-    let fetcher = match sync_cfg {
-        Some(sc) => {
-            let (m, i, s) = (metrics.clone(), info.clone(), stop.clone());
-            Some(
+    let mut fetchers = Vec::new();
+    if loops.is_empty() {
+        crate::log::warn("no provider URL given: serving the store as it is, without fetching");
+        drop(store);
+    } else {
+        // One fetch loop per provider around the single writer.
+        let writer = Arc::new(std::sync::Mutex::new(store));
+        for (p, sc) in loops {
+            let (m, i, s, w) = (metrics.clone(), info.clone(), stop.clone(), writer.clone());
+            crate::log::log(
+                crate::log::Level::Info,
+                "fetching",
+                &[
+                    ("provider", &p.name),
+                    ("url", &sc.fetch.url),
+                    ("timezone", &p.timezone.name()),
+                ],
+            );
+            fetchers.push(
                 thread::Builder::new()
-                    .name("planbox-fetch".into())
+                    .name(format!("planbox-fetch-{}", p.name))
                     .spawn(move || {
                         lower_thread_priority();
                         if !s.wait(first_wait) {
                             if crate::checker::wait_for_first_check(&m, &s) {
-                                sync::run_loop(store, sc, m, i, s);
+                                sync::run_loop(w, sc, m, i, s);
                             } else {
                                 // Damaged: never written again; serve on
                                 // (with /ready failing) until stopped.
-                                drop(store);
+                                drop(w);
                                 while !s.wait(Duration::from_secs(3600)) {}
                             }
                         }
                     })?,
-            )
-        }
-        None => {
-            crate::log::warn(
-                "no --provider-url given: serving the store as it is, without fetching",
             );
-            drop(store);
-            None
         }
-    };
+    }
 
     let notifier = crate::systemd::Notifier::from_env();
     if let Some(n) = &notifier {
@@ -308,13 +441,13 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
             crate::log::warn(&format!("cannot notify systemd: {e}"));
         }
     }
-    // The fetch thread only ends on `stop`; if it ends before, it panicked:
+    // A fetch thread only ends on `stop`; if one ends before, it panicked:
     // stop pinging the watchdog and exit non-zero so a supervisor restarts
     // planbox instead of it serving ever older data.
-    let fetcher_alive = || fetcher.as_ref().is_none_or(|f| !f.is_finished());
+    let fetcher_alive = || fetchers.iter().all(|f| !f.is_finished());
     let woke = wait_for_signal(&signalled, &stop, notifier.as_ref(), &fetcher_alive);
     if woke == Wake::FetcherDied {
-        crate::log::error("the fetch loop ended unexpectedly; shutting down");
+        crate::log::error("a fetch loop ended unexpectedly; shutting down");
     } else {
         crate::log::info("shutting down");
     }
@@ -322,37 +455,42 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
         let _ = n.stopping();
     }
     stop.stop();
-    // Both fronts stop accepting now, then get the same grace to finish
+    // Every front stops accepting now, then gets the same grace to finish
     // in-flight requests.
-    // The fetch loop winds down meanwhile; all of shutdown, the final
+    // The fetch loops wind down meanwhile; all of shutdown, the final
     // checkpoint included, stays within 12 s, under the unit's
     // TimeoutStopSec=15.
     let fetch_deadline = Instant::now() + Duration::from_secs(10);
     let grace = Duration::from_secs(5);
-    match metrics_http {
-        Some(m) => {
-            let t = thread::spawn(move || m.shutdown(grace));
-            http.shutdown(grace);
-            let _ = t.join();
-        }
-        None => http.shutdown(grace),
+    let side_threads: Vec<_> = side_fronts
+        .into_iter()
+        .map(|(m, _)| thread::spawn(move || m.shutdown(grace)))
+        .collect();
+    http.shutdown(grace);
+    for t in side_threads {
+        let _ = t.join();
     }
-    if let Some(f) = &fetcher {
-        // A running ingest stops at its next checkpoint and rolls back, or
-        // commits first; either way the store stays whole.
-        while !f.is_finished() && Instant::now() < fetch_deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        if !f.is_finished() {
-            // Typically a download from a slow provider (it is not
-            // interruptible). Leaving it is safe: nothing of it is in the
-            // store yet, and SQLite discards an unfinished transaction.
-            crate::log::warn("the fetch in progress did not finish in time; abandoning it");
+    // A running ingest stops at its next checkpoint and rolls back, or
+    // commits first; either way the store stays whole.
+    while fetchers.iter().any(|f| !f.is_finished()) && Instant::now() < fetch_deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if fetchers.iter().any(|f| !f.is_finished()) {
+        // Typically a download from a slow provider (it is not
+        // interruptible). Leaving it is safe: nothing of it is in the
+        // store yet, and SQLite discards an unfinished transaction.
+        crate::log::warn("the fetch in progress did not finish in time; abandoning it");
+    }
+    let fetch_done = fetchers.iter().all(|f| f.is_finished());
+    // The finished loops have dropped their handles on the writer.
+    for f in fetchers {
+        if f.is_finished() {
+            let _ = f.join();
         }
     }
     let _ = check.join();
     drop(demo);
-    // With the workers' readers and the fetch loop's writer closed: the
+    // With the workers' readers and every fetch loop's writer closed: the
     // store file alone must hold everything, so that a copy of
     // `planbox.db` without its `-wal` (the usual ad-hoc backup) is whole.
     match Store::checkpoint(&cfg.db, Duration::from_secs(2)) {
@@ -369,7 +507,6 @@ fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     // the grace) can keep the mark, and only the mark, in the `-wal`: a
     // copy of the file alone is then checked at its first start, the safe
     // side, so that is no reason to wait.
-    let fetch_done = fetcher.as_ref().is_none_or(|f| f.is_finished());
     if woke == Wake::Stop && fetch_done && metrics.store_check().damage.is_none() {
         match Store::open(&cfg.db).and_then(|mut s| s.mark_clean()) {
             Ok(()) => {
@@ -488,13 +625,13 @@ fn print_run(run: &FetchRun, json: bool) {
 }
 
 fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
-    let provider = args.provider.to_config();
+    let provider = args.provider.to_config().map_err(|e| anyhow!(e))?;
     let Some(url) = provider.url.clone() else {
         bail!("no provider URL: pass --provider-url or set PLANBOX_PROVIDER_URL");
     };
-    let mut store = open_store(&args.db)?;
     let one_minute = Duration::from_secs(60);
-    let cfg = sync_config(&provider, url, &args.db.db, one_minute, one_minute);
+    let cfg = sync_config(&provider, url, &args.db.db, one_minute, one_minute)?;
+    let mut store = open_store(&args.db)?;
     let attempt = sync::fetch_once(&mut store, &cfg, &Metrics::new(), None);
     print_run(&attempt.run, args.json);
     Ok(if attempt.run.outcome.is_success() {
@@ -652,8 +789,8 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
                 e.id,
                 e.start(),
                 e.end(),
-                crate::api::EventRow::price(&e.min_price),
-                crate::api::EventRow::price(&e.max_price),
+                crate::model::EventRow::price(&e.min_price),
+                crate::model::EventRow::price(&e.max_price),
                 e.title
             )
         })
@@ -665,7 +802,11 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
 
 fn status(args: cli::StatusArgs) -> Result<ExitCode> {
     let store = open_existing_store(&args.db)?;
-    let runs = store.runs(args.limit)?;
+    let mut runs = store.runs(args.limit)?;
+    // Rows of an older planbox may name a URL with its credentials.
+    for r in &mut runs {
+        r.source = crate::secret::redact_text(&r.source);
+    }
     if args.json {
         println!(
             "{}",
@@ -682,7 +823,8 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
         store.generation()?
     );
     println!(
-        "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  error",
+        "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  error",
+        "provider",
         "started_at",
         "outcome",
         "http",
@@ -696,7 +838,12 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
     );
     for r in &runs {
         println!(
-            "{:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  {}",
+            "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  {}",
+            if r.provider.is_empty() {
+                "-"
+            } else {
+                &r.provider
+            },
             r.started_at,
             r.outcome.as_str(),
             r.http_status_text(),

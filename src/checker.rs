@@ -228,6 +228,7 @@ mod tests {
             skipped: Default::default(),
             repaired: Default::default(),
             error: None,
+            provider: "p".into(),
         };
         store.begin_ingest("p").unwrap().commit(&run, None).unwrap();
         assert!(!store.begin_serving().unwrap().was_clean);

@@ -12,6 +12,7 @@ use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{parse_duration, parse_size, parse_tz, ProviderConfig, ServeConfig};
+use crate::secret::SecretUrl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +45,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Migrate, start the fetch loop and the HTTP server; run until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fetch and ingest once now; print the report; non-zero exit on failure.
     Fetch(FetchArgs),
     /// Ingest local feed files in order, each as if fetched.
@@ -94,14 +95,39 @@ pub struct ProviderArgs {
     /// Largest feed accepted (after decompression).
     #[arg(long, env = "PLANBOX_MAX_FEED_BYTES", default_value = "512MiB", value_parser = parse_size)]
     pub max_feed_bytes: u64,
+
+    /// A PEM bundle to trust for the provider's TLS certificate, besides the
+    /// system CA store.
+    #[arg(long, env = "PLANBOX_PROVIDER_CA")]
+    pub provider_ca: Option<PathBuf>,
 }
 
 impl ProviderArgs {
-    pub fn to_config(&self) -> ProviderConfig {
+    /// The one provider these flags describe. The URL is checked here; the
+    /// name keeps any non-empty value, as it always did (it is part of the
+    /// ids of a store's plans).
+    pub fn to_config(&self) -> Result<ProviderConfig, String> {
+        if self.provider_name.is_empty() {
+            return Err("--provider-name must not be empty".into());
+        }
+        let url = match &self.provider_url {
+            Some(u) => Some(SecretUrl::parse(u).map_err(|e| format!("--provider-url: {e}"))?),
+            None => None,
+        };
+        Ok(ProviderConfig {
+            url,
+            ca: self.provider_ca.clone(),
+            ..self.defaults()
+        })
+    }
+
+    /// Everything but the URL: what a `--provider` entry leaves out.
+    pub fn defaults(&self) -> ProviderConfig {
         ProviderConfig {
-            url: self.provider_url.clone(),
+            url: None,
             name: self.provider_name.clone(),
             timezone: self.provider_timezone,
+            ca: None,
             fetch_timeout: self.fetch_timeout,
             connect_timeout: self.connect_timeout,
             max_feed_bytes: self.max_feed_bytes,
@@ -118,6 +144,28 @@ pub struct ServeArgs {
     /// Serve /metrics only on this address instead of the main listener.
     #[arg(long, env = "PLANBOX_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Serve the status page (`/`) only on this address instead of the main
+    /// listener (it may equal --metrics-listen).
+    #[arg(long, env = "PLANBOX_STATUS_LISTEN")]
+    pub status_listen: Option<SocketAddr>,
+
+    /// A provider: `name=NAME,url=URL[,timezone=TZ][,ca=FILE]`; repeat for
+    /// several. Instead of the --provider-url shorthand.
+    #[arg(
+        long = "provider",
+        value_name = "name=NAME,url=URL[,timezone=TZ][,ca=FILE]"
+    )]
+    pub providers: Vec<String>,
+
+    /// Provider entries separated by whitespace (what --provider takes).
+    #[arg(long = "providers", env = "PLANBOX_PROVIDERS", hide = true)]
+    pub providers_env: Option<String>,
+
+    /// Read the provider entries from this file (whitespace-separated, `#`
+    /// comments), e.g. a systemd credential only the service can read.
+    #[arg(long, env = "PLANBOX_PROVIDERS_FILE")]
+    pub providers_file: Option<PathBuf>,
 
     /// The SQLite store [default: planbox.db; planbox-demo.db with --demo, so
     /// the sample plans never land in a real store by accident].
@@ -154,9 +202,30 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn to_config(&self) -> Result<ServeConfig, String> {
-        if self.demo && self.provider.provider_url.is_some() {
-            return Err("--demo serves the built-in feeds; drop --provider-url".into());
+        let entries: Vec<&str> = if self.providers.is_empty() {
+            self.providers_env
+                .as_deref()
+                .map(|e| e.split_whitespace().collect())
+                .unwrap_or_default()
+        } else {
+            self.providers.iter().map(String::as_str).collect()
+        };
+        let several = !entries.is_empty() || self.providers_file.is_some();
+        if self.demo && (self.provider.provider_url.is_some() || several) {
+            return Err("--demo serves the built-in feeds; drop --provider-url, --provider and --providers-file".into());
         }
+        if !entries.is_empty() && self.providers_file.is_some() {
+            return Err("providers are given both by --provider (or PLANBOX_PROVIDERS) and --providers-file; use one".into());
+        }
+        if several && self.provider.provider_url.is_some() {
+            return Err("--provider-url is the one-provider shorthand: with --provider, PLANBOX_PROVIDERS or --providers-file, give every URL as url= there".into());
+        }
+        let defaults = self.provider.defaults();
+        let providers = if entries.is_empty() {
+            vec![self.provider.to_config()?]
+        } else {
+            crate::config::parse_provider_list(&entries.join("\n"), &defaults)?
+        };
         if self.fetch_interval.is_zero() {
             return Err("--fetch-interval must be above zero".into());
         }
@@ -167,6 +236,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            status_listen: self.status_listen,
             db: self.db.clone().unwrap_or_else(|| {
                 PathBuf::from(if self.demo {
                     "planbox-demo.db"
@@ -174,7 +244,9 @@ impl ServeArgs {
                     "planbox.db"
                 })
             }),
-            provider: self.provider.to_config(),
+            providers,
+            providers_file: self.providers_file.clone(),
+            provider_defaults: defaults,
             fetch_interval: self.fetch_interval,
             max_backoff: self.max_backoff.max(self.fetch_interval),
             workers,
@@ -285,10 +357,12 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.db, PathBuf::from("planbox.db"));
         assert_eq!(c.fetch_interval, Duration::from_secs(60));
-        assert_eq!(c.provider.fetch_timeout, Duration::from_secs(30));
-        assert_eq!(c.provider.max_feed_bytes, 512 << 20);
+        assert_eq!(c.providers.len(), 1);
+        assert_eq!(c.providers[0].fetch_timeout, Duration::from_secs(30));
+        assert_eq!(c.providers[0].max_feed_bytes, 512 << 20);
         assert_eq!(c.max_backoff, Duration::from_secs(300));
-        assert_eq!(c.provider.timezone, Tz::UTC);
+        assert_eq!(c.providers[0].timezone, Tz::UTC);
+        assert!(c.providers[0].url.is_none());
         assert!(c.workers >= 2);
         let demo = |args: &[&str]| {
             let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {

@@ -20,7 +20,10 @@ use crate::digest::Digest;
 /// What a fetch needs to know.
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
-    pub url: String,
+    /// Shown redacted everywhere; exposed only for the request.
+    pub url: crate::secret::SecretUrl,
+    /// Whom the provider's TLS certificate may come from.
+    pub roots: crate::tls::TrustRoots,
     pub connect_timeout: Duration,
     /// Deadline of the whole attempt: connect, headers and body.
     pub timeout: Duration,
@@ -109,14 +112,29 @@ pub fn user_agent() -> String {
     format!("planbox/{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Where the spool file for a store lives: beside it, so it is on the same
-/// (writable, private) file system, named per process.
-pub fn spool_path(db: &Path) -> PathBuf {
+/// Where the spool file of a store's provider lives: beside the store, so
+/// it is on the same (writable, private) file system, named per provider
+/// and process.
+pub fn spool_path(db: &Path, provider: &str) -> PathBuf {
     let name = db
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "planbox.db".into());
-    db.with_file_name(format!(".{name}.feed-{}.tmp", std::process::id()))
+    // Names of the one-provider shorthand may hold any character.
+    let provider: String = provider
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    db.with_file_name(format!(
+        ".{name}.feed-{provider}-{}.tmp",
+        std::process::id()
+    ))
 }
 
 /// Copies `src` into a new spool file at `path`, hashing and counting, and
@@ -190,9 +208,12 @@ pub fn fetch(
         .user_agent(user_agent())
         .accept_encoding("")
         .max_redirects(5)
+        .tls_config(cfg.roots.tls_config())
         .build()
         .into();
-    let mut req = agent.get(&cfg.url).header("Accept-Encoding", "gzip");
+    let mut req = agent
+        .get(cfg.url.expose())
+        .header("Accept-Encoding", "gzip");
     if let Some(etag) = &validators.etag {
         req = req.header("If-None-Match", etag);
     }
@@ -265,7 +286,7 @@ fn classify_read(e: io::Error, cfg: &FetchConfig, started: Instant, status: u16)
             status,
         }
     } else {
-        FetchError::Network(format!("reading the body failed: {text}"))
+        FetchError::Network(format!("reading the body failed: {}", cfg.url.scrub(&text)))
     }
 }
 
@@ -277,7 +298,12 @@ fn classify_ureq(e: ureq::Error, cfg: &FetchConfig) -> FetchError {
         }
         ureq::Error::Timeout(_) => FetchError::Timeout(timeout),
         ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => FetchError::Timeout(timeout),
-        other => FetchError::Network(other.to_string()),
+        // Never the URL's credentials in a message; a refused certificate
+        // in plain words.
+        other => FetchError::Network(
+            crate::tls::explain(&other, cfg.url.server(), cfg.roots.ca_file())
+                .unwrap_or_else(|| cfg.url.scrub(&other.to_string())),
+        ),
     }
 }
 

@@ -16,9 +16,12 @@ pub mod metrics;
 pub mod model;
 pub mod provider_sim;
 pub mod query;
+pub mod secret;
+pub mod service;
 pub mod status_page;
 pub mod store;
 pub mod sync;
 pub mod systemd;
+pub mod tls;
 
 pub use http::{api, server};

@@ -2,14 +2,14 @@
 //!
 //! Owns the counters the HTTP workers and the fetch loop bump: requests by
 //! route and status, a request-duration histogram per route, fetch runs by
-//! outcome, feed items skipped and values repaired by reason, plans
-//! searchable and the last successful fetch. Lock-free on the
+//! provider and outcome, feed items skipped and values repaired by reason,
+//! plans searchable and each provider's last successful fetch. Lock-free on the
 //! request path except one uncontended mutex for the (route, status) map.
 //! This module must not touch the store or the network.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -67,13 +67,21 @@ struct Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
     durations: [Histogram; Route::ALL.len()],
-    fetch_runs: [AtomicU64; Outcome::ALL.len()],
-    /// ("skipped" | "repaired", reason) -> count, over all fetch runs.
-    feed_damage: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// By provider name.
+    providers: Mutex<BTreeMap<String, ProviderCounters>>,
+    /// ("skipped" | "repaired", provider, reason) -> count, over all fetch
+    /// runs.
+    feed_damage: Mutex<BTreeMap<(&'static str, String, String), u64>>,
     plans_searchable: AtomicU64,
-    /// Unix seconds of the last successful fetch; 0 = never.
-    last_success: AtomicI64,
     store_check: Mutex<StoreCheck>,
+}
+
+#[derive(Default)]
+struct ProviderCounters {
+    fetch_runs: [u64; Outcome::ALL.len()],
+    /// Unix seconds of the last successful fetch; 0 = never.
+    last_success: i64,
+    plans_searchable: u64,
 }
 
 /// The background store check's state (see `checker.rs`).
@@ -117,11 +125,10 @@ impl Metrics {
         );
     }
 
-    pub fn observe_fetch(&self, outcome: Outcome, finished_unix: i64) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        self.fetch_runs[i].fetch_add(1, Relaxed);
-        if outcome.is_success() {
-            self.last_success.fetch_max(finished_unix, Relaxed);
+    /// Makes `provider`'s series appear (at zero) before its first fetch.
+    pub fn register_provider(&self, provider: &str) {
+        if let Ok(mut map) = self.providers.lock() {
+            map.entry(provider.to_owned()).or_default();
         }
     }
 
@@ -132,18 +139,42 @@ impl Metrics {
         };
         for (kind, counts) in [("skipped", &run.skipped), ("repaired", &run.repaired)] {
             for (reason, n) in counts {
-                *map.entry((kind, reason.clone())).or_default() += n;
+                *map.entry((kind, run.provider.clone(), reason.clone()))
+                    .or_default() += n;
             }
         }
     }
 
-    /// Seeds the last-success time from the journal at start.
-    pub fn set_last_success(&self, unix: i64) {
-        self.last_success.fetch_max(unix, Relaxed);
+    pub fn observe_fetch(&self, provider: &str, outcome: Outcome, finished_unix: i64) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        if let Ok(mut map) = self.providers.lock() {
+            let c = map.entry(provider.to_owned()).or_default();
+            c.fetch_runs[i] += 1;
+            if outcome.is_success() {
+                c.last_success = c.last_success.max(finished_unix);
+            }
+        }
     }
 
-    pub fn last_success(&self) -> Option<i64> {
-        Some(self.last_success.load(Relaxed)).filter(|t| *t > 0)
+    /// Seeds a provider's last-success time from the journal at start.
+    pub fn set_last_success(&self, provider: &str, unix: i64) {
+        if let Ok(mut map) = self.providers.lock() {
+            let c = map.entry(provider.to_owned()).or_default();
+            c.last_success = c.last_success.max(unix);
+        }
+    }
+
+    /// Plans of `provider` a search can return (from the store's counters).
+    pub fn set_provider_plans_searchable(&self, provider: &str, n: u64) {
+        if let Ok(mut map) = self.providers.lock() {
+            map.entry(provider.to_owned()).or_default().plans_searchable = n;
+        }
+    }
+
+    /// The last successful fetch of `provider`.
+    pub fn last_success(&self, provider: &str) -> Option<i64> {
+        let map = self.providers.lock().ok()?;
+        map.get(provider).map(|c| c.last_success).filter(|t| *t > 0)
     }
 
     pub fn store_check(&self) -> StoreCheck {
@@ -211,32 +242,58 @@ impl Metrics {
                 "planbox_http_request_duration_seconds_count{{route=\"{label}\"}} {count}"
             );
         }
-        out.push_str("# HELP planbox_fetch_runs_total Fetch attempts since start, by outcome.\n");
+        // Provider names are `[a-z0-9_-]+` (or the one-provider shorthand's
+        // name), escaped all the same.
+        type Row = (String, [u64; Outcome::ALL.len()], i64, u64);
+        let providers: Vec<Row> = self
+            .providers
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, c)| {
+                        (
+                            label_value(k),
+                            c.fetch_runs,
+                            c.last_success,
+                            c.plans_searchable,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(
+            "# HELP planbox_fetch_runs_total Fetch attempts since start, by provider and outcome.\n",
+        );
         out.push_str("# TYPE planbox_fetch_runs_total counter\n");
-        for (i, o) in Outcome::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "planbox_fetch_runs_total{{outcome=\"{o}\"}} {}",
-                self.fetch_runs[i].load(Relaxed)
-            );
+        for (p, runs, _, _) in &providers {
+            for (i, o) in Outcome::ALL.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "planbox_fetch_runs_total{{provider=\"{p}\",outcome=\"{o}\"}} {}",
+                    runs[i]
+                );
+            }
         }
         if let Ok(map) = self.feed_damage.lock() {
             for (kind, help) in [
                 (
                     "skipped",
-                    "Feed items (and zones) skipped since start, by reason.",
+                    "Feed items (and zones) skipped since start, by provider and reason.",
                 ),
                 (
                     "repaired",
-                    "Feed values repaired since start (HTML entities, lone &), by reason.",
+                    "Feed values repaired since start (HTML entities, lone &), by provider and reason.",
                 ),
             ] {
                 let name = format!("planbox_feed_{kind}_total");
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} counter");
-                for ((k, reason), n) in map.iter() {
+                for ((k, provider, reason), n) in map.iter() {
                     if *k == kind {
-                        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+                        let _ = writeln!(
+                            out,
+                            "{name}{{provider=\"{provider}\",reason=\"{reason}\"}} {n}"
+                        );
                     }
                 }
             }
@@ -250,13 +307,24 @@ impl Metrics {
             "planbox_plans_searchable {}",
             self.plans_searchable.load(Relaxed)
         );
-        out.push_str("# HELP planbox_last_fetch_success_timestamp_seconds Unix time of the last successful fetch (0: none yet).\n");
+        out.push_str("# HELP planbox_last_fetch_success_timestamp_seconds Unix time of the provider's last successful fetch (0: none yet).\n");
         out.push_str("# TYPE planbox_last_fetch_success_timestamp_seconds gauge\n");
-        let _ = writeln!(
-            out,
-            "planbox_last_fetch_success_timestamp_seconds {}",
-            self.last_success.load(Relaxed)
+        for (p, _, last, _) in &providers {
+            let _ = writeln!(
+                out,
+                "planbox_last_fetch_success_timestamp_seconds{{provider=\"{p}\"}} {last}"
+            );
+        }
+        out.push_str(
+            "# HELP planbox_provider_plans_searchable Plans of the provider a search can return.\n",
         );
+        out.push_str("# TYPE planbox_provider_plans_searchable gauge\n");
+        for (p, _, _, n) in &providers {
+            let _ = writeln!(
+                out,
+                "planbox_provider_plans_searchable{{provider=\"{p}\"}} {n}"
+            );
+        }
         let check = self.store_check();
         out.push_str("# HELP planbox_store_checks_total Integrity checks of the store since start, by result.\n");
         out.push_str("# TYPE planbox_store_checks_total counter\n");
@@ -296,6 +364,13 @@ impl Metrics {
     }
 }
 
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,8 +381,9 @@ mod tests {
         m.observe_request(Route::Search, 200, Duration::from_micros(50));
         m.observe_request(Route::Search, 200, Duration::from_millis(3));
         m.observe_request(Route::Search, 400, Duration::from_millis(3));
-        m.observe_fetch(Outcome::Timeout, 10);
-        m.observe_fetch(Outcome::Ok, 20);
+        m.observe_fetch("a", Outcome::Timeout, 10);
+        m.observe_fetch("a", Outcome::Ok, 20);
+        m.register_provider("b");
         let text = m.render();
         assert!(text.contains("planbox_http_requests_total{route=\"/search\",status=\"200\"} 2"));
         assert!(text.contains("planbox_http_requests_total{route=\"/search\",status=\"400\"} 1"));
@@ -317,8 +393,11 @@ mod tests {
         assert!(text.contains(
             "planbox_http_request_duration_seconds_bucket{route=\"/search\",le=\"0.005\"} 3"
         ));
-        assert!(text.contains("planbox_fetch_runs_total{outcome=\"timeout\"} 1"));
-        assert!(text.contains("planbox_last_fetch_success_timestamp_seconds 20"));
+        assert!(text.contains("planbox_fetch_runs_total{provider=\"a\",outcome=\"timeout\"} 1"));
+        assert!(text.contains("planbox_fetch_runs_total{provider=\"b\",outcome=\"timeout\"} 0"));
+        assert!(text.contains("planbox_last_fetch_success_timestamp_seconds{provider=\"a\"} 20"));
+        assert!(text.contains("planbox_last_fetch_success_timestamp_seconds{provider=\"b\"} 0"));
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert!(text.contains("planbox_store_damaged 0"));
         m.update_store_check(|c| {
             c.damaged += 1;
@@ -333,6 +412,7 @@ mod tests {
     fn skips_and_repairs_are_counted_by_reason_across_runs() {
         let m = Metrics::new();
         let mut run = FetchRun {
+            provider: "provider".into(),
             started_at: String::new(),
             duration_ms: 0,
             source: String::new(),
@@ -347,10 +427,22 @@ mod tests {
         m.observe_damage(&run);
         run.repaired.insert("bare_ampersand".into(), 1);
         m.observe_damage(&run);
+        run.provider = "other".into();
+        m.observe_damage(&run);
         let text = m.render();
-        assert!(text.contains("planbox_feed_skipped_total{reason=\"unresolved_reference\"} 4"));
-        assert!(text.contains("planbox_feed_repaired_total{reason=\"html_entity\"} 6"));
-        assert!(text.contains("planbox_feed_repaired_total{reason=\"bare_ampersand\"} 1"));
+        let has = |s: &str| text.contains(s);
+        assert!(has(
+            "planbox_feed_skipped_total{provider=\"provider\",reason=\"unresolved_reference\"} 4"
+        ));
+        assert!(has(
+            "planbox_feed_repaired_total{provider=\"provider\",reason=\"html_entity\"} 6"
+        ));
+        assert!(has(
+            "planbox_feed_repaired_total{provider=\"provider\",reason=\"bare_ampersand\"} 1"
+        ));
+        assert!(has(
+            "planbox_feed_repaired_total{provider=\"other\",reason=\"bare_ampersand\"} 1"
+        ));
         assert!(text.contains("# TYPE planbox_feed_repaired_total counter"));
     }
 }

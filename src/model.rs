@@ -36,6 +36,34 @@ pub fn local_seconds(t: &LocalDateTime) -> i64 {
     t.and_utc().timestamp()
 }
 
+/// The instant (Unix seconds) of provider-local seconds in zone `tz`, for
+/// ordering plans of providers in different zones. A wall-clock time that
+/// exists twice (the hour after a DST fall-back) is its first occurrence; one
+/// that does not exist (the hour skipped at a spring-forward) is the instant
+/// the clocks jumped, so later local times never map to earlier instants.
+pub fn local_to_instant(local: i64, tz: chrono_tz::Tz) -> i64 {
+    use chrono::{offset::LocalResult, TimeZone, Timelike};
+    let Some(naive) = from_local_seconds(local) else {
+        return local;
+    };
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => t.timestamp(),
+        LocalResult::Ambiguous(first, _) => first.timestamp(),
+        LocalResult::None => {
+            // Walk to the end of the gap, minute by minute (gaps are an hour
+            // in practice; the longest on record is a day).
+            for minutes in 1..=(26 * 60) {
+                let later = naive + chrono::Duration::minutes(minutes);
+                let later = later.with_second(0).unwrap_or(later);
+                if let Some(t) = tz.from_local_datetime(&later).earliest() {
+                    return t.timestamp();
+                }
+            }
+            local
+        }
+    }
+}
+
 /// Inverse of [`local_seconds`].
 pub fn from_local_seconds(secs: i64) -> Option<LocalDateTime> {
     chrono::DateTime::from_timestamp(secs, 0).map(|d| d.naive_utc())
@@ -268,6 +296,15 @@ pub struct Window {
     pub ends_at: Option<i64>,
 }
 
+/// One provider's part of a search over several providers: its window in
+/// its own local seconds, and its zone (to order its plans by instant).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderWindow {
+    pub provider: String,
+    pub tz: chrono_tz::Tz,
+    pub window: Window,
+}
+
 impl Window {
     /// `starts_at` after `ends_at` is a well-formed query with no answer.
     pub fn is_empty(&self) -> bool {
@@ -289,8 +326,15 @@ pub struct SearchQuery {
     pub window: Window,
     /// At most this many plans (1..=100,000); `None` is the whole window.
     pub limit: Option<u32>,
-    /// Only plans after this position.
+    /// Only plans after this position. Over several providers (`parts`
+    /// not empty) its start and end are instants (Unix seconds), else the
+    /// one zone's local seconds.
     pub after: Option<Position>,
+    /// Empty: every plan in one zone, the one `window` (the store's order is
+    /// the answer order). Otherwise each provider with its window in its own
+    /// zone, merged by (start instant, end instant, id); `window` is then
+    /// unused.
+    pub parts: Vec<ProviderWindow>,
 }
 
 impl From<Window> for SearchQuery {
@@ -476,6 +520,8 @@ pub struct PlanCounts {
 /// One journaled attempt, as `planbox status --json` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FetchRun {
+    /// The provider's name (empty for journal rows older than that).
+    pub provider: String,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub duration_ms: u64,
@@ -513,6 +559,60 @@ impl FetchRun {
 
 fn outcome_str<S: serde::Serializer>(o: &Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(o.as_str())
+}
+
+/// One event of a `/search` answer, decoded for people (status page, CLI
+/// table) with the prices' exact JSON text kept.
+#[derive(Debug, serde::Deserialize)]
+pub struct EventRow {
+    pub id: String,
+    pub title: String,
+    pub start_date: String,
+    pub start_time: Option<String>,
+    pub end_date: Option<String>,
+    pub end_time: Option<String>,
+    pub min_price: Box<serde_json::value::RawValue>,
+    pub max_price: Box<serde_json::value::RawValue>,
+}
+
+impl EventRow {
+    /// `date time`, or `-` when absent.
+    pub fn start(&self) -> String {
+        join_date_time(Some(&self.start_date), self.start_time.as_deref())
+    }
+
+    pub fn end(&self) -> String {
+        join_date_time(self.end_date.as_deref(), self.end_time.as_deref())
+    }
+
+    /// The price as the API wrote it (`15.00`), `-` for null.
+    pub fn price(raw: &serde_json::value::RawValue) -> &str {
+        match raw.get() {
+            "null" => "-",
+            p => p,
+        }
+    }
+}
+
+fn join_date_time(date: Option<&str>, time: Option<&str>) -> String {
+    match (date, time) {
+        (Some(d), Some(t)) => format!("{d} {t}"),
+        (Some(d), None) => d.to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Decodes the events of a `/search` success body.
+pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        data: Data,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        events: Vec<EventRow>,
+    }
+    Ok(serde_json::from_slice::<Envelope>(body)?.data.events)
 }
 
 #[cfg(test)]
@@ -682,5 +782,67 @@ mod tests {
         assert!(parse_feed_datetime("2021-06-30").is_none());
         let t = parse_feed_datetime("0001-01-01T00:00:00").unwrap();
         assert_eq!(from_local_seconds(local_seconds(&t)), Some(t));
+    }
+}
+
+#[cfg(test)]
+mod instant_tests {
+    use super::*;
+    use chrono_tz::Europe::Madrid;
+
+    fn local(s: &str) -> i64 {
+        local_seconds(&parse_feed_datetime(s).unwrap())
+    }
+
+    fn utc(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    #[test]
+    fn local_times_become_instants_with_the_dst_edges_decided() {
+        assert_eq!(
+            local_to_instant(local("2021-06-30T21:00:00"), Madrid),
+            utc("2021-06-30T19:00:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-01-10T21:00:00"), Madrid),
+            utc("2021-01-10T20:00:00Z")
+        );
+        // 2021-03-28: clocks jump 02:00 -> 03:00; 02:30 never happened and
+        // counts as the instant of the jump (= 03:00 CEST).
+        assert_eq!(
+            local_to_instant(local("2021-03-28T02:30:00"), Madrid),
+            utc("2021-03-28T01:00:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-03-28T03:00:00"), Madrid),
+            utc("2021-03-28T01:00:00Z")
+        );
+        // 2021-10-31: 02:00-02:59 happens twice; the first (CEST) counts.
+        assert_eq!(
+            local_to_instant(local("2021-10-31T02:30:00"), Madrid),
+            utc("2021-10-31T00:30:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-10-31T03:00:00"), Madrid),
+            utc("2021-10-31T02:00:00Z")
+        );
+        assert_eq!(
+            local_to_instant(local("2021-06-30T21:00:00"), chrono_tz::UTC),
+            local("2021-06-30T21:00:00")
+        );
+    }
+
+    #[test]
+    fn later_local_times_never_map_to_earlier_instants() {
+        for day in ["2021-03-28T00:00:00", "2021-10-31T00:00:00"] {
+            let start = local(day);
+            let mut last = i64::MIN;
+            for minute in 0..(24 * 60) {
+                let i = local_to_instant(start + minute * 60, Madrid);
+                assert!(i >= last, "{day} + {minute} min");
+                last = i;
+            }
+        }
     }
 }

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::ServiceInfo;
 use crate::feed::{FeedItem, FeedReader, ParseError, Skip};
 use crate::fetch::{self, FetchConfig, FetchError, Fetched, Validators};
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome, PlanCounts};
+use crate::service::ServiceInfo;
 use crate::store::{FeedState, Store, StoreError};
 
 /// A stop request shared by the loops of a process.
@@ -225,7 +225,7 @@ pub fn ingest<R: BufRead + Send>(
         let parsed = parsed?;
         Ok::<_, IngestError>((parsed.position, parsed.repaired))
     })?;
-    log_damage(&skipped, &examples, &repaired);
+    log_damage(run, &skipped, &examples, &repaired);
     // An import learns its size only by reading it: the whole document was.
     run.bytes = run.bytes.max(position);
     run.counts = tx.counts();
@@ -236,8 +236,11 @@ pub fn ingest<R: BufRead + Send>(
 }
 
 /// One log line per skip reason and per repair reason of an ingest, with
-/// the first skipped item of each reason as an example.
+/// the first skipped item of each reason as an example. Each names the
+/// provider and the run's source, which is already redacted (never a
+/// credential of the provider URL).
 fn log_damage(
+    run: &FetchRun,
     skipped: &BTreeMap<String, u64>,
     examples: &BTreeMap<String, Skip>,
     repaired: &BTreeMap<String, u64>,
@@ -250,6 +253,8 @@ fn log_damage(
             crate::log::Level::Warn,
             "skipped feed items",
             &[
+                ("provider", &run.provider),
+                ("source", &run.source),
                 ("reason", reason),
                 ("count", n),
                 ("first", &first.to_string()),
@@ -260,7 +265,12 @@ fn log_damage(
         crate::log::log(
             crate::log::Level::Info,
             "repaired feed values",
-            &[("reason", reason), ("count", n)],
+            &[
+                ("provider", &run.provider),
+                ("source", &run.source),
+                ("reason", reason),
+                ("count", n),
+            ],
         );
     }
 }
@@ -283,8 +293,9 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn new_run(source: &str) -> FetchRun {
+fn new_run(provider: &str, source: &str) -> FetchRun {
     FetchRun {
+        provider: provider.to_owned(),
         started_at: now_rfc3339(),
         duration_ms: 0,
         source: source.to_owned(),
@@ -317,15 +328,45 @@ pub struct Attempt {
     pub retry_after: Option<Duration>,
 }
 
+/// How a fetch reaches the store's single writer: directly (`fetch`,
+/// `import`, tests) or shared by the fetch loops of several providers
+/// (`Arc<Mutex<Store>>`), held only while the store is read or written,
+/// never during the download, so one provider hanging never delays
+/// another's ingest; ingests serialize on the writer.
+pub trait WithStore {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R;
+}
+
+impl WithStore for Store {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(self)
+    }
+}
+
+impl WithStore for &mut Store {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(self)
+    }
+}
+
+impl WithStore for Arc<Mutex<Store>> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R {
+        // A panic while holding the writer leaves no open transaction
+        // behind (a dropped `Ingest` rolls back), so the store stays usable.
+        let mut guard = self.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
 /// Journals `run`, logs it and counts it in `metrics`. A journal write that
 /// fails is logged; it never stops the loop.
-fn finish(store: &mut Store, run: &FetchRun, journaled: bool, metrics: &Metrics) {
+fn finish(store: &mut impl WithStore, run: &FetchRun, journaled: bool, metrics: &Metrics) {
     if !journaled {
-        if let Err(e) = store.record_run(run) {
+        if let Err(e) = store.with(|s| s.record_run(run)) {
             crate::log::error(&format!("cannot journal the fetch run: {e}"));
         }
     }
-    metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+    metrics.observe_fetch(&run.provider, run.outcome, chrono::Utc::now().timestamp());
     metrics.observe_damage(run);
     log_run(run);
 }
@@ -344,6 +385,7 @@ pub fn log_run(run: &FetchRun) {
         level,
         "fetch run",
         &[
+            ("provider", &run.provider),
             ("source", &run.source),
             ("outcome", &run.outcome),
             ("http_status", &status),
@@ -360,17 +402,20 @@ pub fn log_run(run: &FetchRun) {
     );
 }
 
-/// One fetch attempt, journaled.
+/// One fetch attempt, journaled. The journal, the logs and the metrics see
+/// the provider's URL redacted and its error text scrubbed of credentials.
 pub fn fetch_once(
-    store: &mut Store,
+    store: &mut impl WithStore,
     cfg: &SyncConfig,
     metrics: &Metrics,
     stop: Option<&Stop>,
 ) -> Attempt {
     let started = Instant::now();
-    let mut run = new_run(&cfg.fetch.url);
+    let mut run = new_run(&cfg.provider, cfg.fetch.url.redacted());
     let mut retry_after = None;
-    let state = store.feed_state(&cfg.provider).unwrap_or_default();
+    let state = store
+        .with(|s| s.feed_state(&cfg.provider))
+        .unwrap_or_default();
     let validators = Validators {
         etag: state.etag.clone(),
         last_modified: state.last_modified.clone(),
@@ -380,7 +425,7 @@ pub fn fetch_once(
     match fetch::fetch(
         &cfg.fetch,
         &validators,
-        &fetch::spool_path(&cfg.db),
+        &fetch::spool_path(&cfg.db, &cfg.provider),
         &cancelled,
     ) {
         Ok(Fetched::NotModified) => {
@@ -410,7 +455,7 @@ pub fn fetch_once(
                 // Only new validators are worth a write; the plans are not
                 // touched at all.
                 if new_state != state {
-                    if let Err(e) = store.set_validators(&cfg.provider, &new_state) {
+                    if let Err(e) = store.with(|s| s.set_validators(&cfg.provider, &new_state)) {
                         crate::log::error(&format!("cannot record the feed validators: {e}"));
                     }
                 }
@@ -424,7 +469,9 @@ pub fn fetch_once(
                             progress: &mut |_| {},
                             charset: charset.as_deref(),
                         };
-                        match ingest(store, &cfg.provider, reader, &mut run, opts) {
+                        let landed =
+                            store.with(|s| ingest(s, &cfg.provider, reader, &mut run, opts));
+                        match landed {
                             Ok(_) => journaled = true,
                             Err(IngestError::Interrupted) => {
                                 crate::log::info("ingest interrupted by shutdown; nothing written");
@@ -470,6 +517,9 @@ pub fn fetch_once(
         }
     }
     run.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(e) = &mut run.error {
+        *e = cfg.fetch.url.scrub(e);
+    }
     finish(store, &run, journaled, metrics);
     Attempt { run, retry_after }
 }
@@ -539,7 +589,7 @@ pub struct Tick {
 
 /// The fetch loop: runs until `stop`. Owns the store's write connection.
 pub fn run_loop(
-    store: Store,
+    store: impl WithStore,
     cfg: SyncConfig,
     metrics: Arc<Metrics>,
     info: Arc<ServiceInfo>,
@@ -552,7 +602,7 @@ pub fn run_loop(
 /// long the loop will wait. The loop never gives up: every failure only
 /// lengthens the wait, up to `max_backoff`.
 pub fn run_loop_observed(
-    mut store: Store,
+    mut store: impl WithStore,
     cfg: SyncConfig,
     metrics: Arc<Metrics>,
     info: Arc<ServiceInfo>,
@@ -568,7 +618,7 @@ pub fn run_loop_observed(
         } else {
             failures = failures.saturating_add(1);
         }
-        if let Ok(c) = store.counts() {
+        if let Ok(c) = store.with(|s| s.counts()) {
             metrics.set_plans_searchable(c.plans_searchable);
         }
         let delay = next_delay(
@@ -586,7 +636,7 @@ pub fn run_loop_observed(
             delay,
         });
         let next = chrono::Utc::now().timestamp() + delay.as_secs() as i64;
-        info.next_fetch.store(next, Relaxed);
+        info.set_next_fetch(&cfg.provider, next);
         if stop.wait(delay) {
             break;
         }
@@ -606,7 +656,7 @@ pub fn import_file(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<FetchRun, IngestError> {
     let started = Instant::now();
-    let mut run = new_run(&path.display().to_string());
+    let mut run = new_run(provider, &path.display().to_string());
     let file = std::fs::File::open(path).map_err(|e| IngestError::Parse(ParseError::Io(e)))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     // A regular file's size is known: one over the limit is refused before
@@ -628,7 +678,7 @@ pub fn import_file(
     };
     match result {
         Ok(()) => {
-            metrics.observe_fetch(run.outcome, chrono::Utc::now().timestamp());
+            metrics.observe_fetch(provider, run.outcome, chrono::Utc::now().timestamp());
             metrics.observe_damage(&run);
             log_run(&run);
             Ok(run)
@@ -898,7 +948,7 @@ mod tests {
                 // (base, plan) -> (ever online, latest event)
                 let mut model: HashMap<(u8, u8), (bool, serde_json::Value)> = HashMap::new();
                 for f in &feeds {
-                    let mut run = new_run("prop");
+                    let mut run = new_run("provider", "prop");
                     let opts = IngestOptions { state: None, started: Instant::now(), stop: None, progress: &mut |_| {}, charset: None };
                     let xml = render(f);
                     ingest(&mut store, DEFAULT_PROVIDER, xml.as_bytes(), &mut run, opts)

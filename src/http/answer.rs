@@ -202,6 +202,17 @@ pub(crate) fn search_etag(v: &DataVersion, q: &SearchQuery, enc: Encoding) -> St
         d.update(&p.end.unwrap_or(0).to_le_bytes());
         d.field(p.id.as_bytes());
     }
+    // Over several providers (or `provider=`), the answer depends on which
+    // providers are searched and in which zones; a one-zone answer's tag
+    // stays what it was.
+    for part in &q.parts {
+        d.field(part.provider.as_bytes());
+        d.field(part.tz.name().as_bytes());
+        for bound in [part.window.starts_at, part.window.ends_at] {
+            d.update(&[u8::from(bound.is_some())]);
+            d.update(&bound.unwrap_or(0).to_le_bytes());
+        }
+    }
     d.update(&[enc as u8]);
     format!("\"{:016x}\"", d.finish())
 }
@@ -231,7 +242,7 @@ pub(crate) fn next_link(raw_query: &str, next: &crate::model::Position) -> Strin
         // reaches the header.
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
         let ours = crate::query::percent_decode(key)
-            .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit"));
+            .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit" | "provider"));
         if !ours {
             continue;
         }
@@ -396,5 +407,46 @@ pub(crate) fn parse_qvalue(v: &str) -> Option<u16> {
         "0" => Some(frac_value),
         "1" if frac_value == 0 => Some(1000),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ProviderWindow, Window};
+    use chrono_tz::Tz;
+
+    #[test]
+    fn etags_vary_with_the_providers_searched_and_their_zones_only_when_there_are_parts() {
+        let v = DataVersion::default();
+        let one = SearchQuery::default();
+        let part = |name: &str, tz| ProviderWindow {
+            provider: name.into(),
+            tz,
+            window: Window::default(),
+        };
+        let with = |parts: Vec<ProviderWindow>| SearchQuery {
+            parts,
+            ..SearchQuery::default()
+        };
+        let tags = [
+            search_etag(&v, &one, Encoding::Identity),
+            search_etag(
+                &v,
+                &with(vec![part("a", Tz::UTC), part("b", Tz::UTC)]),
+                Encoding::Identity,
+            ),
+            search_etag(
+                &v,
+                &with(vec![part("a", Tz::UTC), part("b", Tz::Europe__Madrid)]),
+                Encoding::Identity,
+            ),
+            search_etag(&v, &with(vec![part("a", Tz::UTC)]), Encoding::Identity),
+        ];
+        for i in 0..tags.len() {
+            for j in i + 1..tags.len() {
+                assert_ne!(tags[i], tags[j], "{i} {j}");
+            }
+        }
     }
 }

@@ -6,9 +6,9 @@
 //! testable without sockets or files. It must not touch sockets, spawn
 //! threads, or let any input reach a panic, a 500 or a message with SQL text.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono_tz::Tz;
 
@@ -19,9 +19,10 @@ use super::answer::{
 };
 pub use super::events::{decode_events, for_each_event, EventRow};
 use crate::metrics::{Metrics, Route};
-use crate::model::{FetchRun, SearchQuery};
+use crate::model::{FetchRun, ProviderWindow, SearchQuery};
 use crate::query::{parse_search, parse_search_query};
-use crate::store::{DataVersion, Reader, Snapshot, StoreCounts, StoreError};
+use crate::service::ServiceInfo;
+use crate::store::{DataVersion, MonthCount, Reader, Snapshot, StoreCounts, StoreError};
 
 /// Cheaply shareable response bytes.
 pub type Bytes = Arc<[u8]>;
@@ -36,7 +37,8 @@ pub trait Source {
     /// What a search would see now.
     fn version(&mut self) -> Result<DataVersion, StoreError>;
     /// Streams the answer to `q` from one snapshot into `f` (see
-    /// [`Reader::stream`]).
+    /// [`Reader::stream`]; over several providers, `q.parts`, the k-way
+    /// merge by instant).
     fn stream(
         &mut self,
         q: &SearchQuery,
@@ -46,6 +48,21 @@ pub trait Source {
     fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError>;
     fn ready(&mut self) -> bool {
         self.version().is_ok()
+    }
+    /// The newest runs of one provider.
+    fn runs_of(&mut self, provider: &str, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
+        let mut runs = self.runs(limit.saturating_mul(8))?;
+        runs.retain(|r| r.provider == provider);
+        runs.truncate(limit);
+        Ok(runs)
+    }
+    /// Searchable plans by provider and month (the status page's histogram).
+    fn plans_per_month(&mut self) -> Result<Vec<MonthCount>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Each provider's counts (none known: empty).
+    fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
+        Ok(BTreeMap::new())
     }
 }
 
@@ -65,6 +82,15 @@ impl Source for Reader {
     }
     fn runs(&mut self, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
         Reader::runs(self, limit)
+    }
+    fn runs_of(&mut self, provider: &str, limit: usize) -> Result<Vec<FetchRun>, StoreError> {
+        Reader::runs_of(self, provider, limit)
+    }
+    fn plans_per_month(&mut self) -> Result<Vec<MonthCount>, StoreError> {
+        Reader::plans_per_month(self)
+    }
+    fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
+        Reader::provider_counts(self)
     }
 }
 
@@ -152,15 +178,6 @@ pub fn error_response(status: u16, route: Route, code: &str, message: &str) -> R
     }
 }
 
-/// Facts about the running service shown on the status page.
-#[derive(Debug, Default)]
-pub struct ServiceInfo {
-    pub provider_url: String,
-    pub version: &'static str,
-    /// Unix seconds of the next scheduled fetch; 0 = unknown.
-    pub next_fetch: AtomicI64,
-}
-
 /// The API: configuration plus shared caches and metrics. One per server,
 /// shared by all workers.
 pub struct Api {
@@ -173,6 +190,14 @@ pub struct Api {
     serve_metrics: bool,
     /// Whether `/metrics` is the only path served here (the metrics listener).
     only_metrics: bool,
+    /// Whether the status page `/` is served here (false when it has its
+    /// own listener, `--status-listen`).
+    serve_status: bool,
+    /// Searchable plans per month, computed once per data generation.
+    months: Mutex<Option<(u64, Arc<Vec<MonthCount>>)>>,
+    /// Every provider a search covers, with its zone (empty: the store's
+    /// plans all in `tz`, searched as one).
+    providers: Vec<(String, Tz)>,
 }
 
 impl Api {
@@ -185,6 +210,81 @@ impl Api {
             info,
             serve_metrics: true,
             only_metrics: false,
+            serve_status: true,
+            months: Mutex::new(None),
+            providers: Vec::new(),
+        }
+    }
+
+    /// The providers searches cover, each with its zone. While they all
+    /// share `tz` and no `provider=` is asked for, a search is one window
+    /// in that zone (the store's order is then the answer order); otherwise
+    /// each provider is searched in its own zone and the plans are merged by
+    /// instant (PRODUCT.md §8).
+    pub fn with_providers(mut self, providers: Vec<(String, Tz)>) -> Api {
+        self.providers = providers;
+        self
+    }
+
+    /// Parses a `/search` query (also the status page's form) into what to
+    /// read: `provider=NAME`, the time bounds and the page. Over one zone
+    /// and no `provider=`, `parts` stays empty (one window, the store's
+    /// order); otherwise each provider gets its window in its own zone and
+    /// the `after` cursor holds instants.
+    fn plan_search(&self, query: &str) -> Result<SearchQuery, String> {
+        let provider = provider_param(query)?;
+        let mut q = parse_search(query, self.tz).map_err(|e| e.message)?;
+        if let Some(name) = &provider {
+            if !self.providers.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = self.providers.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!(
+                    "provider: no provider named `{}` here; known: {}",
+                    short(name),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+        }
+        if provider.is_none() && self.providers.iter().all(|(_, tz)| *tz == self.tz) {
+            return Ok(q);
+        }
+        for (name, tz) in &self.providers {
+            if provider.as_ref().is_some_and(|p| p != name) {
+                continue;
+            }
+            q.parts.push(ProviderWindow {
+                provider: name.clone(),
+                tz: *tz,
+                window: parse_search_query(query, *tz).map_err(|e| e.message)?,
+            });
+        }
+        Ok(q)
+    }
+
+    /// The same API without the status page (a 404 here): it is served on
+    /// its own listener instead (`--status-listen`).
+    pub fn without_status(mut self) -> Api {
+        self.serve_status = false;
+        self
+    }
+
+    /// The API of an operator listener: `/metrics` and/or the status page
+    /// and nothing else (every other path is a 404).
+    pub fn side(
+        tz: Tz,
+        metrics: Arc<Metrics>,
+        info: Arc<ServiceInfo>,
+        metrics_here: bool,
+        status_here: bool,
+    ) -> Api {
+        Api {
+            serve_metrics: metrics_here,
+            serve_status: status_here,
+            only_metrics: true,
+            ..Api::new(tz, metrics, info)
         }
     }
 
@@ -200,6 +300,7 @@ impl Api {
     pub fn metrics_only(metrics: Arc<Metrics>) -> Api {
         Api {
             only_metrics: true,
+            serve_status: false,
             ..Api::new(Tz::UTC, metrics, Arc::default())
         }
     }
@@ -213,12 +314,12 @@ impl Api {
         let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
         let route = match path {
             "/metrics" if self.serve_metrics => Some(Route::Metrics),
+            "/" if self.serve_status => Some(Route::Status),
             _ if self.only_metrics => None,
             "/search" => Some(Route::Search),
             "/health" => Some(Route::Health),
             "/ready" => Some(Route::Ready),
             "/openapi.yaml" => Some(Route::OpenApi),
-            "/" => Some(Route::Status),
             _ => None,
         };
         let Some(route) = route else {
@@ -278,9 +379,9 @@ impl Api {
 
     fn search(&self, req: &Request<'_>, query: &str, src: &mut dyn Source) -> Response {
         let route = Route::Search;
-        let q = match parse_search(query, self.tz) {
+        let q = match self.plan_search(query) {
             Ok(q) => q,
-            Err(e) => return error_response(400, route, code::INVALID_PARAMETER, &e.message),
+            Err(message) => return error_response(400, route, code::INVALID_PARAMETER, &message),
         };
         let version = match self.version.get(src) {
             Ok(v) => v,
@@ -444,6 +545,12 @@ impl Api {
         if let Ok(c) = src.counts() {
             self.metrics.set_plans_searchable(c.plans_searchable);
         }
+        if let Ok(by_provider) = src.provider_counts() {
+            for (name, c) in by_provider {
+                self.metrics
+                    .set_provider_plans_searchable(&name, c.plans_searchable);
+            }
+        }
         Response {
             status: 200,
             route,
@@ -456,6 +563,26 @@ impl Api {
         }
     }
 
+    /// Searchable plans per provider and month, read once per generation
+    /// (it reads one small index entry per searchable plan).
+    fn months(&self, src: &mut dyn Source) -> Arc<Vec<MonthCount>> {
+        let Ok(generation) = src.version().map(|v| v.generation) else {
+            return Arc::default();
+        };
+        if let Ok(cached) = self.months.lock() {
+            if let Some((g, m)) = cached.as_ref() {
+                if *g == generation {
+                    return m.clone();
+                }
+            }
+        }
+        let fresh = Arc::new(src.plans_per_month().unwrap_or_default());
+        if let Ok(mut cached) = self.months.lock() {
+            *cached = Some((generation, fresh.clone()));
+        }
+        fresh
+    }
+
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
         // A form field left empty means "unbounded" here (the API itself
         // answers 400 to an empty value).
@@ -464,32 +591,47 @@ impl Api {
             .filter(|p| !p.is_empty() && !p.ends_with('='))
             .collect::<Vec<_>>()
             .join("&");
+        let months = self.months(src);
+        let by_provider = src.provider_counts().unwrap_or_default();
+        let providers = self
+            .info
+            .providers
+            .iter()
+            .map(|p| crate::status_page::ProviderPanel {
+                info: p,
+                last_success: self.metrics.last_success(&p.name),
+                counts: by_provider.get(&p.name).copied(),
+                runs: src.runs_of(&p.name, 40).unwrap_or_default(),
+                months: months
+                    .iter()
+                    .filter(|m| m.provider == p.name)
+                    .map(|m| (m.month.clone(), m.plans))
+                    .collect(),
+            })
+            .collect();
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
-            last_success: self.metrics.last_success(),
+            providers,
             counts: src.counts().ok(),
             runs: src.runs(20).unwrap_or_default(),
             query,
             search: if query.is_empty() {
                 None
             } else {
-                Some(
-                    parse_search_query(&form, self.tz)
-                        .map_err(|e| e.message)
-                        .and_then(|w| {
-                            // Enough to show the first 1000 and say there
-                            // are more.
-                            let q = SearchQuery {
-                                limit: Some(1001),
-                                ..SearchQuery::from(w)
-                            };
-                            self.first_page(q, src)
-                                .map_err(|_| "the store cannot be read right now".into())
-                        }),
-                )
+                Some(self.plan_search(&form).and_then(|q| {
+                    // Enough to show the first 1000 and say there are more.
+                    let q = SearchQuery {
+                        limit: Some(1001),
+                        after: None,
+                        ..q
+                    };
+                    self.first_page(q, src)
+                        .map_err(|_| "the store cannot be read right now".into())
+                }))
             },
             metrics_here: self.serve_metrics,
             store_check: self.metrics.store_check(),
+            search_here: !self.only_metrics,
         });
         Response {
             status: 200,
@@ -542,6 +684,27 @@ pub fn unavailable(route: Route, code: &str, message: &str) -> Response {
     r
 }
 
+/// The `provider` parameter: absent, or one non-empty name.
+fn provider_param(query: &str) -> Result<Option<String>, String> {
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if crate::query::percent_decode(k).ok().as_deref() != Some("provider") {
+            continue;
+        }
+        if found.is_some() {
+            return Err("provider: given more than once; give one provider name".into());
+        }
+        let v = crate::query::percent_decode(v)
+            .map_err(|e| format!("provider: {e}; expected a provider name"))?;
+        if v.is_empty() {
+            return Err("provider: empty value; expected a provider name".into());
+        }
+        found = Some(v);
+    }
+    Ok(found)
+}
+
 /// At most 64 characters of untrusted text for messages.
 fn short(s: &str) -> String {
     s.chars().take(64).collect()
@@ -586,7 +749,8 @@ mod tests {
             f: &mut StreamFn<'_>,
         ) -> Result<io::Result<()>, StoreError> {
             self.searches += 1;
-            let w = q.window;
+            // Over providers: the first part's window (one provider's events).
+            let w = q.parts.first().map_or(q.window, |p| p.window);
             let items: Vec<&str> = self
                 .events
                 .iter()
@@ -911,7 +1075,7 @@ mod tests {
     #[test]
     fn operator_endpoints_answer() {
         let a = api();
-        a.metrics().observe_fetch(Outcome::Ok, 5);
+        a.metrics().observe_fetch("provider", Outcome::Ok, 5);
         let mut src = Fake::default();
         assert_eq!(call(&a, &get("/health"), &mut src).status, 200);
         assert_eq!(call(&a, &get("/ready"), &mut src).status, 200);

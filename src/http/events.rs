@@ -1,61 +1,10 @@
 //! `/search` answers decoded for people (the status page, the CLI table),
-//! whole or one event at a time.
+//! whole or one event at a time. `EventRow` itself lives in `model` (the
+//! status page reads it without depending on `http`).
 
 use std::io::{self, Read};
 
-/// One event of a `/search` answer, decoded for people (status page, CLI
-/// table) with the prices' exact JSON text kept.
-#[derive(Debug, serde::Deserialize)]
-pub struct EventRow {
-    pub id: String,
-    pub title: String,
-    pub start_date: String,
-    pub start_time: Option<String>,
-    pub end_date: Option<String>,
-    pub end_time: Option<String>,
-    pub min_price: Box<serde_json::value::RawValue>,
-    pub max_price: Box<serde_json::value::RawValue>,
-}
-
-impl EventRow {
-    /// `date time`, or `-` when absent.
-    pub fn start(&self) -> String {
-        join_date_time(Some(&self.start_date), self.start_time.as_deref())
-    }
-
-    pub fn end(&self) -> String {
-        join_date_time(self.end_date.as_deref(), self.end_time.as_deref())
-    }
-
-    /// The price as the API wrote it (`15.00`), `-` for null.
-    pub fn price(raw: &serde_json::value::RawValue) -> &str {
-        match raw.get() {
-            "null" => "-",
-            p => p,
-        }
-    }
-}
-
-fn join_date_time(date: Option<&str>, time: Option<&str>) -> String {
-    match (date, time) {
-        (Some(d), Some(t)) => format!("{d} {t}"),
-        (Some(d), None) => d.to_owned(),
-        _ => "-".to_owned(),
-    }
-}
-
-/// Decodes the events of a `/search` success body.
-pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        data: Data,
-    }
-    #[derive(serde::Deserialize)]
-    struct Data {
-        events: Vec<EventRow>,
-    }
-    Ok(serde_json::from_slice::<Envelope>(body)?.data.events)
-}
+pub use crate::model::{decode_events, EventRow};
 
 /// Calls `f` with each event of a `/search` success body read from
 /// `body`, one at a time (memory stays one event whatever the answer's

@@ -51,6 +51,7 @@ fn generated_store(db: &Path, n: usize, provider: &str) {
         .unwrap();
     }
     let run = FetchRun {
+        provider: provider.into(),
         started_at: "2026-01-01T00:00:00Z".into(),
         duration_ms: 1,
         source: "generated".into(),

@@ -19,11 +19,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
-use planbox::api::{Api, ServiceInfo, Source, StreamFn};
+use planbox::api::{Api, Source, StreamFn};
 use planbox::metrics::Metrics;
 use planbox::model::{FetchRun, Outcome, SearchQuery, Window};
 use planbox::provider_sim::{Behaviour, CutProvider, FakeProvider};
 use planbox::server::{self, RunningServer, ServerConfig, SourceFactory};
+use planbox::service::ServiceInfo;
 use planbox::store::{DataVersion, Snapshot, Store, StoreCounts, StoreError};
 use planbox::sync::{self, Stop, SyncConfig, Tick};
 

@@ -6,5 +6,6 @@ mod answers;
 mod core;
 mod hostile;
 mod ops;
+mod providers;
 mod realxml;
 mod support;

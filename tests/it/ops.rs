@@ -29,7 +29,7 @@ use crate::support::*;
 /// timing assertion: only a way to fail instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     rx: mpsc::Receiver<String>,
@@ -54,7 +54,7 @@ fn collect_stderr(stderr: ChildStderr) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiv
 impl Serve {
     /// Starts `planbox [global] serve --listen 127.0.0.1:0 --db DB [args]`
     /// with `PLANBOX_LOG=info` and `env`, and waits for its listening line.
-    fn start(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+    pub(crate) fn start(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
         Self::start_with(&[], db, args, env)
     }
 
@@ -94,7 +94,7 @@ impl Serve {
     }
 
     /// Waits for a stderr line matching `pred` (including earlier ones).
-    fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
         if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
             return l.clone();
         }
@@ -113,7 +113,7 @@ impl Serve {
     }
 
     /// Waits until `n` stderr lines match `pred`.
-    fn wait_count(&mut self, pred: impl Fn(&str) -> bool, n: usize) {
+    pub(crate) fn wait_count(&mut self, pred: impl Fn(&str) -> bool, n: usize) {
         let count = |s: &Serve| s.lines.lock().unwrap().iter().filter(|l| pred(l)).count();
         let deadline = Instant::now() + PATIENCE;
         while count(self) < n {
@@ -124,11 +124,11 @@ impl Serve {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -142,7 +142,7 @@ impl Serve {
 
     /// Sends SIGTERM and waits for the exit; returns the exit code and all
     /// of stderr.
-    fn terminate(mut self) -> (Option<i32>, String) {
+    pub(crate) fn terminate(mut self) -> (Option<i32>, String) {
         self.signal("TERM");
         let status = wait_exit(&mut self.child);
         // The reader thread ends at EOF; give it the remaining lines.
@@ -173,7 +173,7 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 }
 
 /// The `addr=...` field of a log line (text or JSON).
-fn addr_in(line: &str) -> SocketAddr {
+pub(crate) fn addr_in(line: &str) -> SocketAddr {
     let rest = line
         .split("addr=")
         .nth(1)
@@ -409,13 +409,24 @@ fn ops_metrics_parse_and_count_requests_and_fetch_outcomes() {
     );
 
     let before = scrape(&server.url("/metrics"));
-    let fetches = |s: &Scrape, o: &str| value(s, "planbox_fetch_runs_total", &[("outcome", o)]);
+    let fetches = |s: &Scrape, o: &str| {
+        value(
+            s,
+            "planbox_fetch_runs_total",
+            &[("provider", "provider"), ("outcome", o)],
+        )
+    };
     assert_eq!(fetches(&before, "ok"), Some(3.0));
     assert_eq!(fetches(&before, "http_error"), Some(1.0));
     assert_eq!(fetches(&before, "timeout"), Some(0.0));
     assert_eq!(before["planbox_fetch_runs_total"].kind, "counter");
     assert_eq!(value(&before, "planbox_plans_searchable", &[]), Some(4.0));
-    let last = value(&before, "planbox_last_fetch_success_timestamp_seconds", &[]).unwrap();
+    let last = value(
+        &before,
+        "planbox_last_fetch_success_timestamp_seconds",
+        &[("provider", "provider")],
+    )
+    .unwrap();
     assert!(last >= 1.7e9, "{last}");
     assert_eq!(
         before["planbox_http_request_duration_seconds"].kind,
@@ -489,11 +500,23 @@ fn ops_metrics_listen_moves_metrics_off_the_main_listener() {
     let side = scrape(&format!("http://{m}/metrics"));
     // The demo lands its three feeds before listening.
     assert_eq!(
-        value(&side, "planbox_fetch_runs_total", &[("outcome", "ok")]),
+        value(
+            &side,
+            "planbox_fetch_runs_total",
+            &[("provider", "provider"), ("outcome", "ok")]
+        ),
         Some(3.0)
     );
     assert_eq!(value(&side, "planbox_plans_searchable", &[]), Some(4.0));
-    assert!(value(&side, "planbox_last_fetch_success_timestamp_seconds", &[]).unwrap() > 1.7e9);
+    assert!(
+        value(
+            &side,
+            "planbox_last_fetch_success_timestamp_seconds",
+            &[("provider", "provider")]
+        )
+        .unwrap()
+            > 1.7e9
+    );
     for path in ["/search", "/", "/ready"] {
         assert_eq!(get(&format!("http://{m}{path}"), &[]).status, 404, "{path}");
     }
@@ -1251,7 +1274,12 @@ fn ops_restart_keeps_last_success_and_counts_from_the_store() {
     assert!(page.contains("<dt>Next fetch</dt><dd>20"), "{page}");
     assert!(page.contains("(built-in demo feeds)"), "{page}");
     let first = scrape(&s.url("/metrics"));
-    let last = value(&first, "planbox_last_fetch_success_timestamp_seconds", &[]).unwrap();
+    let last = value(
+        &first,
+        "planbox_last_fetch_success_timestamp_seconds",
+        &[("provider", "provider")],
+    )
+    .unwrap();
     let (code, err) = s.terminate();
     assert_eq!(code, Some(0), "{err}");
 
@@ -1260,15 +1288,24 @@ fn ops_restart_keeps_last_success_and_counts_from_the_store() {
     let s = Serve::start(&t.db, &[], &[]);
     let m = scrape(&s.url("/metrics"));
     assert_eq!(
-        value(&m, "planbox_fetch_runs_total", &[("outcome", "ok")]),
+        value(
+            &m,
+            "planbox_fetch_runs_total",
+            &[("provider", "provider"), ("outcome", "ok")]
+        ),
         Some(0.0)
     );
     assert_eq!(value(&m, "planbox_plans_searchable", &[]), Some(4.0));
-    let again = value(&m, "planbox_last_fetch_success_timestamp_seconds", &[]).unwrap();
+    let again = value(
+        &m,
+        "planbox_last_fetch_success_timestamp_seconds",
+        &[("provider", "provider")],
+    )
+    .unwrap();
     assert!((again - last).abs() <= 1.0, "{again} vs {last}");
     let page = get(&s.url("/"), &[]).text();
     assert!(page.contains("<dt>Next fetch</dt><dd>-</dd>"), "{page}");
-    assert!(page.contains("(none configured)"), "{page}");
+    assert!(page.contains("not fetched by this process"), "{page}");
     let (code, err) = s.terminate();
     assert_eq!(code, Some(0), "{err}");
 }

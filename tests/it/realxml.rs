@@ -255,7 +255,8 @@ fn every_row_fetches_exactly_with_its_content_type_in_both_dialects() {
             for (reason, n) in row.repaired {
                 assert!(
                     text.contains(&format!(
-                        "planbox_feed_repaired_total{{reason=\"{reason}\"}} {n}"
+                        "planbox_feed_repaired_total{{provider=\"{}\",reason=\"{reason}\"}} {n}",
+                        run.provider
                     )),
                     "{text}"
                 );
@@ -263,7 +264,8 @@ fn every_row_fetches_exactly_with_its_content_type_in_both_dialects() {
             for (reason, n) in row.skipped {
                 assert!(
                     text.contains(&format!(
-                        "planbox_feed_skipped_total{{reason=\"{reason}\"}} {n}"
+                        "planbox_feed_skipped_total{{provider=\"{}\",reason=\"{reason}\"}} {n}",
+                        run.provider
                     )),
                     "{text}"
                 );

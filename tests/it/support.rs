@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use planbox::api::{Api, ServiceInfo};
+use planbox::api::Api;
 use planbox::fetch::FetchConfig;
 use planbox::metrics::Metrics;
 use planbox::provider_sim::{FakeProvider, DEMO_FEEDS, DEMO_FEEDS_EVENTS};
 use planbox::server::{self, RunningServer, ServerConfig};
+use planbox::service::ServiceInfo;
 use planbox::store::Store;
 use planbox::sync::{self, SyncConfig};
 
@@ -47,7 +48,8 @@ pub fn sync_config(db: &Path, url: &str) -> SyncConfig {
     SyncConfig {
         provider: planbox::model::DEFAULT_PROVIDER.into(),
         fetch: FetchConfig {
-            url: url.into(),
+            url: planbox::secret::SecretUrl::parse(url).expect("test URL"),
+            roots: Default::default(),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
             max_bytes: 16 << 20,
