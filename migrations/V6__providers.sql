@@ -19,9 +19,16 @@ CREATE INDEX plans_provider_start ON plans (provider, start_at) WHERE ever_onlin
 -- id), so the one-zone search reads exactly what it read before; a
 -- provider's range is that key's range with the other providers' rows
 -- skipped. Ids are unique across providers (UUID v5 of the provider too).
+-- The ids go through a temporary table keyed on id first (`plans` is keyed
+-- on the provider's identity, not on id), so that every row is one lookup
+-- whatever plan SQLite's planner would choose for a join.
 ALTER TABLE plans_search ADD COLUMN provider TEXT NOT NULL DEFAULT '';
-UPDATE plans_search SET provider = p.provider
-    FROM plans AS p WHERE p.id = plans_search.id;
+CREATE TEMP TABLE v6_providers (id BLOB PRIMARY KEY, provider TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO temp.v6_providers SELECT id, provider FROM plans WHERE ever_online = 1;
+UPDATE plans_search
+    SET provider = COALESCE(
+        (SELECT t.provider FROM temp.v6_providers AS t WHERE t.id = plans_search.id), '');
+DROP TABLE temp.v6_providers;
 
 -- Per-provider counters beside the totals of V2, kept by every ingest in its
 -- own transaction, so /metrics and the status page show each provider's
