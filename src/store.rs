@@ -2112,6 +2112,89 @@ mod tests {
         assert_eq!(store.provider_counts().unwrap()["p"].plans_searchable, 3);
     }
 
+    #[test]
+    fn a_version_2_store_of_two_providers_tags_every_search_row_with_its_own() {
+        let path = temp_db("v2-two");
+        let plans = [
+            ("p", plan("1", "7", "2021-01-02T10:00:00", None, true)),
+            ("q", plan("1", "7", "2021-01-02T10:00:00", None, true)),
+            ("q", plan("2", "7", "2021-01-01T10:00:00", None, true)),
+            ("q", plan("3", "7", "2021-01-01T09:00:00", None, false)),
+        ];
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(2))
+                .run(&mut conn)
+                .unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            for (provider, p) in &plans {
+                let uuid = plan_uuid(provider, &p.base_plan_id, &p.plan_id);
+                conn.execute(
+                    "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at,
+                         end_at, min_price, max_price, online, ever_online, content_hash,
+                         json, first_seen_run, changed_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, '10.50', '10.50', ?7, ?7, ?8, ?9, 1, 1)",
+                    params![
+                        uuid.hyphenated().to_string(),
+                        provider,
+                        p.base_plan_id,
+                        p.plan_id,
+                        p.title,
+                        local_seconds(&p.start),
+                        p.online,
+                        p.content_hash() as i64,
+                        p.event_summary_json(&uuid),
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let tagged: Vec<(Vec<u8>, String)> = {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT id, provider FROM plans_search ORDER BY start_at, end_at, id")
+                .unwrap();
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        };
+        let mut expected: Vec<(Vec<u8>, String)> = plans
+            .iter()
+            .filter(|(_, p)| p.online)
+            .map(|(provider, p)| {
+                let id = plan_uuid(provider, &p.base_plan_id, &p.plan_id);
+                (id.as_bytes().to_vec(), provider.to_string())
+            })
+            .collect();
+        expected.sort_by_key(|(id, _)| {
+            let (_, p) = plans
+                .iter()
+                .find(|(pr, p)| plan_uuid(pr, &p.base_plan_id, &p.plan_id).as_bytes()[..] == id[..])
+                .unwrap();
+            (local_seconds(&p.start), id.clone())
+        });
+        assert_eq!(tagged, expected);
+        let counts = store.provider_counts().unwrap();
+        assert_eq!(
+            (counts["p"].plans_stored, counts["p"].plans_searchable),
+            (1, 1)
+        );
+        assert_eq!(
+            (counts["q"].plans_stored, counts["q"].plans_searchable),
+            (3, 2)
+        );
+        let only_q = store
+            .search_providers(&[ProviderWindow {
+                provider: "q".into(),
+                tz: chrono_tz::UTC,
+                window: Window::default(),
+            }])
+            .unwrap();
+        assert_eq!(ids(&only_q), ["plan 2/7", "plan 1/7"]);
+    }
+
     /// `meta.content_digest` as a full recount over the stored plans.
     fn recounted_digest(store: &mut Store) -> u64 {
         store
