@@ -18,7 +18,8 @@
 #      week ~1.9 MB on the 1M store: the cached path) and on random one-day
 #      windows (bench/random-window.lua: nearly all cache misses).
 # Then nginx (1 worker, sendfile) serves the AFTER body from a file: the
-# transfer-speed anchor, 3 rounds, same curl. Writes OUTDIR/summary.txt.
+# transfer-speed anchor, 5 rounds alternating with AFTER, same curl.
+# Writes OUTDIR/summary.txt.
 # Servers are stopped by PID at exit; nothing listens beyond loopback.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -106,7 +107,12 @@ chmod -R a+rX "$NGINX_DIR"
 nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" &
 NGINX_PID=$!
 wait_http "http://127.0.0.1:$NGINX_PORT/all.json"
-say "== nginx (1 worker, sendfile) serving body-after.json"
-for r in 1 2 3; do
-  say "   round $r: $(curl -sS -o /dev/null -w 'first byte %{time_starttransfer} s, total %{time_total} s, %{size_download} bytes, %{speed_download} B/s' "http://127.0.0.1:$NGINX_PORT/all.json")"
+say "== nginx (1 worker, sendfile) serving body-after.json, rounds interleaved with AFTER"
+start "$AFTER_BIN" "$AFTER_DB"
+curl -sS -o /dev/null "$URL"
+for r in 1 2 3 4 5; do
+  n=$(curl -sS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$NGINX_PORT/all.json")
+  p=$(curl -sS -o /dev/null -w '%{time_total}' "$URL")
+  say "   round $r: nginx $n s, planbox $p s, planbox speed / nginx speed $(awk -v n="$n" -v p="$p" 'BEGIN { printf "%.2f", n / p }')"
 done
+stop
