@@ -13,7 +13,7 @@
 //! cargo run --release --example snapshot-vs-sqlite -- DB [WINDOW_DAYS] [QUERIES]
 //! ```
 //!
-//! The snapshot query below is the one piece of SQL outside `store.rs`: it is
+//! The snapshot query below is the one piece of SQL outside `store/`: it is
 //! the alternative design being measured, not part of planbox.
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 //! Invariants: a document that fails to parse, is truncated or is too large
 //! is rolled back whole; the journal row of a successful ingest commits in
 //! the same transaction as its plans; a failed attempt never stops the loop.
-//! This module must not contain SQL or HTTP details (see `store.rs`,
+//! This module must not contain SQL or HTTP details (see `store/`,
 //! `fetch.rs`).
 
 use std::collections::BTreeMap;

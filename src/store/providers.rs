@@ -1,0 +1,769 @@
+//! Several providers: the k-way merge of each provider's rows by start
+//! instant, per-provider counters and journal, searchable plans per
+//! provider and month, and scrubbing credentials out of old journal rows.
+//!
+//! Must not hold more than one row per provider (plus one start-instant
+//! group) in memory while merging, and must not scan plans for counters.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use rusqlite::{params, Connection};
+
+use super::search::{io_to_store, Answer, Reader, Snapshot, Stage, ENVELOPE_HEAD, ENVELOPE_TAIL};
+use super::{data_version, generation, runs_where, Result, Store, StoreCounts, NO_END};
+use crate::model::{FetchRun, Position, ProviderWindow, SearchQuery};
+
+// ---- Several providers: the journal per provider, searchable plans per
+// provider and month, and scrubbing credentials out of old journal rows.
+
+/// Searchable plans of one provider whose start falls in one month.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonthCount {
+    pub provider: String,
+    /// `YYYY-MM` of the plans' local start.
+    pub month: String,
+    pub plans: u64,
+}
+
+fn plans_per_month(conn: &Connection) -> Result<Vec<MonthCount>> {
+    // Reads the small (provider, start_at) index only, never the rendered
+    // plans. Local seconds are seconds of a wall-clock time taken as UTC, so
+    // `unixepoch` gives back the local calendar month.
+    let mut stmt = conn.prepare_cached(
+        "SELECT provider, strftime('%Y-%m', start_at, 'unixepoch') AS month, COUNT(*)
+         FROM plans INDEXED BY plans_provider_start WHERE ever_online = 1
+         GROUP BY provider, month ORDER BY provider, month",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(MonthCount {
+            provider: r.get(0)?,
+            month: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            plans: r.get::<_, i64>(2)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+macro_rules! search_provider_sql {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM plans_search
+             WHERE provider = ?1 AND start_at >= ?2 AND start_at <= ?3
+               AND (?4 IS NULL OR (end_at <= ?4 AND end_at > -9223372036854775808))
+             ORDER BY start_at, end_at, id"
+        )
+    };
+}
+
+/// One provider's plans in its own local order, for [`stream_providers`].
+pub(super) const SEARCH_PROVIDER: &str = search_provider_sql!("start_at, end_at, id, json");
+/// The same, positions only (where the next page starts).
+pub(super) const SEARCH_PROVIDER_KEYS: &str = search_provider_sql!("start_at, end_at, id");
+
+/// A plan on its way into a merged answer, keyed by instants.
+struct Merged {
+    start: i64,
+    /// `i64::MIN` for no end: those sort first, as in one provider's order.
+    end: i64,
+    id: String,
+    /// Empty when only positions are read.
+    json: Vec<u8>,
+}
+
+impl Merged {
+    fn key(&self) -> (i64, i64, &str) {
+        (self.start, self.end, &self.id)
+    }
+}
+
+/// A merged position as a key: no end sorts first.
+fn position_key(p: &Position) -> (i64, i64, &str) {
+    (p.start, p.end.unwrap_or(i64::MIN), &p.id)
+}
+
+/// One provider's rows as a stream ordered by (start instant, end instant,
+/// id). Its SQL order (local start, end, id) already orders start instants
+/// (see `model::local_to_instant`); only plans sharing a start instant are
+/// re-sorted, in a group held in memory. Rows at or before `after` (a
+/// merged position) are skipped.
+struct ProviderRows<'s> {
+    rows: rusqlite::Rows<'s>,
+    tz: chrono_tz::Tz,
+    group: std::collections::VecDeque<Merged>,
+    ahead: Option<Merged>,
+    after: Option<&'s Position>,
+}
+
+impl ProviderRows<'_> {
+    fn read(&mut self) -> Result<Option<Merged>> {
+        loop {
+            let Some(r) = self.rows.next()? else {
+                return Ok(None);
+            };
+            let start: i64 = r.get(0)?;
+            let end: i64 = r.get(1)?;
+            let id =
+                uuid::Uuid::from_slice(r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
+                    .map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            rusqlite::types::Type::Blob,
+                            e.into(),
+                        )
+                    })?;
+            let m = Merged {
+                start: crate::model::local_to_instant(start, self.tz),
+                // [`NO_END`] is `i64::MIN`, the merged order's "no end" too.
+                end: if end == NO_END {
+                    i64::MIN
+                } else {
+                    crate::model::local_to_instant(end, self.tz)
+                },
+                id: id.hyphenated().to_string(),
+                json: match r.as_ref().column_count() {
+                    4 => r
+                        .get_ref(3)?
+                        .as_bytes()
+                        .map_err(rusqlite::Error::from)?
+                        .to_vec(),
+                    _ => Vec::new(),
+                },
+            };
+            if self.after.is_some_and(|p| m.key() <= position_key(p)) {
+                continue;
+            }
+            return Ok(Some(m));
+        }
+    }
+
+    /// The next plan of this provider in merged order, without taking it.
+    fn head(&mut self) -> Result<Option<&Merged>> {
+        if self.group.is_empty() {
+            let first = match self.ahead.take() {
+                Some(m) => Some(m),
+                None => self.read()?,
+            };
+            if let Some(first) = first {
+                let start = first.start;
+                self.group.push_back(first);
+                while let Some(m) = self.read()? {
+                    if m.start != start {
+                        self.ahead = Some(m);
+                        break;
+                    }
+                    self.group.push_back(m);
+                }
+                self.group
+                    .make_contiguous()
+                    .sort_by(|a, b| (a.end, &a.id).cmp(&(b.end, &b.id)));
+            }
+        }
+        Ok(self.group.front())
+    }
+}
+
+/// The k-way merge of every provider's stream: the next plan in answer
+/// order. Holds one row per provider plus one start-instant group.
+struct MergedRows<'s> {
+    streams: Vec<ProviderRows<'s>>,
+}
+
+impl Iterator for MergedRows<'_> {
+    type Item = Result<Merged>;
+
+    fn next(&mut self) -> Option<Result<Merged>> {
+        let mut best: Option<(usize, (i64, i64, String))> = None;
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            match s.head() {
+                Ok(Some(m)) => {
+                    let (start, end, id) = m.key();
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, k)| (start, end, id) < (k.0, k.1, k.2.as_str()))
+                    {
+                        best = Some((i, (start, end, id.to_owned())));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let (i, _) = best?;
+        self.streams[i].group.pop_front().map(Ok)
+    }
+}
+
+/// The lowest local start of `tz` whose instant can be at or after
+/// `instant`: the wall-clock time at `instant`, moved back over a skipped
+/// hour that ends there (its times order as the instant the clocks jumped).
+fn local_floor(instant: i64, tz: chrono_tz::Tz) -> i64 {
+    use chrono::{Offset, TimeZone};
+    let Some(utc) = chrono::DateTime::from_timestamp(instant, 0) else {
+        return i64::MIN;
+    };
+    let offset = tz.offset_from_utc_datetime(&utc.naive_utc()).fix();
+    let mut lo = instant.saturating_add(i64::from(offset.local_minus_utc()));
+    // Gaps are an hour in practice; the longest on record is a day.
+    let floor = lo.saturating_sub(26 * 3600);
+    while lo > floor && crate::model::local_to_instant(lo - 60, tz) >= instant {
+        lo -= 60;
+    }
+    lo.saturating_sub(60)
+}
+
+/// Starts every provider's stream of `q` (its `parts`) on `stmts`.
+fn provider_streams<'s>(
+    stmts: &'s mut [rusqlite::CachedStatement<'_>],
+    q: &'s SearchQuery,
+) -> Result<MergedRows<'s>> {
+    let parts = q.parts.iter().filter(|p| !p.window.is_empty());
+    let mut streams = Vec::with_capacity(q.parts.len());
+    for (stmt, p) in stmts.iter_mut().zip(parts) {
+        let mut lo = p.window.starts_at.unwrap_or(i64::MIN);
+        if let Some(after) = &q.after {
+            lo = lo.max(local_floor(after.start, p.tz));
+        }
+        let hi = p.window.ends_at.unwrap_or(i64::MAX);
+        streams.push(ProviderRows {
+            rows: stmt.query(params![p.provider, lo, hi, p.window.ends_at])?,
+            tz: p.tz,
+            group: Default::default(),
+            ahead: None,
+            after: q.after.as_ref(),
+        });
+    }
+    Ok(MergedRows { streams })
+}
+
+/// [`stream_search`] over several providers (`q.parts`): the body is the
+/// k-way merge of each provider's rows of the window index, pulled as the
+/// caller reads, in the read transaction `tx` is in.
+pub(super) fn stream_providers<T>(
+    tx: &Connection,
+    q: &SearchQuery,
+    f: impl FnOnce(&Snapshot, &mut dyn Read) -> T,
+) -> Result<T> {
+    let version = data_version(tx)?;
+    let live = q.parts.iter().filter(|p| !p.window.is_empty()).count();
+    let mut next = None;
+    if let Some(limit) = q.limit {
+        let mut stmts = (0..live)
+            .map(|_| tx.prepare_cached(SEARCH_PROVIDER_KEYS))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut merged = provider_streams(&mut stmts, q)?;
+        let mut last = None;
+        for _ in 0..limit.max(1) {
+            match merged.next().transpose()? {
+                Some(m) => last = Some(m),
+                None => break,
+            }
+        }
+        if let (Some(m), Some(_)) = (last, merged.next().transpose()?) {
+            next = Some(Position {
+                start: m.start,
+                end: (m.end != i64::MIN).then_some(m.end),
+                id: m.id,
+            });
+        }
+    }
+    let snapshot = Snapshot { version, next };
+    let mut stmts = (0..live)
+        .map(|_| tx.prepare_cached(SEARCH_PROVIDER))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let merged = provider_streams(&mut stmts, q)?;
+    let mut body = MergedBody {
+        rows: merged,
+        left: q.limit.map_or(u64::MAX, u64::from),
+        stage: Stage::Head,
+        pending: Vec::new(),
+        at: 0,
+    };
+    Ok(f(&snapshot, &mut body))
+}
+
+/// The body of a merged answer as a `Read` (cf. [`RowsBody`]).
+struct MergedBody<'s> {
+    rows: MergedRows<'s>,
+    /// Plans still to send (the page's limit).
+    left: u64,
+    stage: Stage,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl Read for MergedBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            if self.at < self.pending.len() {
+                let k = (self.pending.len() - self.at).min(buf.len() - n);
+                buf[n..n + k].copy_from_slice(&self.pending[self.at..self.at + k]);
+                self.at += k;
+                n += k;
+                continue;
+            }
+            self.pending.clear();
+            self.at = 0;
+            match self.stage {
+                Stage::Head => {
+                    self.pending.extend_from_slice(ENVELOPE_HEAD);
+                    self.stage = Stage::First;
+                }
+                Stage::First | Stage::Rest => {
+                    let row = if self.left == 0 {
+                        None
+                    } else {
+                        self.rows.next().transpose().map_err(io::Error::other)?
+                    };
+                    match row {
+                        Some(m) => {
+                            self.left -= 1;
+                            if self.stage == Stage::Rest {
+                                self.pending.push(b',');
+                            }
+                            self.pending.extend_from_slice(&m.json);
+                            self.stage = Stage::Rest;
+                        }
+                        None => {
+                            self.pending.extend_from_slice(ENVELOPE_TAIL);
+                            self.stage = Stage::Done;
+                        }
+                    }
+                }
+                Stage::Done => break,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The whole merged body in memory (CLI and tests).
+fn search_providers_body(conn: &Connection, parts: &[ProviderWindow]) -> Result<Vec<u8>> {
+    let q = SearchQuery {
+        parts: parts.to_vec(),
+        ..SearchQuery::default()
+    };
+    stream_providers(conn, &q, |_, r| {
+        let mut body = Vec::with_capacity(4096);
+        r.read_to_end(&mut body).map(|_| body)
+    })?
+    .map_err(io_to_store)
+}
+
+/// Moves the provider's counters (`plans_stored:NAME`,
+/// `plans_searchable:NAME` in `meta`) in the ingest's transaction.
+pub(super) fn add_provider_counts(
+    conn: &Connection,
+    provider: &str,
+    stored: u64,
+    searchable: u64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('plans_stored:' || ?1, ?2), ('plans_searchable:' || ?1, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute(params![provider, stored as i64, searchable as i64])?;
+    Ok(())
+}
+
+/// Each provider's counters, by name.
+fn provider_counts(conn: &Connection) -> Result<BTreeMap<String, StoreCounts>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM meta WHERE key LIKE 'plans_stored:%' OR key LIKE 'plans_searchable:%'",
+    )?;
+    let mut out: BTreeMap<String, StoreCounts> = BTreeMap::new();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (key, value) = row?;
+        let value = value.max(0) as u64;
+        if let Some(name) = key.strip_prefix("plans_stored:") {
+            out.entry(name.to_owned()).or_default().plans_stored = value;
+        } else if let Some(name) = key.strip_prefix("plans_searchable:") {
+            out.entry(name.to_owned()).or_default().plans_searchable = value;
+        }
+    }
+    Ok(out)
+}
+
+fn providers(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT provider FROM feed_state ORDER BY provider")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Store {
+    /// The newest `limit` runs of one provider.
+    pub fn runs_of(&self, provider: &str, limit: usize) -> Result<Vec<FetchRun>> {
+        runs_where(&self.conn, Some(provider), limit)
+    }
+
+    /// The providers the store has fetched or imported.
+    pub fn providers(&self) -> Result<Vec<String>> {
+        providers(&self.conn)
+    }
+
+    /// Each provider's plans stored and searchable (counters, no scan).
+    pub fn provider_counts(&self) -> Result<BTreeMap<String, StoreCounts>> {
+        provider_counts(&self.conn)
+    }
+
+    /// [`Reader::search_providers`] on the writer's connection (CLI).
+    pub fn search_providers(&self, parts: &[ProviderWindow]) -> Result<Vec<u8>> {
+        search_providers_body(&self.conn, parts)
+    }
+
+    /// Rewrites every journal `source` through `redact` (journal rows of an
+    /// older planbox may hold a provider URL with its credentials). Writes
+    /// only rows that change; returns how many.
+    pub fn redact_journal_sources(&mut self, redact: &dyn Fn(&str) -> String) -> Result<usize> {
+        let sources: Vec<String> = self
+            .conn
+            .prepare("SELECT DISTINCT source FROM fetch_runs")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let tx = self.conn.transaction()?;
+        let mut changed = 0;
+        for s in sources {
+            let r = redact(&s);
+            if r != s {
+                changed += tx.execute(
+                    "UPDATE fetch_runs SET source = ?1 WHERE source = ?2",
+                    params![r, s],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+}
+
+impl Reader {
+    /// The newest `limit` runs of one provider.
+    pub fn runs_of(&self, provider: &str, limit: usize) -> Result<Vec<FetchRun>> {
+        runs_where(&self.conn, Some(provider), limit)
+    }
+
+    /// Searches several providers, each in its own zone, in one snapshot
+    /// (see [`search_providers_body`]).
+    pub fn search_providers(&mut self, parts: &[ProviderWindow]) -> Result<Answer> {
+        let tx = self.conn.transaction()?;
+        let generation = generation(&tx)?;
+        let body = search_providers_body(&tx, parts)?;
+        tx.finish()?;
+        Ok(Answer { generation, body })
+    }
+
+    /// The providers the store has fetched or imported.
+    pub fn providers(&self) -> Result<Vec<String>> {
+        providers(&self.conn)
+    }
+
+    /// Each provider's plans stored and searchable (counters, no scan).
+    pub fn provider_counts(&self) -> Result<BTreeMap<String, StoreCounts>> {
+        provider_counts(&self.conn)
+    }
+
+    /// Searchable plans by provider and month of their local start, in
+    /// provider then month order. Reads one index entry per searchable plan.
+    pub fn plans_per_month(&self) -> Result<Vec<MonthCount>> {
+        plans_per_month(&self.conn)
+    }
+}
+
+// ---- end of several providers.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{local_seconds, FeedPlan, Outcome, Window};
+    use crate::store::test_support::*;
+
+    #[test]
+    fn plans_per_month_counts_searchable_plans_by_provider_and_local_month() {
+        let db = temp_db("months");
+        let mut store = Store::open(&db).unwrap();
+        let plans = [
+            plan("1", "a", "2021-06-30T23:30:00", None, true),
+            plan("1", "b", "2021-06-01T00:00:00", None, true),
+            plan("1", "c", "2021-07-01T00:00:00", None, true),
+            plan("1", "d", "2021-07-15T00:00:00", None, false),
+        ];
+        for (provider, ps) in [("p", &plans[..]), ("q", &plans[2..3])] {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in ps {
+                tx.upsert(p).unwrap();
+            }
+            tx.commit(&run(Outcome::Ok), None).unwrap();
+        }
+        let reader = Reader::open(&db).unwrap();
+        let got: Vec<(String, String, u64)> = reader
+            .plans_per_month()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.provider, m.month, m.plans))
+            .collect();
+        let want = [
+            ("p", "2021-06", 2),
+            ("p", "2021-07", 1),
+            ("q", "2021-07", 1),
+        ];
+        let want: Vec<(String, String, u64)> = want
+            .iter()
+            .map(|(p, m, n)| (p.to_string(), m.to_string(), *n))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn journal_rows_name_their_provider_and_old_sources_can_be_redacted() {
+        let db = temp_db("journal");
+        let mut store = Store::open(&db).unwrap();
+        for (p, src) in [("a", "http://u:pw@h/x?k=SECRET"), ("b", "/tmp/feed.xml")] {
+            let mut r = run(Outcome::Ok);
+            r.provider = p.into();
+            r.source = src.into();
+            store.record_run(&r).unwrap();
+        }
+        let n = store
+            .redact_journal_sources(&crate::secret::redact_text)
+            .unwrap();
+        assert_eq!(n, 1);
+        let a = store.runs_of("a", 10).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].source, "http://***@h/x?k=***");
+        assert_eq!(store.runs_of("b", 10).unwrap()[0].source, "/tmp/feed.xml");
+        assert_eq!(store.runs(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn providers_in_two_zones_merge_by_start_instant_then_end_instant_then_id() {
+        use chrono_tz::Europe::Madrid;
+        let db = temp_db("merge");
+        let mut store = Store::open(&db).unwrap();
+        let land = |store: &mut Store, provider: &str, plans: &[FeedPlan]| {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in plans {
+                tx.upsert(p).unwrap();
+            }
+            let mut r = run(Outcome::Ok);
+            r.provider = provider.into();
+            tx.commit(&r, None).unwrap();
+        };
+        land(
+            &mut store,
+            "utc",
+            &[
+                plan(
+                    "1",
+                    "a",
+                    "2021-06-30T20:00:00",
+                    Some("2021-06-30T23:00:00"),
+                    true,
+                ),
+                plan("1", "b", "2021-06-30T21:30:00", None, true),
+            ],
+        );
+        land(
+            &mut store,
+            "mad",
+            &[
+                // 19:00Z, 20:00Z (ends 21:30Z, before utc/a's 23:00Z).
+                plan("1", "c", "2021-06-30T21:00:00", None, true),
+                plan(
+                    "1",
+                    "d",
+                    "2021-06-30T22:00:00",
+                    Some("2021-06-30T23:30:00"),
+                    true,
+                ),
+                // The skipped hour (= 01:00Z) and the hour seen twice (00:30Z).
+                plan("2", "gap", "2021-03-28T02:30:00", None, true),
+                plan("2", "twice", "2021-10-31T02:30:00", None, true),
+            ],
+        );
+        let titles = |body: &[u8]| -> Vec<String> {
+            crate::model::decode_events(body)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.title)
+                .collect()
+        };
+        let parts = |w: Window| {
+            vec![
+                ProviderWindow {
+                    provider: "utc".into(),
+                    tz: chrono_tz::UTC,
+                    window: w,
+                },
+                ProviderWindow {
+                    provider: "mad".into(),
+                    tz: Madrid,
+                    window: w,
+                },
+            ]
+        };
+        let mut reader = Reader::open(&db).unwrap();
+        let all = reader.search_providers(&parts(Window::default())).unwrap();
+        assert_eq!(
+            titles(&all.body),
+            [
+                "plan 2/gap",
+                "plan 1/c",
+                "plan 1/d",
+                "plan 1/a",
+                "plan 1/b",
+                "plan 2/twice"
+            ]
+        );
+        // A window per provider in its own local seconds: 2021-06-30 from
+        // 20:00Z is 20:00 in UTC and 22:00 in Madrid.
+        let from = |s: &str| Window {
+            starts_at: Some(local_seconds(
+                &crate::model::parse_feed_datetime(s).unwrap(),
+            )),
+            ends_at: None,
+        };
+        let some = reader
+            .search_providers(&[
+                ProviderWindow {
+                    provider: "utc".into(),
+                    tz: chrono_tz::UTC,
+                    window: from("2021-06-30T20:00:00"),
+                },
+                ProviderWindow {
+                    provider: "mad".into(),
+                    tz: Madrid,
+                    window: from("2021-06-30T22:00:00"),
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            titles(&some.body),
+            ["plan 1/d", "plan 1/a", "plan 1/b", "plan 2/twice"]
+        );
+        // One provider alone: its own plans, nothing else.
+        let one = reader
+            .search_providers(&parts(Window::default())[..1])
+            .unwrap();
+        assert_eq!(titles(&one.body), ["plan 1/a", "plan 1/b"]);
+        assert_eq!(one.generation, all.generation);
+    }
+
+    #[test]
+    fn one_provider_answers_the_same_bytes_merged_or_alone() {
+        use chrono_tz::Europe::Madrid;
+        let db = temp_db("same");
+        let mut store = Store::open(&db).unwrap();
+        let mut plans = Vec::new();
+        for i in 0..60 {
+            let day = 1 + i % 28;
+            let hour = 8 + (i * 7) % 14;
+            let start = format!("2021-06-{day:02}T{hour:02}:00:00");
+            let end = format!("2021-06-{day:02}T{:02}:30:00", hour + 1);
+            plans.push(plan(
+                &format!("{}", i % 5),
+                &format!("{i}"),
+                &start,
+                (i % 4 != 0).then_some(end.as_str()),
+                i % 9 != 0,
+            ));
+        }
+        let mut tx = store.begin_ingest("p").unwrap();
+        for p in &plans {
+            tx.upsert(p).unwrap();
+        }
+        tx.commit(&run(Outcome::Ok), None).unwrap();
+        let mut reader = Reader::open(&db).unwrap();
+        let at = |s: &str| {
+            Some(local_seconds(
+                &crate::model::parse_feed_datetime(s).unwrap(),
+            ))
+        };
+        for window in [
+            Window::default(),
+            Window {
+                starts_at: at("2021-06-10T12:00:00"),
+                ends_at: None,
+            },
+            Window {
+                starts_at: None,
+                ends_at: at("2021-06-20T12:00:00"),
+            },
+            Window {
+                starts_at: at("2021-06-05T09:00:00"),
+                ends_at: at("2021-06-25T18:00:00"),
+            },
+            Window {
+                starts_at: at("2021-06-25T09:00:00"),
+                ends_at: at("2021-06-05T18:00:00"),
+            },
+        ] {
+            let alone = reader.search(&window).unwrap();
+            let merged = reader
+                .search_providers(&[ProviderWindow {
+                    provider: "p".into(),
+                    tz: Madrid,
+                    window,
+                }])
+                .unwrap();
+            assert_eq!(merged.body, alone.body, "{window:?}");
+        }
+    }
+
+    #[test]
+    fn provider_counters_match_the_rows_through_every_kind_of_change() {
+        let db = temp_db("pcounts");
+        let mut store = Store::open(&db).unwrap();
+        let feeds: [(&str, Vec<FeedPlan>); 4] = [
+            (
+                "a",
+                vec![
+                    plan("1", "x", "2021-06-01T10:00:00", None, false),
+                    plan("1", "y", "2021-06-02T10:00:00", None, true),
+                ],
+            ),
+            ("b", vec![plan("1", "x", "2021-06-01T10:00:00", None, true)]),
+            // x turns online, y changes, z is new and offline.
+            (
+                "a",
+                vec![
+                    plan("1", "x", "2021-06-01T10:00:00", None, true),
+                    plan("1", "y", "2021-06-03T10:00:00", None, false),
+                    plan("1", "z", "2021-06-04T10:00:00", None, false),
+                ],
+            ),
+            ("b", vec![plan("1", "x", "2021-06-01T10:00:00", None, true)]),
+        ];
+        for (provider, plans) in &feeds {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in plans {
+                tx.upsert(p).unwrap();
+            }
+            tx.commit(&run(Outcome::Ok), None).unwrap();
+        }
+        let counted = store.provider_counts().unwrap();
+        for name in ["a", "b"] {
+            let (stored, searchable): (i64, i64) = store
+                .conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(ever_online), 0) FROM plans WHERE provider = ?1",
+                    [name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(counted[name].plans_stored, stored as u64, "{name}");
+            assert_eq!(counted[name].plans_searchable, searchable as u64, "{name}");
+        }
+        assert_eq!(
+            (counted["a"].plans_stored, counted["a"].plans_searchable),
+            (3, 2)
+        );
+        assert_eq!(
+            (counted["b"].plans_stored, counted["b"].plans_searchable),
+            (1, 1)
+        );
+    }
+}
