@@ -9,9 +9,25 @@ UPDATE fetch_runs SET provider = (SELECT provider FROM feed_state)
     WHERE (SELECT COUNT(*) FROM feed_state) = 1;
 CREATE INDEX fetch_runs_provider ON fetch_runs (provider, id);
 
--- Searchable plans per provider and month (the status page's histogram)
--- from `plans` alone, never reading the rendered plans in `plans_search`.
-CREATE INDEX plans_provider_start ON plans (provider, start_at) WHERE ever_online = 1;
+-- Searchable plans per provider and month of their local start (the status
+-- page's histogram) as counters, moved by every ingest in its transaction:
+-- reading them costs one row per provider and month, and an ingest pays a
+-- map entry per month instead of a secondary index entry per plan. `month`
+-- is yyyymm (`start_at` is provider-local seconds, so `unixepoch` gives
+-- back the local calendar month); 0 for a year outside 0000-9999. Rows may
+-- fall to 0.
+CREATE TABLE plan_months (
+    provider TEXT NOT NULL,
+    month INTEGER NOT NULL,
+    plans INTEGER NOT NULL,
+    PRIMARY KEY (provider, month)
+) WITHOUT ROWID;
+INSERT INTO plan_months (provider, month, plans)
+    SELECT provider,
+           CASE WHEN start_at BETWEEN -62167219200 AND 253402300799 -- 0000-01-01 .. 9999-12-31
+               THEN CAST(strftime('%Y%m', start_at, 'unixepoch') AS INTEGER) ELSE 0 END AS month,
+           COUNT(*)
+    FROM plans WHERE ever_online = 1 GROUP BY provider, month;
 
 -- Searches over providers in different time zones read each provider's
 -- plans on their own, in that provider's local order, and merge them by

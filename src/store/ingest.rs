@@ -1,13 +1,16 @@
 //! The single-writer ingest: one fetch or import as one transaction
 //! ([`Ingest`]), the in-memory index of known plans that skips unchanged
-//! ones, staging of search rows, and upkeep of `meta.content_digest`.
+//! ones, staging of search rows, the month counters (`plan_months`), and
+//! upkeep of `meta.content_digest`.
 //!
 //! Must not read or answer searches, must not delete from `plans`, and must
 //! not hold its write transaction open while waiting on anything but SQLite.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::providers::add_provider_counts;
+use super::providers::{add_plan_months, add_provider_counts, month_of};
 use super::{counts, insert_run, upsert_feed_state, FeedState, Result, Store, StoreError};
 use crate::model::{local_seconds, plan_uuid, FeedPlan, FetchRun, PlanCounts};
 
@@ -47,6 +50,7 @@ impl Store {
             digest_delta: 0,
             known,
             staged: 0,
+            months: HashMap::new(),
         })
     }
 }
@@ -65,6 +69,9 @@ pub struct Ingest<'a> {
     known: KnownPlans,
     /// Rows in `temp.plans_search_staged`.
     staged: u64,
+    /// What this ingest adds to the provider's `plan_months` counters:
+    /// searchable plans gained (or lost, negative) by month of local start.
+    months: HashMap<i64, i64>,
 }
 
 /// `end_at` of a plan without an end (primary-key columns cannot be NULL;
@@ -274,6 +281,7 @@ impl Ingest<'_> {
         self.counts.plans_new += 1;
         if plan.online {
             self.became_searchable += 1;
+            *self.months.entry(month_of(start_at)).or_default() += 1;
             self.digest_delta = self
                 .digest_delta
                 .wrapping_add(plan_term_of(&uuid, hash as i64));
@@ -346,6 +354,11 @@ impl Ingest<'_> {
         if !ever_online {
             return Ok(());
         }
+        // The month counters too: it counts at its new start's month.
+        if old.ever_online {
+            *self.months.entry(month_of(old.start_at)).or_default() -= 1;
+        }
+        *self.months.entry(month_of(start_at)).or_default() += 1;
         let uuid = uuid::Uuid::from_bytes(old.id);
         // The content digest covers searchable plans: the old term leaves
         // with the old values, the new one comes with the new.
@@ -404,6 +417,7 @@ impl Ingest<'_> {
                 self.counts.plans_new,
                 self.became_searchable,
             )?;
+            add_plan_months(&self.tx, &self.provider, &self.months)?;
         }
         let changed = self.counts.plans_new + self.counts.plans_updated > 0;
         if let Some(state) = state {

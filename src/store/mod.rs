@@ -585,6 +585,10 @@ mod tests {
             .unwrap();
         assert_eq!(untagged, 0);
         assert_eq!(store.runs(10).unwrap()[0].provider, "p");
+        // V6: the month counters of the plans carried over.
+        let (kept, recounted) = plan_months_kept_and_recounted(&store.conn);
+        assert_eq!(kept, recounted);
+        assert_eq!(kept, [("p".to_string(), 202101, 2)]);
         let by_provider = store.provider_counts().unwrap();
         assert_eq!(
             (
@@ -637,6 +641,9 @@ mod tests {
             .unwrap();
         assert_eq!(merged, body);
         assert_eq!(store.provider_counts().unwrap()["p"].plans_searchable, 3);
+        let (kept, recounted) = plan_months_kept_and_recounted(&store.conn);
+        assert_eq!(kept, recounted);
+        assert_eq!(kept, [("p".to_string(), 202101, 3)]);
     }
 
     #[test]
@@ -711,6 +718,12 @@ mod tests {
         assert_eq!(
             (counts["q"].plans_stored, counts["q"].plans_searchable),
             (3, 2)
+        );
+        let (kept, recounted) = plan_months_kept_and_recounted(&store.conn);
+        assert_eq!(kept, recounted);
+        assert_eq!(
+            kept,
+            [("p".to_string(), 202101, 1), ("q".to_string(), 202101, 2)]
         );
         let only_q = store
             .search_providers(&[ProviderWindow {

@@ -5,7 +5,7 @@
 //! Must not hold more than one row per provider (plus one start-instant
 //! group) in memory while merging, and must not scan plans for counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 
 use rusqlite::{params, Connection};
@@ -26,19 +26,55 @@ pub struct MonthCount {
     pub plans: u64,
 }
 
-fn plans_per_month(conn: &Connection) -> Result<Vec<MonthCount>> {
-    // Reads the small (provider, start_at) index only, never the rendered
-    // plans. Local seconds are seconds of a wall-clock time taken as UTC, so
-    // `unixepoch` gives back the local calendar month.
+/// The `plan_months.month` of provider-local seconds: yyyymm of the local
+/// calendar month, as `strftime('%Y%m', start_at, 'unixepoch')` gives it
+/// (migration V6 fills the table that way); 0 for a year outside 0000-9999
+/// (seconds outside -62167219200..=253402300799, which V6 maps to 0 too).
+pub(super) fn month_of(local: i64) -> i64 {
+    use chrono::Datelike;
+    match crate::model::from_local_seconds(local) {
+        Some(t) if (0..=9999).contains(&t.year()) => {
+            i64::from(t.year()) * 100 + i64::from(t.month())
+        }
+        _ => 0,
+    }
+}
+
+/// Moves the provider's month counters (`plan_months`) by `deltas` (month
+/// → plans gained, negative for plans lost) in the ingest's transaction.
+pub(super) fn add_plan_months(
+    conn: &Connection,
+    provider: &str,
+    deltas: &HashMap<i64, i64>,
+) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "SELECT provider, strftime('%Y-%m', start_at, 'unixepoch') AS month, COUNT(*)
-         FROM plans INDEXED BY plans_provider_start WHERE ever_online = 1
-         GROUP BY provider, month ORDER BY provider, month",
+        "INSERT INTO plan_months (provider, month, plans) VALUES (?1, ?2, ?3)
+         ON CONFLICT (provider, month) DO UPDATE SET plans = plans + excluded.plans",
+    )?;
+    for (&month, &delta) in deltas {
+        if delta != 0 {
+            stmt.execute(params![provider, month, delta])?;
+        }
+    }
+    Ok(())
+}
+
+fn plans_per_month(conn: &Connection) -> Result<Vec<MonthCount>> {
+    // Counters kept by every ingest (migration V6): one row per provider
+    // and month, never a scan of the plans. A month may have fallen to 0.
+    let mut stmt = conn.prepare_cached(
+        "SELECT provider, month, plans FROM plan_months WHERE plans > 0
+         ORDER BY provider, month",
     )?;
     let rows = stmt.query_map([], |r| {
+        let month: i64 = r.get(1)?;
         Ok(MonthCount {
             provider: r.get(0)?,
-            month: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            month: if month > 0 {
+                format!("{:04}-{:02}", month / 100, month % 100)
+            } else {
+                String::new()
+            },
             plans: r.get::<_, i64>(2)?.max(0) as u64,
         })
     })?;
@@ -467,7 +503,7 @@ impl Reader {
     }
 
     /// Searchable plans by provider and month of their local start, in
-    /// provider then month order. Reads one index entry per searchable plan.
+    /// provider then month order. Reads one counter per provider and month.
     pub fn plans_per_month(&self) -> Result<Vec<MonthCount>> {
         plans_per_month(&self.conn)
     }
@@ -478,7 +514,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{local_seconds, FeedPlan, Outcome, Window};
+    use crate::model::{local_seconds, parse_feed_datetime, FeedPlan, Outcome, Window};
     use crate::store::test_support::*;
 
     #[test]
@@ -515,6 +551,156 @@ mod tests {
             .map(|(p, m, n)| (p.to_string(), m.to_string(), *n))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn month_of_local_seconds_agrees_with_sqlite_for_every_month_of_years_0000_to_9999() {
+        use chrono::NaiveDate;
+        let conn = Connection::open_in_memory().unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT CASE WHEN ?1 BETWEEN -62167219200 AND 253402300799
+                     THEN CAST(strftime('%Y%m', ?1, 'unixepoch') AS INTEGER) ELSE 0 END",
+            )
+            .unwrap();
+        let mut sqlite = |secs: i64| -> i64 { stmt.query_row([secs], |r| r.get(0)).unwrap() };
+        let mut checked = 0;
+        for year in 0..=9999 {
+            for month in 1..=12 {
+                let first = NaiveDate::from_ymd_opt(year, month, 1)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap();
+                let secs = local_seconds(&first);
+                let want = i64::from(year) * 100 + i64::from(month);
+                assert_eq!(month_of(secs), want, "{first}");
+                // The month's first second, and the previous month's last.
+                for s in [secs, secs - 1] {
+                    assert_eq!(month_of(s), sqlite(s), "{s}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 10_000 * 12 * 2);
+        // The last second of 9999, a leap second, and years SQLite does not
+        // date (both give 0).
+        let last = crate::model::parse_feed_datetime("9999-12-31T23:59:59").unwrap();
+        let leap = crate::model::parse_feed_datetime("2016-12-31T23:59:60").unwrap();
+        assert_eq!(month_of(local_seconds(&last)), 999_912);
+        assert_eq!(month_of(local_seconds(&leap)), 201_612);
+        let far = NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let before = NaiveDate::from_ymd_opt(-1, 12, 31)
+            .unwrap()
+            .and_hms_opt(23, 59, 59)
+            .unwrap();
+        for t in [last, leap, far, before] {
+            let s = local_seconds(&t);
+            assert_eq!(month_of(s), sqlite(s), "{t}");
+        }
+        assert_eq!(month_of(local_seconds(&far)), 0);
+        assert_eq!(month_of(local_seconds(&before)), 0);
+        // V6's bounds are exactly the first and last second of 0000-9999.
+        assert_eq!(month_of(-62_167_219_200), 1);
+        assert_eq!(month_of(-62_167_219_201), 0);
+        assert_eq!(month_of(253_402_300_799), 999_912);
+        assert_eq!(month_of(253_402_300_800), 0);
+    }
+
+    #[test]
+    fn month_counters_equal_a_recount_through_every_kind_of_change() {
+        let db = temp_db("month-counters");
+        let mut store = Store::open(&db).unwrap();
+        let land = |store: &mut Store, provider: &str, plans: &[FeedPlan]| {
+            let mut tx = store.begin_ingest(provider).unwrap();
+            for p in plans {
+                tx.upsert(p).unwrap();
+            }
+            tx.commit(&run(Outcome::Ok), None).unwrap();
+        };
+        let check = |store: &Store| {
+            let (kept, recounted) = plan_months_kept_and_recounted(&store.conn);
+            assert_eq!(kept, recounted);
+            kept
+        };
+        let a = plan("1", "1", "2021-01-31T23:00:00", None, true);
+        let b = plan("2", "1", "2021-02-01T00:00:00", None, false);
+        let c = plan("3", "1", "2021-02-10T10:00:00", None, true);
+        let d = plan("4", "1", "0001-01-01T00:00:00", None, true);
+        let e = plan("5", "1", "9999-12-31T23:59:59", None, true);
+        land(
+            &mut store,
+            "p",
+            &[a.clone(), b.clone(), c.clone(), d.clone()],
+        );
+        land(&mut store, "q", &[a.clone(), e.clone()]);
+        let kept = check(&store);
+        let months: Vec<i64> = kept.iter().map(|k| k.1).collect();
+        assert_eq!(months, [101, 202101, 202102, 202101, 999912]);
+        // a moves to another month; b turns online (becomes searchable);
+        // c goes offline (stays searchable) and moves; d is unchanged; a
+        // plan listed twice in one feed with two starts counts once.
+        let mut a2 = a.clone();
+        a2.start = parse_feed_datetime("2021-03-01T00:00:00").unwrap();
+        let mut b2 = b.clone();
+        b2.online = true;
+        let mut c2 = c.clone();
+        c2.online = false;
+        c2.start = parse_feed_datetime("2020-12-31T23:59:59").unwrap();
+        let f = plan("6", "1", "2021-04-01T00:00:00", None, true);
+        let mut f2 = f.clone();
+        f2.start = parse_feed_datetime("2021-05-01T00:00:00").unwrap();
+        land(
+            &mut store,
+            "p",
+            &[a2.clone(), b2, c2.clone(), d.clone(), f, f2],
+        );
+        check(&store);
+        // c back to its month while offline; a moves again; a rolled-back
+        // ingest leaves the counters alone.
+        let mut c3 = c2.clone();
+        c3.start = c.start;
+        let mut a3 = a2.clone();
+        a3.start = a.start;
+        land(&mut store, "p", &[a3, c3]);
+        {
+            let mut tx = store.begin_ingest("p").unwrap();
+            tx.upsert(&plan("7", "1", "2022-01-01T00:00:00", None, true))
+                .unwrap();
+            tx.upsert(&a2).unwrap();
+        }
+        let kept = check(&store);
+        // Months left empty are kept as zeros and skipped when read.
+        let zeros: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM plan_months WHERE plans = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(zeros > 0);
+        let read: Vec<(String, String, u64)> = Reader::open(&db)
+            .unwrap()
+            .plans_per_month()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.provider, m.month, m.plans))
+            .collect();
+        let want: Vec<(String, String, u64)> = kept
+            .iter()
+            .map(|(p, m, n)| {
+                (
+                    p.clone(),
+                    format!("{:04}-{:02}", m / 100, m % 100),
+                    *n as u64,
+                )
+            })
+            .collect();
+        assert_eq!(read, want);
+        assert_eq!(read[0], ("p".to_string(), "0001-01".to_string(), 1));
     }
 
     #[test]

@@ -71,3 +71,31 @@ pub(super) fn ids(body: &[u8]) -> Vec<String> {
         .map(|e| e["title"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// (provider, yyyymm, plans) rows of month counters, sorted.
+pub(super) type MonthRows = Vec<(String, i64, i64)>;
+
+/// `plan_months` as kept (zeros skipped), and the same counts recounted
+/// with one GROUP BY over `plans`.
+pub(super) fn plan_months_kept_and_recounted(conn: &Connection) -> (MonthRows, MonthRows) {
+    let read = |sql: &str| -> MonthRows {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    (
+        read(
+            "SELECT provider, month, plans FROM plan_months WHERE plans > 0
+             ORDER BY provider, month",
+        ),
+        read(
+            "SELECT provider,
+                    CASE WHEN start_at BETWEEN -62167219200 AND 253402300799
+                        THEN CAST(strftime('%Y%m', start_at, 'unixepoch') AS INTEGER) ELSE 0 END AS m,
+                    COUNT(*)
+             FROM plans WHERE ever_online = 1 GROUP BY provider, m ORDER BY provider, m",
+        ),
+    )
+}
