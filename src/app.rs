@@ -61,8 +61,14 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Fetch(args) => fetch(args),
         Command::Import(args) => import(args),
-        Command::Search(args) => search(args),
-        Command::Status(args) => status(args),
+        Command::Search(args) => {
+            quit_quietly_on_a_closed_pipe();
+            search(args)
+        }
+        Command::Status(args) => {
+            quit_quietly_on_a_closed_pipe();
+            status(args)
+        }
         Command::Migrate(args) => {
             let store = open_store(&args)?;
             println!("{}: migrated", store.path().display());
@@ -547,6 +553,19 @@ fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
         signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
     }
     Ok(flag)
+}
+
+/// For commands whose output is meant for pipes (`search`, `status`):
+/// the default SIGPIPE action, so `planbox search | head` ends the way
+/// `cat | head` does instead of panicking in `println!` on the closed
+/// pipe. Rust ignores SIGPIPE at start; `serve` keeps it ignored, since a
+/// client closing its socket must cost only its request.
+fn quit_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores a signal's default action; no handler, no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Lowers the calling thread's CPU priority (nice 10) so a large ingest

@@ -399,3 +399,37 @@ fn another_process_s_changes_show_within_the_version_ttl_and_our_own_at_once() {
     generated_store(&t.db, 120, "p");
     assert_ne!(etag(&s), second);
 }
+
+#[test]
+fn cli_search_into_a_closed_pipe_ends_quietly() {
+    // `planbox search | head`: the reader goes away after the first lines of
+    // an answer far larger than a pipe's buffer.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("planbox.db");
+    generated_store(&db, 3000, "provider");
+    for json in [false, true] {
+        let mut cmd = planbox();
+        cmd.args(["search", "--db"]).arg(&db);
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The read end is closed here: the rest of the answer has nowhere to go.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Ended by SIGPIPE, as `cat | head` does: no panic, no error line.
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "json={json}: {stderr}"
+        );
+        assert!(stderr.is_empty(), "json={json}: {stderr}");
+    }
+}
