@@ -230,15 +230,14 @@ pub fn render(p: &PageInput<'_>) -> String {
         h.push_str(
             "<table><thead><tr><th>Provider</th><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
              <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
-             <th>Skipped</th><th>Error</th></tr></thead><tbody>",
+             <th>Skipped</th><th>Repaired</th><th>Error</th></tr></thead><tbody>",
         );
         for r in &p.runs {
             let class = if r.outcome.is_success() { "ok" } else { "bad" };
-            let skipped = r.skipped_total();
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td></tr>",
                 esc(if r.provider.is_empty() { "-" } else { &r.provider }),
                 esc(&journal_time(&r.started_at)),
                 r.outcome,
@@ -248,7 +247,8 @@ pub fn render(p: &PageInput<'_>) -> String {
                 r.counts.plans_seen,
                 r.counts.plans_new,
                 r.counts.plans_updated,
-                skipped,
+                count_cell(r.skipped_total(), &r.skipped),
+                count_cell(r.repaired_total(), &r.repaired),
                 esc(r.error.as_deref().unwrap_or(""))
             );
         }
@@ -390,6 +390,17 @@ fn render_timeline(h: &mut String, runs: &[FetchRun]) {
         esc(&journal_time(&newest.started_at)),
         max_ms
     );
+}
+
+/// A journal count as a table cell whose title names the reasons
+/// (`bare_ampersand: 2, html_entity: 1`), so the page tells what was
+/// skipped or repaired without a column per reason.
+fn count_cell(total: u64, by_reason: &std::collections::BTreeMap<String, u64>) -> String {
+    if by_reason.is_empty() {
+        return format!("<td>{total}</td>");
+    }
+    let reasons: Vec<String> = by_reason.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("<td title=\"{}\">{total}</td>", esc(&reasons.join(", ")))
 }
 
 /// How many months the histogram shows at most (the latest ones).
@@ -540,6 +551,52 @@ mod tests {
         assert!(html.contains("<td>15.00</td><td>30.00</td>"), "{html}");
         assert!(
             html.contains("href=\"/search?starts_at=%3Cx%3E\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn recent_fetches_show_skips_and_repairs_with_their_reasons() {
+        use crate::model::{Outcome, PlanCounts};
+        let info = ServiceInfo {
+            version: "1",
+            providers: vec![],
+        };
+        let run = FetchRun {
+            provider: "a".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 5,
+            source: "x".into(),
+            outcome: Outcome::Ok,
+            http_status: Some(200),
+            bytes: 10,
+            counts: PlanCounts::default(),
+            skipped: [("unresolved_reference".to_owned(), 1)].into(),
+            repaired: [
+                ("bare_ampersand".to_owned(), 2),
+                ("html_entity".to_owned(), 3),
+            ]
+            .into(),
+            error: None,
+        };
+        let html = render(&PageInput {
+            info: &info,
+            providers: vec![],
+            counts: None,
+            runs: vec![run],
+            query: "",
+            search: None,
+            metrics_here: false,
+            search_here: true,
+            store_check: Default::default(),
+        });
+        assert!(html.contains("<th>Repaired</th>"), "{html}");
+        assert!(
+            html.contains("<td title=\"unresolved_reference: 1\">1</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td title=\"bare_ampersand: 2, html_entity: 3\">5</td>"),
             "{html}"
         );
     }
