@@ -509,6 +509,42 @@ mod tests {
     use crate::model::{local_seconds, plan_uuid, ProviderWindow};
     use crate::store::test_support::*;
 
+    /// A store in the version 2 layout (as the previous release wrote it)
+    /// holding `plans` (provider, plan), each with the price 10.50; the
+    /// connection is left open for the caller's own additions.
+    fn version_2_store(path: &Path, plans: &[(&str, &crate::model::FeedPlan)]) -> Connection {
+        let mut conn = Connection::open(path).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(2))
+            .run(&mut conn)
+            .unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        for (provider, p) in plans {
+            let uuid = plan_uuid(provider, &p.base_plan_id, &p.plan_id);
+            conn.execute(
+                "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at,
+                     end_at, min_price, max_price, online, ever_online, content_hash,
+                     json, first_seen_run, changed_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '10.50', '10.50', ?8, ?8, ?9, ?10, 1, 1)",
+                params![
+                    uuid.hyphenated().to_string(),
+                    provider,
+                    p.base_plan_id,
+                    p.plan_id,
+                    p.title,
+                    local_seconds(&p.start),
+                    p.end.as_ref().map(local_seconds),
+                    p.online,
+                    p.content_hash() as i64,
+                    p.event_summary_json(&uuid),
+                ],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
     #[test]
     fn a_version_2_store_is_carried_over_in_place() {
         let path = temp_db("v2");
@@ -522,34 +558,7 @@ mod tests {
         let b = plan("2", "7", "2021-01-01T10:00:00", None, true);
         let c = plan("3", "7", "2021-01-01T09:00:00", None, false);
         {
-            let mut conn = Connection::open(&path).unwrap();
-            embedded::migrations::runner()
-                .set_target(refinery::Target::Version(2))
-                .run(&mut conn)
-                .unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .unwrap();
-            for p in [&a, &b, &c] {
-                let uuid = plan_uuid("p", &p.base_plan_id, &p.plan_id);
-                conn.execute(
-                    "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at,
-                         end_at, min_price, max_price, online, ever_online, content_hash,
-                         json, first_seen_run, changed_run)
-                     VALUES (?1, 'p', ?2, ?3, ?4, ?5, ?6, '10.50', '10.50', ?7, ?7, ?8, ?9, 1, 1)",
-                    params![
-                        uuid.hyphenated().to_string(),
-                        p.base_plan_id,
-                        p.plan_id,
-                        p.title,
-                        local_seconds(&p.start),
-                        p.end.as_ref().map(local_seconds),
-                        p.online,
-                        p.content_hash() as i64,
-                        p.event_summary_json(&uuid),
-                    ],
-                )
-                .unwrap();
-            }
+            let conn = version_2_store(&path, &[("p", &a), ("p", &b), ("p", &c)]);
             conn.execute_batch(
                 "UPDATE meta SET value = 3 WHERE key = 'plans_stored';
                  UPDATE meta SET value = 2 WHERE key = 'plans_searchable';
@@ -655,36 +664,8 @@ mod tests {
             ("q", plan("2", "7", "2021-01-01T10:00:00", None, true)),
             ("q", plan("3", "7", "2021-01-01T09:00:00", None, false)),
         ];
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            embedded::migrations::runner()
-                .set_target(refinery::Target::Version(2))
-                .run(&mut conn)
-                .unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .unwrap();
-            for (provider, p) in &plans {
-                let uuid = plan_uuid(provider, &p.base_plan_id, &p.plan_id);
-                conn.execute(
-                    "INSERT INTO plans (id, provider, base_plan_id, plan_id, title, start_at,
-                         end_at, min_price, max_price, online, ever_online, content_hash,
-                         json, first_seen_run, changed_run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, '10.50', '10.50', ?7, ?7, ?8, ?9, 1, 1)",
-                    params![
-                        uuid.hyphenated().to_string(),
-                        provider,
-                        p.base_plan_id,
-                        p.plan_id,
-                        p.title,
-                        local_seconds(&p.start),
-                        p.online,
-                        p.content_hash() as i64,
-                        p.event_summary_json(&uuid),
-                    ],
-                )
-                .unwrap();
-            }
-        }
+        let with_providers: Vec<_> = plans.iter().map(|(provider, p)| (*provider, p)).collect();
+        version_2_store(&path, &with_providers);
         let store = Store::open(&path).unwrap();
         let tagged: Vec<(Vec<u8>, String)> = {
             let mut stmt = store
