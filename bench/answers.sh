@@ -106,7 +106,14 @@ cp "$OUT/body-after.json" "$NGINX_DIR/www/all.json"
 chmod -R a+rX "$NGINX_DIR"
 nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" &
 NGINX_PID=$!
-wait_http "http://127.0.0.1:$NGINX_PORT/all.json"
+wait_http "http://127.0.0.1:$NGINX_PORT/all.json" || { echo "nginx failed" >&2; exit 1; }
+# The anchor must answer 200 with exactly planbox's bytes (a worker that
+# cannot read the file answers 403/404 very fast).
+nginx_sha=$(curl -fsS "http://127.0.0.1:$NGINX_PORT/all.json" | sha256sum | cut -d' ' -f1)
+if [[ $nginx_sha != "$(cat "$OUT/sha-after")" ]]; then
+  echo "nginx does not serve planbox's body (sha256 $nginx_sha)" >&2
+  exit 1
+fi
 say "== nginx (1 worker, sendfile) serving body-after.json, rounds interleaved with AFTER"
 start "$AFTER_BIN" "$AFTER_DB"
 curl -sS -o /dev/null "$URL"
