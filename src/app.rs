@@ -340,12 +340,13 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     }
     let server_cfg = ServerConfig {
         workers: cfg.workers,
+        max_connections: cfg.max_connections,
         rate_limit: cfg.rate_limit,
         trusted_proxies: cfg.trusted_proxies.clone(),
         ..ServerConfig::default()
     };
-    let listener = server::bind(cfg.listen, server_cfg.idle_timeout)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener =
+        server::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     // `/metrics` and the status page on their own listeners (one when both
     // name the same address): a second front with one worker and an API
     // that answers nothing else, over the same counters and store.
@@ -369,8 +370,7 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
             workers: 1,
             ..ServerConfig::default()
         };
-        let l = server::bind(addr, mcfg.idle_timeout)
-            .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+        let l = server::bind(addr).with_context(|| format!("cannot listen on {addr} ({flag})"))?;
         let side_api = Api::side(
             zone,
             metrics.clone(),
@@ -450,10 +450,12 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     // A fetch thread only ends on `stop`; if one ends before, it panicked:
     // stop pinging the watchdog and exit non-zero so a supervisor restarts
     // planbox instead of it serving ever older data.
-    let fetcher_alive = || fetchers.iter().all(|f| !f.is_finished());
+    // The HTTP front must answer too (its poller turns, a worker answers).
+    let fetcher_alive =
+        || fetchers.iter().all(|f| !f.is_finished()) && http.is_alive(server::FRONT_STALL);
     let woke = wait_for_signal(&signalled, &stop, notifier.as_ref(), &fetcher_alive);
     if woke == Wake::FetcherDied {
-        crate::log::error("a fetch loop ended unexpectedly; shutting down");
+        crate::log::error("a fetch loop or the HTTP front stopped working; shutting down");
     } else {
         crate::log::info("shutting down");
     }

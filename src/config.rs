@@ -84,6 +84,9 @@ pub struct ServeConfig {
     pub fetch_interval: Duration,
     pub max_backoff: Duration,
     pub workers: usize,
+    /// Open client connections on the main listener (see
+    /// `server::ServerConfig::max_connections`).
+    pub max_connections: usize,
     pub demo: bool,
     pub rate_limit: Option<crate::server::RateLimit>,
     pub trusted_proxies: Vec<crate::server::Cidr>,

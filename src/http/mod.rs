@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod api;
+mod conn;
 pub mod events;
 pub mod limits;
 pub mod server;
