@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use super::limits::{
-    client_ip, parse_cidrs, Cidr, RateLimit, RateLimiter, RATE_LIMIT_MAX_CLIENTS,
-};
+pub use super::limits::{client_ip, RateLimiter, RATE_LIMIT_MAX_CLIENTS};
 pub use super::wire::MIN_STREAM_RATE;
 use super::wire::{send, write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
+use crate::config::{Cidr, RateLimit};
 use crate::metrics::Route;
 use crate::store::{Reader, StoreError};
 
@@ -732,7 +731,10 @@ mod tests {
         };
         let c = args.to_config().unwrap();
         assert_eq!(c.rate_limit.unwrap().per_second, 50.0);
-        assert_eq!(c.trusted_proxies, parse_cidrs("10.0.0.0/8,::1").unwrap());
+        assert_eq!(
+            c.trusted_proxies,
+            crate::config::parse_cidrs("10.0.0.0/8,::1").unwrap()
+        );
         let cli = crate::cli::Cli::try_parse_from(["planbox", "serve"]).unwrap();
         let crate::cli::Command::Serve(args) = cli.command else {
             panic!("not serve")
