@@ -583,4 +583,172 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
     }
+
+    mod redirects {
+        use super::*;
+        use crate::provider_sim::{Behaviour, FakeProvider, DEMO_FEEDS};
+
+        const SIG: &str = "S1gnatur3";
+
+        fn config(url: &str) -> FetchConfig {
+            FetchConfig {
+                url: SecretUrl::parse(url).unwrap(),
+                roots: Default::default(),
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(5),
+                max_bytes: 16 << 20,
+            }
+        }
+
+        fn fetch_from(p: &FakeProvider, name: &str) -> Result<Fetched, FetchError> {
+            let dir =
+                std::env::temp_dir().join(format!("planbox-fetch-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("{}?key=K3y", p.url());
+            fetch(
+                &config(&url),
+                &Validators::default(),
+                &dir.join("spool"),
+                &|| false,
+            )
+        }
+
+        fn redirect(location: &str) -> Behaviour {
+            Behaviour::Redirect {
+                status: 302,
+                location: location.into(),
+            }
+        }
+
+        #[test]
+        fn a_redirect_is_followed_to_its_target() {
+            let p = FakeProvider::demo().unwrap();
+            p.push(redirect(&format!("/v2/feed?X-Amz-Signature={SIG}")));
+            let Ok(Fetched::Body { body, status, .. }) = fetch_from(&p, "follow") else {
+                panic!("not fetched")
+            };
+            assert_eq!((status, body.bytes), (200, DEMO_FEEDS[0].len() as u64));
+            let urls: Vec<String> = p.seen().into_iter().map(|s| s.url).collect();
+            assert_eq!(
+                urls,
+                [
+                    "/feed?key=K3y".to_string(),
+                    format!("/v2/feed?X-Amz-Signature={SIG}")
+                ]
+            );
+        }
+
+        #[test]
+        fn a_redirect_target_never_shows_in_an_error() {
+            let dead = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            let p = FakeProvider::demo().unwrap();
+            for (name, location, outcome) in [
+                (
+                    "unusable",
+                    format!("http://[::1/feed?X-Amz-Signature={SIG}"),
+                    Outcome::HttpError,
+                ),
+                (
+                    "dead",
+                    format!("http://{dead}/feed?X-Amz-Signature={SIG}"),
+                    Outcome::NetworkError,
+                ),
+                (
+                    "bad port",
+                    format!("http://127.0.0.1:99999/feed?X-Amz-Signature={SIG}"),
+                    Outcome::HttpError,
+                ),
+            ] {
+                p.push(redirect(&location));
+                let e = fetch_from(&p, name).unwrap_err();
+                let text = format!("{} | {e:?}", e.report());
+                assert!(
+                    !text.contains(SIG) && !text.contains("K3y"),
+                    "{name}: {text}"
+                );
+                assert_eq!(e.outcome(), outcome, "{name}: {text}");
+            }
+        }
+
+        #[test]
+        fn redirects_are_followed_at_most_five_times() {
+            let p = FakeProvider::demo().unwrap();
+            for i in 0..=MAX_REDIRECTS {
+                p.push(redirect(&format!("/hop{i}?X-Amz-Signature={SIG}")));
+            }
+            let e = fetch_from(&p, "loop").unwrap_err();
+            assert!(
+                matches!(e, FetchError::TooManyRedirects { status: 302 }),
+                "{e:?}"
+            );
+            assert_eq!(e.http_status(), Some(302));
+            assert!(!e.report().contains(SIG), "{}", e.report());
+            assert_eq!(p.seen().len(), MAX_REDIRECTS as usize + 1);
+        }
+
+        #[test]
+        fn failures_are_classified_by_kind() {
+            let dead = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            let dir =
+                std::env::temp_dir().join(format!("planbox-fetch-{}-kind", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let e = fetch(
+                &config(&format!("http://u:pw@{dead}/feed?S3cretTok")),
+                &Validators::default(),
+                &dir.join("spool"),
+                &|| false,
+            )
+            .unwrap_err();
+            let FetchError::Connect {
+                source: Some(io), ..
+            } = &e
+            else {
+                panic!("{e:?}")
+            };
+            assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+            assert_eq!(e.outcome(), Outcome::NetworkError);
+            assert!(
+                e.report()
+                    .starts_with(&format!("cannot connect to {dead}: ")),
+                "{}",
+                e.report()
+            );
+        }
+
+        #[test]
+        fn body_read_failures_are_classified_by_kind() {
+            let cfg = config("http://h/feed");
+            let hops = [cfg.url.clone()];
+            let read = |e: io::Error| classify_read(e, &cfg, &hops, Instant::now(), 200);
+            // ureq's own errors travel inside io::Error.
+            assert!(matches!(
+                read(ureq::Error::BodyExceedsLimit(9).into_io()),
+                FetchError::TooLarge { status: 200, .. }
+            ));
+            assert!(matches!(
+                read(ureq::Error::Timeout(ureq::Timeout::RecvBody).into_io()),
+                FetchError::Timeout(_)
+            ));
+            // The gzip decoder's.
+            let corrupt = read(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "corrupt deflate stream",
+            ));
+            assert!(matches!(corrupt, FetchError::Decode(_)), "{corrupt:?}");
+            assert_eq!(
+                corrupt.report(),
+                "the body is not valid gzip: corrupt deflate stream"
+            );
+            // The socket's.
+            let reset = read(io::ErrorKind::ConnectionReset.into());
+            assert!(matches!(reset, FetchError::Read(_)), "{reset:?}");
+            assert_eq!(reset.outcome(), Outcome::NetworkError);
+        }
+    }
 }

@@ -712,7 +712,7 @@ impl RunningServer {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::parse_cidrs;
 
     #[test]
     fn serve_flags_reach_the_config() {
@@ -731,10 +731,7 @@ mod tests {
         };
         let c = args.to_config().unwrap();
         assert_eq!(c.rate_limit.unwrap().per_second, 50.0);
-        assert_eq!(
-            c.trusted_proxies,
-            crate::config::parse_cidrs("10.0.0.0/8,::1").unwrap()
-        );
+        assert_eq!(c.trusted_proxies, parse_cidrs("10.0.0.0/8,::1").unwrap());
         let cli = crate::cli::Cli::try_parse_from(["planbox", "serve"]).unwrap();
         let crate::cli::Command::Serve(args) = cli.command else {
             panic!("not serve")
