@@ -645,24 +645,37 @@ mod tests {
                 l.local_addr().unwrap()
             };
             let p = FakeProvider::demo().unwrap();
-            for (name, location, outcome) in [
+            for (name, location, then, outcome) in [
                 (
                     "unusable",
                     format!("http://[::1/feed?X-Amz-Signature={SIG}"),
+                    None,
                     Outcome::HttpError,
                 ),
                 (
                     "dead",
                     format!("http://{dead}/feed?X-Amz-Signature={SIG}"),
+                    None,
                     Outcome::NetworkError,
                 ),
                 (
                     "bad port",
                     format!("http://127.0.0.1:99999/feed?X-Amz-Signature={SIG}"),
+                    None,
+                    Outcome::HttpError,
+                ),
+                // ureq's own following called this malformed, quoting it.
+                (
+                    "above the root",
+                    format!("../../../feed?X-Amz-Signature={SIG}"),
+                    Some(Behaviour::Status(503, None)),
                     Outcome::HttpError,
                 ),
             ] {
                 p.push(redirect(&location));
+                if let Some(then) = then {
+                    p.push(then);
+                }
                 let e = fetch_from(&p, name).unwrap_err();
                 let text = format!("{} | {e:?}", e.report());
                 assert!(

@@ -27,7 +27,7 @@ const SHORT: usize = 4;
 /// Why a provider URL was refused. Never holds the URL or any part of it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("not a valid URL ({0}); expected http(s)://[user:password@]host[:port]/path[?query]")]
+    #[error("not a valid URL (expected http(s)://[user:password@]host[:port]/path[?query])")]
     Invalid(#[source] url::ParseError),
     #[error("the URL scheme must be http or https")]
     Scheme,
