@@ -535,13 +535,13 @@ mod tests {
             secret.to_owned(),
             format!("name={secret}"),
             format!("name=a;url={secret}"),
-            // The URL's own `key=` read as an entry's key.
+            // A URL where the name belongs.
             format!("name=a,{}", &secret[8..]),
             format!("name=a,url={secret},tz=UTC,ca="),
             format!("name=a,url={secret},timezone={secret}"),
             format!("name=a,url={secret},name=b"),
             format!("name=a,url=ftp{}", &secret[5..]),
-            format!("name=a,url=https://u:S3cretPw@[h/x?key=S3cretKey"),
+            "name=a,url=https://u:S3cretPw@[h/x?key=S3cretKey".to_owned(),
         ] {
             let e = chain(&parse_provider_list(&bad, &d).unwrap_err());
             assert!(!e.contains("S3cret"), "{bad}: {e}");
