@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::log::{log, Level};
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 use crate::store::{self, CheckOutcome, StartState};
-use crate::sync::Stop;
 
 /// How often the store is checked while `serve` runs (and how old the last
 /// passed check may be at a clean start).

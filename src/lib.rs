@@ -19,6 +19,7 @@ pub mod query;
 pub mod secret;
 pub mod service;
 pub mod status_page;
+pub mod stop;
 pub mod store;
 pub mod sync;
 pub mod systemd;
