@@ -14,6 +14,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod percent;
 pub mod provider_sim;
 pub mod query;
 pub mod secret;
