@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the codemap and the data path.
 
 pub mod app;
+pub mod check_state;
 pub mod checker;
 pub mod cli;
 pub mod config;

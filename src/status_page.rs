@@ -151,7 +151,7 @@ pub fn render(p: &PageInput<'_>) -> String {
                 h,
                 "<dt>Store check</dt><dd class=\"bad\">DAMAGED: {}. To do: {}.</dd>",
                 esc(d),
-                esc(crate::checker::DAMAGE_ADVICE)
+                esc(crate::check_state::DAMAGE_ADVICE)
             );
         }
         None if c.running => {

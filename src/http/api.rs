@@ -355,7 +355,7 @@ impl Api {
                         &format!(
                             "the integrity check found the store damaged (details in the log \
                              and on the status page); {}",
-                            crate::checker::DAMAGE_ADVICE
+                            crate::check_state::DAMAGE_ADVICE
                         ),
                     )
                 } else if src.ready() {
