@@ -76,8 +76,10 @@ impl SecretUrl {
             return Err(UrlError::NoHost);
         }
         let mut secrets = Vec::new();
+        // As written, percent-decoded, and decoded as a form value.
         let mut push = |s: &str| {
-            for v in [s.to_owned(), decode(s)] {
+            let strict = crate::percent::decode(s).unwrap_or_else(|_| s.to_owned());
+            for v in [s.to_owned(), strict, decode(s)] {
                 if !v.is_empty() && !secrets.contains(&v) {
                     secrets.push(v);
                 }
@@ -191,11 +193,10 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// `s` percent-decoded, `+` read as a space as in a query (a form value);
+/// `s` itself when it does not decode.
 fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    crate::percent::decode(&s.replace('+', " ")).unwrap_or_else(|_| s.to_owned())
 }
 
 fn redact(u: &url::Url) -> String {
@@ -271,9 +272,11 @@ mod tests {
         let s = u.scrub(&msg);
         assert!(!s.contains("TOPSECRET") && !s.contains("s3cretpw"), "{s}");
         assert!(s.contains("http://***@host:8080/feed?api_key=***"), "{s}");
-        // Percent-encoded secrets are found in their decoded form too.
+        // Percent-encoded secrets are found in their decoded forms too.
         let e = SecretUrl::parse("http://h/?k=a%2Fsecret%2B").unwrap();
         assert_eq!(e.scrub("x a/secret+ y"), "x *** y");
+        let f = SecretUrl::parse("http://us%40r:pa+ss@h/?k=two+words").unwrap();
+        assert_eq!(f.scrub("us@r pa+ss pa ss two words"), "*** *** *** ***");
     }
 
     #[test]
