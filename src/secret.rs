@@ -19,10 +19,16 @@ use std::fmt;
 const MASK: &str = "***";
 
 /// Secrets shorter than this are taken out of free text only where they
-/// stand alone (between characters that are not letters or digits): a
-/// one-letter password must not turn every such letter of a message into
-/// `***`, but `u:pw@` must lose its `pw`.
+/// stand alone: a one-letter password must not turn every such letter of
+/// a message into `***` (nor `?v=1` every `1` of `127.0.0.1`), but `u:pw@`
+/// must lose its `pw`.
 const SHORT: usize = 4;
+
+/// Characters that join a short secret to a longer token (a word, a number,
+/// a host name): where one touches it, it does not stand alone.
+fn joins(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '%' | '+')
+}
 
 /// Why a provider URL was refused. Never holds the URL or any part of it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -157,10 +163,10 @@ impl SecretUrl {
     }
 }
 
-/// `text` with every appearance of `secret` that no letter or digit touches
-/// on either side replaced by `***`.
+/// `text` with every appearance of `secret` that stands alone (no
+/// character that [`joins`] on either side) replaced by `***`.
 fn replace_standalone(text: &str, secret: &str) -> String {
-    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let word = |c: Option<char>| c.is_some_and(joins);
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut before: Option<char> = None;
@@ -335,6 +341,12 @@ mod tests {
         );
         // Next to each other, both go.
         assert_eq!(u.scrub("(pw)(ab)"), "(***)(***)");
+        // Parts of numbers and host names are not secrets standing alone.
+        let v = SecretUrl::parse("http://127.0.0.1:8080/feed?v=1&f=x").unwrap();
+        assert_eq!(
+            v.scrub("cannot connect to 127.0.0.1:8080 (HTTP/1.1, x-forwarded); v=1, f=x"),
+            "cannot connect to 127.0.0.1:8080 (HTTP/1.1, x-forwarded); v=***, f=***"
+        );
         assert_eq!(replace_standalone("pwpw pw", "pw"), "pwpw ***");
     }
 
