@@ -32,12 +32,11 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::conn::{self, Conn, Dispatch, Limits, Out, Poller, Refusal, Shared, DRAIN_MAX};
-pub use super::limits::{
-    client_ip, parse_cidrs, Cidr, RateLimit, RateLimiter, RATE_LIMIT_MAX_CLIENTS,
-};
+pub use super::limits::{client_ip, RateLimiter, RATE_LIMIT_MAX_CLIENTS};
 pub use super::wire::MIN_STREAM_RATE;
 use super::wire::{write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
+use crate::config::{Cidr, RateLimit};
 use crate::metrics::Route;
 use crate::store::{Reader, StoreError};
 
@@ -898,5 +897,39 @@ impl RunningServer {
             }
         }
         drop(shared.take_returns());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_cidrs;
+
+    #[test]
+    fn serve_flags_reach_the_config() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "planbox",
+            "serve",
+            "--rate-limit",
+            "50/s",
+            "--trusted-proxies",
+            "10.0.0.0/8,::1",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let c = args.to_config().unwrap();
+        assert_eq!(c.rate_limit.unwrap().per_second, 50.0);
+        assert_eq!(c.trusted_proxies, parse_cidrs("10.0.0.0/8,::1").unwrap());
+        let cli = crate::cli::Cli::try_parse_from(["planbox", "serve"]).unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let c = args.to_config().unwrap();
+        assert!(
+            c.rate_limit.is_none() && c.trusted_proxies.is_empty(),
+            "off by default"
+        );
     }
 }

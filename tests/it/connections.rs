@@ -348,6 +348,8 @@ fn the_connection_cap_comes_from_the_command_line() {
     assert_eq!(c.max_connections, 100);
     let c = parse(&["planbox", "serve"]).unwrap();
     assert_eq!(c.max_connections, planbox::server::DEFAULT_MAX_CONNECTIONS);
-    let e = parse(&["planbox", "serve", "--max-connections", "0"]).unwrap_err();
+    let e = parse(&["planbox", "serve", "--max-connections", "0"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--max-connections"), "{e}");
 }
