@@ -172,6 +172,41 @@ def main():
             stats["slow_closed"] += 1
             conns.append(open_conn("slow"))
 
+    def on_event(c, ev, now):
+        """Sends a new connection's first bytes; reads and checks answers.
+        True when an answer arrived."""
+        if ev & selectors.EVENT_WRITE and not c.sent_head:
+            try:
+                c.sock.send(slow_head if c.kind == "slow" else request)
+            except OSError:
+                stats["connect_errors"] += 1
+                closed_by_server(c)
+                return False
+            c.sent_head, c.waiting = True, c.kind == "idle"
+            c.next_at = now + a.drip
+            sel.modify(c.sock, selectors.EVENT_READ, c)
+            return False
+        if not ev & selectors.EVENT_READ:
+            return False
+        try:
+            data = c.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            closed_by_server(c)
+            return False
+        c.buf += data
+        got = parse_answer(c.buf)
+        if not got:
+            return False
+        st, b, c.buf = got
+        stats["answers"] += 1
+        stats["non_200"] += st != 200
+        stats["wrong_body"] += b != want
+        c.waiting = False
+        c.next_at = now + a.ping * random.uniform(0.5, 1.0)
+        return True
+
     conns = []
     # Idle clients in batches, each answered once before the next batch.
     first_answered = 0
@@ -182,35 +217,7 @@ def main():
         deadline = time.time() + 30
         while first_answered < target and time.time() < deadline:
             for key, ev in sel.select(0.1):
-                c = key.data
-                if ev & selectors.EVENT_WRITE and not c.sent_head:
-                    try:
-                        c.sock.send(request)
-                        c.sent_head, c.waiting = True, True
-                    except OSError:
-                        stats["connect_errors"] += 1
-                        closed_by_server(c)
-                        continue
-                    sel.modify(c.sock, selectors.EVENT_READ, c)
-                    continue
-                if ev & selectors.EVENT_READ:
-                    try:
-                        data = c.sock.recv(65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        closed_by_server(c)
-                        continue
-                    c.buf += data
-                    got = parse_answer(c.buf)
-                    if got:
-                        st, b, c.buf = got
-                        stats["answers"] += 1
-                        stats["non_200"] += st != 200
-                        stats["wrong_body"] += b != want
-                        c.waiting = False
-                        c.next_at = time.time() + a.ping * random.uniform(0.5, 1.0)
-                        first_answered += 1
+                first_answered += on_event(key.data, ev, time.time())
         sample()
     established = time.time()
     for _ in range(a.slow):
@@ -224,35 +231,7 @@ def main():
     while time.time() < stop_at:
         now = time.time()
         for key, ev in sel.select(0.05):
-            c = key.data
-            if ev & selectors.EVENT_WRITE and not c.sent_head:
-                try:
-                    c.sock.send(slow_head if c.kind == "slow" else request)
-                    c.sent_head = True
-                    c.next_at = now + a.drip
-                except OSError:
-                    stats["connect_errors"] += 1
-                    closed_by_server(c)
-                    continue
-                sel.modify(c.sock, selectors.EVENT_READ, c)
-                continue
-            if ev & selectors.EVENT_READ:
-                try:
-                    data = c.sock.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    closed_by_server(c)
-                    continue
-                c.buf += data
-                got = parse_answer(c.buf)
-                if got:
-                    st, b, c.buf = got
-                    stats["answers"] += 1
-                    stats["non_200"] += st != 200
-                    stats["wrong_body"] += b != want
-                    c.waiting = False
-                    c.next_at = now + a.ping * random.uniform(0.5, 1.0)
+            on_event(key.data, ev, now)
         for c in conns:
             if c.sock.fileno() < 0 or not c.sent_head or c.next_at > now:
                 continue

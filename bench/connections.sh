@@ -26,16 +26,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 mkdir -p "$OUT"
 SUM=$OUT/connections.txt
 : >"$SUM"
-PID="" NGINX_DIR=""
-cleanup() {
-  if [[ -n $PID ]]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  if [[ -n $NGINX_DIR ]]; then rm -rf "$NGINX_DIR"; fi
-}
-trap cleanup EXIT
-wait_http() {
-  for ((i = 0; i < 300; i++)); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
-  return 1
-}
+trap stop_bench_servers EXIT
 URL="http://127.0.0.1:$PORT"
 # The load client needs IDLE + SLOW descriptors, the server as many.
 ulimit -n "$(ulimit -Hn)"

@@ -24,6 +24,9 @@
 //! Must not contain API logic or SQL; it does not parse requests beyond
 //! finding where a head ends.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("planbox's HTTP connection layer uses epoll and eventfd: it builds on Linux only");
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -71,10 +71,7 @@ fn closed(c: &mut TcpStream) -> bool {
 
 #[test]
 fn a_huge_content_length_is_answered_and_the_server_lives_on() {
-    let (_t, s, addr) = server_with(ServerConfig {
-        workers: 2,
-        ..ServerConfig::default()
-    });
+    let (_t, s, addr) = server_with(ServerConfig::default());
     // More times than there are workers: no request may end one.
     for length in ["9000000000000000000", "18446744073709551615"] {
         for _ in 0..3 {
@@ -105,10 +102,7 @@ fn a_huge_content_length_is_answered_and_the_server_lives_on() {
 
 #[test]
 fn a_small_body_is_dropped_and_the_connection_answers_the_next_request() {
-    let (_t, _s, addr) = server_with(ServerConfig {
-        workers: 2,
-        ..ServerConfig::default()
-    });
+    let (_t, _s, addr) = server_with(ServerConfig::default());
     let mut c = connect(addr);
     // The body arrives after the answer, split, with the next request
     // right behind it: it is dropped, never read as a request.
@@ -132,10 +126,7 @@ fn a_small_body_is_dropped_and_the_connection_answers_the_next_request() {
 
 #[test]
 fn a_chunked_body_is_refused_and_never_read_as_a_request() {
-    let (_t, s, addr) = server_with(ServerConfig {
-        workers: 2,
-        ..ServerConfig::default()
-    });
+    let (_t, s, addr) = server_with(ServerConfig::default());
     // Behind a proxy that reuses connections, a body parsed as the next
     // request would answer someone else: the body here is a request.
     let smuggled = "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -176,10 +167,7 @@ fn a_chunked_body_is_refused_and_never_read_as_a_request() {
 
 #[test]
 fn request_lines_and_heads_are_capped_while_they_are_read() {
-    let (_t, s, addr) = server_with(ServerConfig {
-        workers: 2,
-        ..ServerConfig::default()
-    });
+    let (_t, s, addr) = server_with(ServerConfig::default());
     // A request line that never ends: 414 once it passes the cap, without
     // waiting for the rest (the client is still sending).
     let mut c = connect(addr);

@@ -943,19 +943,21 @@ fn a_second_serve_refuses_and_import_waits_its_turn() {
 // ---------------------------------------------------------------------------
 // 3. Abusive HTTP input
 
-#[test]
-fn overload_is_shed_with_503_and_retry_after() {
+/// A server whose searches wait at the returned gate.
+fn gated_server(cfg: ServerConfig) -> (Arc<Gate>, Arc<SourcedServer>) {
     let gate = Arc::new(Gate::default());
     let g = gate.clone();
     let sources: SourceFactory = Arc::new(move || Ok(Box::new(GatedSource(g.clone())) as _));
-    let server = Arc::new(SourcedServer::start(
-        ServerConfig {
-            workers: 1,
-            max_queue: 2,
-            ..ServerConfig::default()
-        },
-        sources,
-    ));
+    (gate, Arc::new(SourcedServer::start(cfg, sources)))
+}
+
+#[test]
+fn overload_is_shed_with_503_and_retry_after() {
+    let (gate, server) = gated_server(ServerConfig {
+        workers: 1,
+        max_queue: 2,
+        ..ServerConfig::default()
+    });
     // The only worker is stuck in a search...
     let s = server.clone();
     let slow = thread::spawn(move || s.get("/search").status);
@@ -1024,16 +1026,10 @@ fn a_panicking_handler_is_a_500_envelope_and_the_worker_survives() {
 
 #[test]
 fn the_watchdog_sees_a_front_whose_workers_do_not_answer() {
-    let gate = Arc::new(Gate::default());
-    let g = gate.clone();
-    let sources: SourceFactory = Arc::new(move || Ok(Box::new(GatedSource(g.clone())) as _));
-    let server = Arc::new(SourcedServer::start(
-        ServerConfig {
-            workers: 1,
-            ..ServerConfig::default()
-        },
-        sources,
-    ));
+    let (gate, server) = gated_server(ServerConfig {
+        workers: 1,
+        ..ServerConfig::default()
+    });
     let stall = Duration::from_millis(300);
     // Idle, its probes answered: alive, for longer than the stall.
     let until = Instant::now() + stall * 5;
