@@ -108,6 +108,9 @@ pub(crate) enum Refusal {
     LineTooLong,
     /// The head is larger than the limit (431).
     HeadTooLarge,
+    /// Unfinished heads hold more memory than the budget; this one is
+    /// among the largest (503).
+    HeadsOverBudget,
 }
 
 /// Limits the poller enforces.
@@ -119,6 +122,8 @@ pub(crate) struct Limits {
     pub(crate) max_line: usize,
     /// Longest head (request line and headers).
     pub(crate) max_head: usize,
+    /// Bytes all unfinished heads may hold together.
+    pub(crate) head_budget: usize,
 }
 
 /// State shared by the poller, the workers and the owner of the front.
@@ -641,8 +646,39 @@ impl Poller {
         self.closing += 1;
     }
 
+    /// Keeps the memory of unfinished heads within the budget: the
+    /// connections holding the largest ones are answered 503 and closed.
+    fn trim_heads(&mut self) {
+        let mut held = 0;
+        let mut waiting = Vec::new();
+        for (i, e) in self.table.iter().enumerate() {
+            if let Slot::Waiting { conn, .. } = &e.slot {
+                held += conn.buf.capacity();
+                if !conn.buf.is_empty() {
+                    waiting.push((conn.buf.len(), conn.buf.capacity(), i));
+                }
+            }
+        }
+        if held <= self.limits.head_budget {
+            return;
+        }
+        waiting.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, size, i) in waiting {
+            if held <= self.limits.head_budget {
+                break;
+            }
+            if let Slot::Waiting { conn, .. } =
+                std::mem::replace(&mut self.table[i].slot, Slot::Lent)
+            {
+                held -= size;
+                self.refuse(i, conn, Refusal::HeadsOverBudget);
+            }
+        }
+    }
+
     /// Closes what has timed out; resumes accepting after a pause.
     fn tick(&mut self, now: Instant) {
+        self.trim_heads();
         for i in 0..self.table.len() {
             let expired = match &self.table[i].slot {
                 Slot::Waiting { deadline, .. } => *deadline <= now,

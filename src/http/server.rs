@@ -57,6 +57,10 @@ pub struct ServerConfig {
     /// new one gets 503 when none is idle. Lowered at start to what the
     /// open-files limit allows.
     pub max_connections: usize,
+    /// Memory all unfinished request heads may hold together; beyond, the
+    /// connections with the largest ones get 503 and are closed (checked
+    /// every 100 ms).
+    pub head_budget: usize,
     /// Per-client token bucket; `None` (the default) is no limit.
     pub rate_limit: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` names the client.
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_queue: 1024,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            head_budget: 32 << 20,
             rate_limit: None,
             trusted_proxies: Vec::new(),
         }
@@ -255,6 +260,11 @@ impl Dispatch for Front {
                 Route::Other,
                 code::HEADERS_TOO_LARGE,
                 "the request headers are too large",
+            ),
+            Refusal::HeadsOverBudget => api::unavailable(
+                Route::Other,
+                code::OVERLOADED,
+                "too many unfinished requests; retry after the Retry-After delay",
             ),
         };
         self.api
@@ -752,6 +762,7 @@ impl RunningServer {
             max_connections,
             max_line: cfg.max_url_bytes + 1024,
             max_head: cfg.max_url_bytes + cfg.max_header_bytes + 2048,
+            head_budget: cfg.head_budget,
         };
         let poller = Poller::new(listener, shared, front.clone(), limits)?;
         let limiter = cfg

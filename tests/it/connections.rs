@@ -341,3 +341,53 @@ fn the_connection_cap_comes_from_the_command_line() {
         .to_string();
     assert!(e.contains("--max-connections"), "{e}");
 }
+
+#[test]
+fn unfinished_heads_over_the_memory_budget_are_closed_largest_first() {
+    let (_t, s, addr) = server_with(ServerConfig {
+        head_budget: 64 << 10,
+        idle_timeout: Duration::from_secs(120),
+        ..ServerConfig::default()
+    });
+    // Twelve heads of ~10 KiB that never end (each under the head limit):
+    // together over the budget.
+    let mut heads: Vec<TcpStream> = (0..12)
+        .map(|i| {
+            let mut c = connect(addr);
+            write!(
+                c,
+                "GET /health HTTP/1.1\r\nX-Pad: {}",
+                "p".repeat(10_000 + i * 100)
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    // The largest are told to come back and closed until the rest fit.
+    let running = s.server.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.open_connections() > 8 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut refused = 0;
+    for c in heads.iter_mut().rev() {
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        if text.starts_with("HTTP/1.1 503") {
+            assert!(text.contains("overloaded"), "{text}");
+            refused += 1;
+        }
+    }
+    assert!((4..12).contains(&refused), "{refused} refused");
+    // The largest went first: the smallest head is still open and, once
+    // whole, answered.
+    heads[0]
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    heads[0].write_all(b"\r\n\r\n").unwrap();
+    assert!(answer(&mut heads[0]).unwrap().0.starts_with("HTTP/1.1 200"));
+    assert_eq!(s.get("/health").status, 200);
+}
