@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
 use crate::api::Api;
+use crate::check_state::CheckState;
 use crate::cli::{self, Cli, Command, LogFormat};
 use crate::config::{ProviderConfig, ServeConfig};
 use crate::fetch::FetchConfig;
@@ -276,7 +277,8 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         .collect();
     let metrics = Arc::new(Metrics::new());
     let stop = Stop::new();
-    let check = crate::checker::spawn(cfg.db.clone(), start, metrics.clone(), stop.clone())?;
+    let check_state = Arc::new(CheckState::default());
+    let check = crate::checker::spawn(cfg.db.clone(), start, check_state.clone(), stop.clone())?;
     for name in &known {
         metrics.register_provider(name);
         if let Some(t) = last_success(&store.runs_of(name, 100)?) {
@@ -306,11 +308,12 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     let info = Arc::new(ServiceInfo {
         version: env!("CARGO_PKG_VERSION"),
         providers,
+        store_check: check_state.clone(),
     });
     if let (Some((_, sc)), true) = (loops.first(), demo.is_some()) {
         // Land the three sample feeds before answering, so the first search
         // already sees the fixtures' final state.
-        if crate::checker::wait_for_first_check(&metrics, &stop) {
+        if crate::checker::wait_for_first_check(&check_state, &stop) {
             for _ in 0..crate::provider_sim::DEMO_FEEDS.len() {
                 sync::fetch_once(&mut store, sc, &metrics, None);
             }
@@ -413,6 +416,7 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         let writer = Arc::new(std::sync::Mutex::new(store));
         for (p, sc) in loops {
             let (m, i, s, w) = (metrics.clone(), info.clone(), stop.clone(), writer.clone());
+            let c = check_state.clone();
             crate::log::log(
                 crate::log::Level::Info,
                 "fetching",
@@ -428,7 +432,7 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
                     .spawn(move || {
                         lower_thread_priority();
                         if !s.wait(first_wait) {
-                            if crate::checker::wait_for_first_check(&m, &s) {
+                            if crate::checker::wait_for_first_check(&c, &s) {
                                 sync::run_loop(w, sc, m, i, s);
                             } else {
                                 // Damaged: never written again; serve on
@@ -514,7 +518,7 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     // the grace) can keep the mark, and only the mark, in the `-wal`: a
     // copy of the file alone is then checked at its first start, the safe
     // side, so that is no reason to wait.
-    if woke == Wake::Stop && fetch_done && metrics.store_check().damage.is_none() {
+    if woke == Wake::Stop && fetch_done && !check_state.damaged() {
         match Store::open(&cfg.db).and_then(|mut s| s.mark_clean()) {
             Ok(()) => {
                 if let Ok(false) = Store::checkpoint(&cfg.db, Duration::ZERO) {

@@ -31,7 +31,7 @@ pub struct PageInput<'a> {
     pub search: Option<Result<std::sync::Arc<[u8]>, String>>,
     /// Whether `/metrics` is served on this listener (link it).
     pub metrics_here: bool,
-    pub store_check: crate::metrics::StoreCheck,
+    pub store_check: crate::check_state::StoreCheck,
     /// Whether `/search` is served on this listener (link it).
     pub search_here: bool,
 }
@@ -505,6 +505,7 @@ mod tests {
                 url: "http://x/<script>".into(),
                 ..ProviderInfo::default()
             }],
+            ..ServiceInfo::default()
         };
         let body = br#"{"data":{"events":[{"id":"a","title":"<b>Camela</b>","start_date":"2021-06-30","start_time":"21:00:00","end_date":null,"end_time":null,"min_price":15.00,"max_price":30.00}]},"error":null}"#;
         let html = render(&PageInput {
@@ -522,7 +523,7 @@ mod tests {
             search: Some(Ok(body[..].into())),
             metrics_here: false,
             search_here: true,
-            store_check: crate::metrics::StoreCheck {
+            store_check: crate::check_state::StoreCheck {
                 damage: Some("page <7>".into()),
                 ..Default::default()
             },
@@ -549,6 +550,7 @@ mod tests {
         let info = ServiceInfo {
             version: "1",
             providers: vec![],
+            ..ServiceInfo::default()
         };
         let run = FetchRun {
             provider: "a".into(),
@@ -600,6 +602,7 @@ mod tests {
                     ..ProviderInfo::default()
                 })
                 .collect(),
+            ..ServiceInfo::default()
         };
         let html = render(&PageInput {
             info: &info,

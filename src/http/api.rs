@@ -348,7 +348,7 @@ impl Api {
             Route::Search => self.search(req, query, src),
             Route::Health => json_ok(route, r#"{"status":"ok"}"#),
             Route::Ready => {
-                if self.metrics.store_check().damage.is_some() {
+                if self.info.store_check.damaged() {
                     unavailable(
                         route,
                         code::STORE_DAMAGED,
@@ -551,6 +551,8 @@ impl Api {
                     .set_provider_plans_searchable(&name, c.plans_searchable);
             }
         }
+        let mut text = self.metrics.render();
+        crate::metrics::render_store_check(&mut text, &self.info.store_check.get());
         Response {
             status: 200,
             route,
@@ -558,7 +560,7 @@ impl Api {
                 "Content-Type",
                 "text/plain; version=0.0.4; charset=utf-8".into(),
             )],
-            body: self.metrics.render().into_bytes().into(),
+            body: text.into_bytes().into(),
             stream: None,
         }
     }
@@ -630,7 +632,7 @@ impl Api {
                 }))
             },
             metrics_here: self.serve_metrics,
-            store_check: self.metrics.store_check(),
+            store_check: self.info.store_check.get(),
             search_here: !self.only_metrics,
         });
         Response {
@@ -1091,8 +1093,9 @@ mod tests {
         };
         assert_eq!(call(&a, &get("/ready"), broken).status, 503);
         // A store the background check found damaged: not ready, and why.
-        a.metrics()
-            .update_store_check(|c| c.damage = Some("page 7".into()));
+        a.info
+            .store_check
+            .update(|c| c.damage = Some("page 7".into()));
         let r = call(&a, &get("/ready"), &mut src);
         assert_eq!(r.status, 503);
         let text = String::from_utf8_lossy(&r.body);
