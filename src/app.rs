@@ -5,7 +5,7 @@
 //! It must not contain domain rules, SQL or HTTP handling of its own.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,7 @@ use crate::fetch::FetchConfig;
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome};
 use crate::provider_sim::FakeProvider;
+use crate::report;
 use crate::secret::SecretUrl;
 use crate::server::{self, RunningServer, ServerConfig};
 use crate::service::{ProviderInfo, ServiceInfo};
@@ -620,34 +621,6 @@ fn wait_for_signal(
     Wake::Stop
 }
 
-fn print_run(run: &FetchRun, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(run).unwrap_or_default());
-        return;
-    }
-    let skipped = run.skipped_total();
-    println!(
-        "{}: {} (HTTP {}) {} bytes in {} ms: {} seen, {} new, {} updated, {} unchanged, {} skipped{}",
-        run.source,
-        run.outcome,
-        run.http_status_text(),
-        run.bytes,
-        run.duration_ms,
-        run.counts.plans_seen,
-        run.counts.plans_new,
-        run.counts.plans_updated,
-        run.counts.plans_unchanged,
-        skipped,
-        run.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-    );
-    for (reason, n) in &run.skipped {
-        println!("  skipped {reason}: {n}");
-    }
-    for (reason, n) in &run.repaired {
-        println!("  repaired {reason}: {n}");
-    }
-}
-
 fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
     let provider = args.provider.to_config().map_err(|e| anyhow!(e))?;
     let Some(url) = provider.url.clone() else {
@@ -657,66 +630,12 @@ fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
     let cfg = sync_config(&provider, url, &args.db.db, one_minute, one_minute)?;
     let mut store = open_store(&args.db)?;
     let attempt = sync::fetch_once(&mut store, &cfg, &Metrics::new(), None);
-    print_run(&attempt.run, args.json);
+    report::run(&mut std::io::stdout().lock(), &attempt.run, args.json)?;
     Ok(if attempt.run.outcome.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A progress line on a terminal: bytes, rate and ETA, at most 10 per second.
-struct Progress {
-    enabled: bool,
-    name: String,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(name: &str) -> Progress {
-        Progress {
-            enabled: std::io::stderr().is_terminal(),
-            name: name.to_owned(),
-            started: Instant::now(),
-            last: Instant::now() - Duration::from_secs(1),
-        }
-    }
-
-    fn update(&mut self, pos: u64, total: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(100) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = pos as f64 / secs;
-        let eta = if rate > 0.0 && total > pos {
-            format!("{:.0}s", (total - pos) as f64 / rate)
-        } else {
-            "-".into()
-        };
-        let pct = if total > 0 {
-            pos as f64 * 100.0 / total as f64
-        } else {
-            0.0
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K{}: {:.1}/{:.1} MB ({pct:.0}%)  {:.1} MB/s  ETA {eta}",
-            self.name,
-            pos as f64 / 1e6,
-            total as f64 / 1e6,
-            rate / 1e6
-        );
-        let _ = err.flush();
-    }
-
-    fn done(&self) {
-        if self.enabled {
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
-        }
-    }
 }
 
 fn import(args: cli::ImportArgs) -> Result<ExitCode> {
@@ -727,7 +646,7 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
         if !file.is_file() {
             bail!("{}: no such file", file.display());
         }
-        let mut progress = Progress::new(&file.display().to_string());
+        let mut progress = report::Progress::new(&file.display().to_string());
         let result = sync::import_file(
             &mut store,
             &args.provider_name,
@@ -739,7 +658,7 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
         );
         progress.done();
         match result {
-            Ok(run) => print_run(&run, false),
+            Ok(run) => report::run(&mut std::io::stdout().lock(), &run, false)?,
             Err(e) => {
                 failed = true;
                 let outcome = e.outcome();
@@ -800,24 +719,9 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
         })??;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  title",
-        "id", "start", "end", "min", "max"
-    )?;
+    report::event_header(&mut out)?;
     let n = store.stream(&query, |_, body| {
-        crate::api::for_each_event(body, &mut |e| {
-            writeln!(
-                out,
-                "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  {}",
-                e.id,
-                e.start(),
-                e.end(),
-                crate::model::EventRow::price(&e.min_price),
-                crate::model::EventRow::price(&e.max_price),
-                e.title
-            )
-        })
+        crate::api::for_each_event(body, &mut |e| report::event_row(&mut out, &e))
     })??;
     writeln!(out, "{n} plan(s)")?;
     out.flush()?;
@@ -838,49 +742,14 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let c = store.counts()?;
-    println!(
-        "{}: {} plans stored, {} searchable, data generation {}",
-        store.path().display(),
-        c.plans_stored,
-        c.plans_searchable,
-        store.generation()?
-    );
-    println!(
-        "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  error",
-        "provider",
-        "started_at",
-        "outcome",
-        "http",
-        "bytes",
-        "ms",
-        "seen",
-        "new",
-        "updated",
-        "skipped",
-        "repaired"
-    );
-    for r in &runs {
-        println!(
-            "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  {}",
-            if r.provider.is_empty() {
-                "-"
-            } else {
-                &r.provider
-            },
-            r.started_at,
-            r.outcome.as_str(),
-            r.http_status_text(),
-            r.bytes,
-            r.duration_ms,
-            r.counts.plans_seen,
-            r.counts.plans_new,
-            r.counts.plans_updated,
-            r.skipped_total(),
-            r.repaired_total(),
-            r.error.as_deref().unwrap_or("")
-        );
-    }
+    let stdout = std::io::stdout();
+    report::status(
+        &mut stdout.lock(),
+        store.path(),
+        &store.counts()?,
+        store.generation()?,
+        &runs,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
