@@ -251,7 +251,10 @@ impl Serve {
         match store.redact_journal_sources(&crate::secret::redact_text) {
             Ok(0) => {}
             Ok(n) => crate::log::info(&format!("redacted credentials in {n} journal rows")),
-            Err(e) => crate::log::warn(&format!("cannot redact old journal rows: {e}")),
+            Err(e) => crate::log::warn(&format!(
+                "cannot redact old journal rows: {}",
+                crate::log::chain(&e)
+            )),
         }
         let demo = if cfg.demo {
             Some(FakeProvider::demo().context("cannot start the demo provider")?)
@@ -412,7 +415,7 @@ impl Serve {
             Ok(false) => crate::log::warn(
                 "a connection was still busy: part of the store stays in its -wal file until the next start",
             ),
-            Err(e) => crate::log::warn(&format!("cannot checkpoint the store: {e}")),
+            Err(e) => crate::log::warn(&format!("cannot checkpoint the store: {}", crate::log::chain(&e))),
         }
         // The clean-stop mark lets the next start skip the check; only when
         // nothing can still be writing and the store was not found damaged.
@@ -430,9 +433,10 @@ impl Serve {
                         );
                     }
                 }
-                Err(e) => {
-                    crate::log::warn(&format!("cannot mark the store as cleanly stopped: {e}"))
-                }
+                Err(e) => crate::log::warn(&format!(
+                    "cannot mark the store as cleanly stopped: {}",
+                    crate::log::chain(&e)
+                )),
             }
         }
         crate::log::info("stopped");
@@ -794,8 +798,9 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
                 failed = true;
                 let outcome = e.outcome();
                 eprintln!(
-                    "planbox: {}: {outcome}: {e}; nothing from this file was stored",
-                    file.display()
+                    "planbox: {}: {outcome}: {}; nothing from this file was stored",
+                    file.display(),
+                    crate::log::chain(&e)
                 );
                 if outcome != Outcome::ParseError && outcome != Outcome::TooLarge {
                     break;

@@ -93,7 +93,10 @@ fn run(db: PathBuf, mut due: i64, state: Arc<CheckState>, stop: Arc<Stop>) {
         match result {
             Ok(CheckOutcome::Sound) => {
                 if let Err(e) = store::record_check_passed(&db, at) {
-                    crate::log::warn(&format!("cannot record the passed store check: {e}"));
+                    crate::log::warn(&format!(
+                        "cannot record the passed store check: {}",
+                        crate::log::chain(&e)
+                    ));
                 }
                 state.update(|c| {
                     c.running = false;
@@ -130,7 +133,10 @@ fn run(db: PathBuf, mut due: i64, state: Arc<CheckState>, stop: Arc<Stop>) {
                 return;
             }
             Err(e) => {
-                crate::log::warn(&format!("the store check could not run: {e}"));
+                crate::log::warn(&format!(
+                    "the store check could not run: {}",
+                    crate::log::chain(&e)
+                ));
                 state.update(|c| {
                     c.running = false;
                     c.blocking = false;

@@ -119,6 +119,19 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
     let _ = writeln!(err, "{line}");
 }
 
+/// An error and its sources joined by `: ` (the text of the error alone
+/// when it has none): for a log line, the journal, or a message to people.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 pub fn error(msg: &str) {
     log(Level::Error, msg, &[]);
 }

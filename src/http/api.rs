@@ -537,7 +537,7 @@ impl Api {
     fn first_page(&self, q: SearchQuery, src: &mut dyn Source) -> Result<Bytes, StoreError> {
         let mut body = Vec::new();
         src.stream(&q, &mut |_, rows| rows.read_to_end(&mut body).map(drop))?
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(StoreError::from_read)?;
         Ok(body.into())
     }
 
@@ -661,7 +661,7 @@ fn unreachable_route() -> Response {
 
 /// A store failure while answering `/search`: 503, logged, no SQL text.
 pub fn store_failed(e: &StoreError) -> Response {
-    crate::log::error(&format!("search failed: {e}"));
+    crate::log::error(&format!("search failed: {}", crate::log::chain(e)));
     unavailable(
         Route::Search,
         code::NOT_READY,

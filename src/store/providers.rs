@@ -10,8 +10,8 @@ use std::io::{self, Read};
 
 use rusqlite::{params, Connection};
 
-use super::search::{io_to_store, Answer, Reader, Snapshot, Stage, ENVELOPE_HEAD, ENVELOPE_TAIL};
-use super::{data_version, generation, runs_where, Result, Store, StoreCounts, NO_END};
+use super::search::{Answer, Reader, Snapshot, Stage, ENVELOPE_HEAD, ENVELOPE_TAIL};
+use super::{data_version, generation, runs_where, Result, Store, StoreCounts, StoreError, NO_END};
 use crate::model::{FetchRun, Position, ProviderWindow, SearchQuery};
 
 // ---- Several providers: the journal per provider, searchable plans per
@@ -143,13 +143,7 @@ impl ProviderRows<'_> {
             let end: i64 = r.get(1)?;
             let id =
                 uuid::Uuid::from_slice(r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
-                    .map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            2,
-                            rusqlite::types::Type::Blob,
-                            e.into(),
-                        )
-                    })?;
+                    .map_err(StoreError::BadPlanId)?;
             let m = Merged {
                 start: crate::model::local_to_instant(start, self.tz),
                 // [`NO_END`] is `i64::MIN`, the merged order's "no end" too.
@@ -386,7 +380,7 @@ fn search_providers_body(conn: &Connection, parts: &[ProviderWindow]) -> Result<
         let mut body = Vec::with_capacity(4096);
         r.read_to_end(&mut body).map(|_| body)
     })?
-    .map_err(io_to_store)
+    .map_err(StoreError::from_read)
 }
 
 /// Moves the provider's counters (`plans_stored:NAME`,
