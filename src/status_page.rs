@@ -22,8 +22,9 @@ pub struct PageInput<'a> {
     /// One panel per configured provider, in configuration order.
     pub providers: Vec<ProviderPanel<'a>>,
     pub counts: Option<StoreCounts>,
-    /// The newest runs of all providers.
-    pub runs: Vec<FetchRun>,
+    /// The newest runs of all providers; `None`: the store could not be
+    /// read (not the same as no fetch yet).
+    pub runs: Option<Vec<FetchRun>>,
     /// The raw query string, to refill the form.
     pub query: &'a str,
     /// The search answer (JSON envelope) or the error message, when the form
@@ -42,10 +43,11 @@ pub struct ProviderPanel<'a> {
     pub last_success: Option<i64>,
     /// Its plans stored and searchable, when the store counts them.
     pub counts: Option<StoreCounts>,
-    /// Its newest runs, newest first.
-    pub runs: Vec<FetchRun>,
-    /// Searchable plans by month of their local start (`YYYY-MM`), in order.
-    pub months: Vec<(String, u64)>,
+    /// Its newest runs, newest first; `None`: the store could not be read.
+    pub runs: Option<Vec<FetchRun>>,
+    /// Searchable plans by month of their local start (`YYYY-MM`), in
+    /// order; `None`: the store could not be read.
+    pub months: Option<Vec<(String, u64)>>,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -212,35 +214,10 @@ pub fn render(p: &PageInput<'_>) -> String {
     }
 
     h.push_str("<h2>Recent fetches</h2>");
-    if p.runs.is_empty() {
-        h.push_str("<p class=\"muted\">No fetch yet.</p>");
-    } else {
-        h.push_str(
-            "<table><thead><tr><th>Provider</th><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
-             <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
-             <th>Skipped</th><th>Repaired</th><th>Error</th></tr></thead><tbody>",
-        );
-        for r in &p.runs {
-            let class = if r.outcome.is_success() { "ok" } else { "bad" };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td></tr>",
-                esc(if r.provider.is_empty() { "-" } else { &r.provider }),
-                esc(&journal_time(&r.started_at)),
-                r.outcome,
-                r.http_status_text(),
-                r.bytes,
-                r.duration_ms,
-                r.counts.plans_seen,
-                r.counts.plans_new,
-                r.counts.plans_updated,
-                count_cell(r.skipped_total(), &r.skipped),
-                count_cell(r.repaired_total(), &r.repaired),
-                esc(r.error.as_deref().unwrap_or(""))
-            );
-        }
-        h.push_str("</tbody></table>");
+    match p.runs.as_deref() {
+        None => h.push_str(UNREADABLE),
+        Some([]) => h.push_str("<p class=\"muted\">No fetch yet.</p>"),
+        Some(runs) => render_runs(&mut h, runs),
     }
     let _ = write!(
         h,
@@ -254,6 +231,39 @@ pub fn render(p: &PageInput<'_>) -> String {
     );
     h
 }
+
+/// The recent fetches as a table.
+fn render_runs(h: &mut String, runs: &[FetchRun]) {
+    h.push_str(
+        "<table><thead><tr><th>Provider</th><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
+         <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
+         <th>Skipped</th><th>Repaired</th><th>Error</th></tr></thead><tbody>",
+    );
+    for r in runs {
+        let class = if r.outcome.is_success() { "ok" } else { "bad" };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td></tr>",
+            esc(if r.provider.is_empty() { "-" } else { &r.provider }),
+            esc(&journal_time(&r.started_at)),
+            r.outcome,
+            r.http_status_text(),
+            r.bytes,
+            r.duration_ms,
+            r.counts.plans_seen,
+            r.counts.plans_new,
+            r.counts.plans_updated,
+            count_cell(r.skipped_total(), &r.skipped),
+            count_cell(r.repaired_total(), &r.repaired),
+            esc(r.error.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// Said where the store could not be read (the error is in the log).
+const UNREADABLE: &str = "<p class=\"bad\">The store cannot be read right now.</p>";
 
 fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
     let i = p.info;
@@ -277,8 +287,24 @@ fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
         )),
     );
     h.push_str("<div class=\"pics\">");
-    render_timeline(h, &p.runs);
-    render_months(h, &p.months);
+    match &p.runs {
+        Some(runs) => render_timeline(h, runs),
+        None => {
+            let _ = write!(
+                h,
+                "<figure><figcaption>Last fetches</figcaption>{UNREADABLE}</figure>"
+            );
+        }
+    }
+    match &p.months {
+        Some(months) => render_months(h, months),
+        None => {
+            let _ = write!(
+                h,
+                "<figure><figcaption>Searchable plans by month of start</figcaption>{UNREADABLE}</figure>"
+            );
+        }
+    }
     h.push_str("</div>");
 }
 
@@ -460,7 +486,17 @@ fn render_months(h: &mut String, months: &[(String, u64)]) {
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
-    let events = crate::model::decode_events(body).unwrap_or_default();
+    let events = match crate::model::decode_events(body) {
+        Ok(events) => events,
+        Err(e) => {
+            let _ = write!(
+                h,
+                "<p class=\"bad\">The answer could not be read: {}</p>",
+                esc(&e.to_string())
+            );
+            return;
+        }
+    };
     // The page asks for at most 1001: enough to know there are more.
     if events.len() > 1000 {
         h.push_str("<p>More than 1000 plans</p>");
@@ -514,11 +550,11 @@ mod tests {
                 info: &info.providers[0],
                 last_success: None,
                 counts: None,
-                runs: vec![],
-                months: vec![],
+                runs: Some(vec![]),
+                months: Some(vec![]),
             }],
             counts: Some(StoreCounts::default()),
-            runs: vec![],
+            runs: Some(vec![]),
             query: "starts_at=%3Cx%3E",
             search: Some(Ok(body[..].into())),
             metrics_here: false,
@@ -573,7 +609,7 @@ mod tests {
             info: &info,
             providers: vec![],
             counts: None,
-            runs: vec![run],
+            runs: Some(vec![run]),
             query: "",
             search: None,
             metrics_here: false,
@@ -608,7 +644,7 @@ mod tests {
             info: &info,
             providers: vec![],
             counts: None,
-            runs: vec![],
+            runs: Some(vec![]),
             query: "starts_at=2021-01-01T00%3A00%3A00Z&provider=b",
             search: None,
             metrics_here: true,
@@ -677,6 +713,14 @@ mod tests {
         let mut e = String::new();
         render_months(&mut e, &[]);
         assert!(e.contains("No searchable plan."));
+    }
+
+    #[test]
+    fn an_answer_that_does_not_decode_is_said_not_shown_as_no_plans() {
+        let mut h = String::new();
+        render_results(&mut h, br#"{"data":{"events":[{"id":1"#);
+        assert!(h.contains("The answer could not be read: "), "{h}");
+        assert!(!h.contains("0 plan(s)"), "{h}");
     }
 
     #[test]

@@ -373,7 +373,15 @@ pub fn fetch_once(
     let mut retry_after = None;
     let state = store
         .with(|s| s.feed_state(&cfg.provider))
-        .unwrap_or_default();
+        .unwrap_or_else(|e| {
+            // The fetch goes on unconditional; the ingest then meets the
+            // same store and journals what it finds.
+            crate::log::warn(&format!(
+                "cannot read the feed validators; fetching without them: {}",
+                crate::log::chain(&e)
+            ));
+            FeedState::default()
+        });
     let validators = Validators {
         etag: state.etag.clone(),
         last_modified: state.last_modified.clone(),

@@ -567,22 +567,22 @@ impl Api {
 
     /// Searchable plans per provider and month, read once per generation
     /// (it reads one small index entry per searchable plan).
-    fn months(&self, src: &mut dyn Source) -> Arc<Vec<MonthCount>> {
-        let Ok(generation) = src.version().map(|v| v.generation) else {
-            return Arc::default();
-        };
+    /// Searchable plans per month, read once per data generation; `None`
+    /// when the store cannot be read.
+    fn months(&self, src: &mut dyn Source) -> Option<Arc<Vec<MonthCount>>> {
+        let generation = readable("the data version", src.version())?.generation;
         if let Ok(cached) = self.months.lock() {
             if let Some((g, m)) = cached.as_ref() {
                 if *g == generation {
-                    return m.clone();
+                    return Some(m.clone());
                 }
             }
         }
-        let fresh = Arc::new(src.plans_per_month().unwrap_or_default());
+        let fresh = Arc::new(readable("plans per month", src.plans_per_month())?);
         if let Ok(mut cached) = self.months.lock() {
             *cached = Some((generation, fresh.clone()));
         }
-        fresh
+        Some(fresh)
     }
 
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
@@ -594,7 +594,7 @@ impl Api {
             .collect::<Vec<_>>()
             .join("&");
         let months = self.months(src);
-        let by_provider = src.provider_counts().unwrap_or_default();
+        let by_provider = readable("counts per provider", src.provider_counts());
         let providers = self
             .info
             .providers
@@ -602,20 +602,22 @@ impl Api {
             .map(|p| crate::status_page::ProviderPanel {
                 info: p,
                 last_success: self.metrics.last_success(&p.name),
-                counts: by_provider.get(&p.name).copied(),
-                runs: src.runs_of(&p.name, 40).unwrap_or_default(),
-                months: months
-                    .iter()
-                    .filter(|m| m.provider == p.name)
-                    .map(|m| (m.month.clone(), m.plans))
-                    .collect(),
+                counts: by_provider.as_ref().and_then(|c| c.get(&p.name).copied()),
+                runs: readable("the journal", src.runs_of(&p.name, 40)),
+                months: months.as_ref().map(|months| {
+                    months
+                        .iter()
+                        .filter(|m| m.provider == p.name)
+                        .map(|m| (m.month.clone(), m.plans))
+                        .collect()
+                }),
             })
             .collect();
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
             providers,
-            counts: src.counts().ok(),
-            runs: src.runs(20).unwrap_or_default(),
+            counts: readable("the store's counts", src.counts()),
+            runs: readable("the journal", src.runs(20)),
             query,
             search: if query.is_empty() {
                 None
@@ -657,6 +659,18 @@ pub const OPENAPI: &str = include_str!("../../assets/openapi.yaml");
 
 fn unreachable_route() -> Response {
     error_response(404, Route::Other, code::NOT_FOUND, "no such path")
+}
+
+/// A value the status page shows, or `None` (the page says the store cannot
+/// be read) with the error logged: never shown as if there were nothing.
+fn readable<T>(what: &str, r: Result<T, StoreError>) -> Option<T> {
+    r.map_err(|e| {
+        crate::log::warn(&format!(
+            "status page: cannot read {what}: {}",
+            crate::log::chain(&e)
+        ))
+    })
+    .ok()
 }
 
 /// A store failure while answering `/search`: 503, logged, no SQL text.
@@ -773,6 +787,9 @@ mod tests {
             Ok(StoreCounts::default())
         }
         fn runs(&mut self, _: usize) -> Result<Vec<FetchRun>, StoreError> {
+            if self.broken {
+                return Err(StoreError::Busy);
+            }
             Ok(vec![])
         }
     }
@@ -1058,6 +1075,37 @@ mod tests {
         ] {
             assert_eq!(call(&side, &get(path), &mut src).status, 404, "{path}");
         }
+    }
+
+    #[test]
+    fn status_page_says_the_store_is_unreadable_rather_than_empty() {
+        let info = ServiceInfo {
+            providers: vec![crate::service::ProviderInfo {
+                name: "p".into(),
+                ..Default::default()
+            }],
+            ..ServiceInfo::default()
+        };
+        let a = Api::new(Tz::UTC, Arc::default(), Arc::new(info));
+        let page = call(&a, &get("/"), &mut Fake::default());
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("No fetch yet."), "{html}");
+        assert!(!html.contains("cannot be read"), "{html}");
+        let broken = &mut Fake {
+            broken: true,
+            ..Fake::default()
+        };
+        let page = call(&a, &get("/"), broken);
+        assert_eq!(page.status, 200);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(!html.contains("No fetch yet."), "{html}");
+        assert!(!html.contains("No searchable plan."), "{html}");
+        // The journal table, the provider's timeline and its histogram.
+        assert_eq!(
+            html.matches("The store cannot be read right now.").count(),
+            3,
+            "{html}"
+        );
     }
 
     #[test]
