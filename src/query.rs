@@ -69,7 +69,9 @@ pub fn parse_search(raw: &str, tz: Tz) -> Result<SearchQuery, QueryError> {
             });
         }
         *seen = true;
-        let value = percent_decode(v).unwrap_or_default();
+        let value = percent_decode(v).map_err(|e| QueryError {
+            message: format!("{key}: {e}"),
+        })?;
         if key == "limit" {
             q.limit = Some(
                 value
@@ -328,6 +330,13 @@ mod tests {
         ] {
             let e = parse_search(bad, Tz::UTC).unwrap_err();
             assert!(e.message.starts_with("limit:"), "{bad}: {}", e.message);
+        }
+        // A value that does not decode says so, not that it is no number.
+        for (bad, said) in [
+            ("limit=1%", "limit: malformed percent-encoding"),
+            ("after=%ff", "after: not valid UTF-8 once percent-decoded"),
+        ] {
+            assert_eq!(parse_search(bad, Tz::UTC).unwrap_err().message, said);
         }
     }
     use crate::model::{local_seconds, parse_feed_datetime};

@@ -103,7 +103,7 @@ fn param(query: &str, name: &str) -> String {
         .split('&')
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| percent::decode(&v.replace('+', " ")).ok())
+        .and_then(|(_, v)| percent::decode_form(v).ok())
         .unwrap_or_default()
 }
 
