@@ -5,6 +5,7 @@
 mod answers;
 mod core;
 mod hostile;
+mod layers;
 mod ops;
 mod providers;
 mod realxml;
