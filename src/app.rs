@@ -342,7 +342,7 @@ impl Serve {
     fn run(&self) -> Wake {
         if let Some(n) = &self.notifier {
             if let Err(e) = n.ready() {
-                crate::log::warn(&format!("cannot notify systemd: {e}"));
+                crate::log::warn(&format!("cannot notify systemd: {}", crate::log::chain(&e)));
             }
         }
         // A fetch thread only ends on `stop`; if one ends before, it
@@ -746,7 +746,7 @@ fn wait_for_signal(
                     crate::log::log(
                         crate::log::Level::Debug,
                         "cannot ping the systemd watchdog",
-                        &[("error", &e)],
+                        &[("error", &crate::log::chain(&e))],
                     );
                 }
                 last_ping = Instant::now();
