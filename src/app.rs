@@ -333,7 +333,11 @@ impl Serve {
             http,
             side_fronts,
             fetchers,
-            notifier: crate::systemd::Notifier::from_env(),
+            notifier: crate::systemd::Notifier::try_from_env().unwrap_or_else(|e| {
+                // systemd will wait for READY in vain: say why.
+                crate::log::warn(&format!("cannot notify systemd: {}", crate::log::chain(&e)));
+                None
+            }),
         })
     }
 
