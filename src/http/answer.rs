@@ -210,7 +210,12 @@ pub(crate) fn search_etag(v: &DataVersion, q: &SearchQuery, enc: Encoding) -> St
         d.update(&p.start.to_le_bytes());
         d.update(&[u8::from(p.end.is_some())]);
         d.update(&p.end.unwrap_or(0).to_le_bytes());
-        d.field(p.id.as_bytes());
+        // The id's text, as tags had it when ids were kept as text.
+        d.field(
+            p.id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
     }
     // Over several providers (or `provider=`), the answer depends on which
     // providers are searched and in which zones; a one-zone answer's tag

@@ -74,14 +74,8 @@ fn search_params(q: &SearchQuery, tail: i64) -> [rusqlite::types::Value; 7] {
         Some(p) => (
             Integer(p.start),
             Integer(p.end.unwrap_or(NO_END)),
-            // Cursors carry a UUID (checked when parsed); compared as the
-            // 16 bytes the table holds.
-            Blob(
-                uuid::Uuid::parse_str(&p.id)
-                    .unwrap_or_default()
-                    .as_bytes()
-                    .to_vec(),
-            ),
+            // Compared as the 16 bytes the table holds.
+            Blob(p.id.as_bytes().to_vec()),
         ),
         None => (Null, Null, Null),
     };
@@ -121,11 +115,10 @@ pub(super) fn stream_search<T>(
         let ends = rows
             .into_iter()
             .map(|(start, end, id)| {
-                let id = uuid::Uuid::from_slice(&id).map_err(StoreError::BadPlanId)?;
                 Ok(Position {
                     start,
                     end: (end != NO_END).then_some(end),
-                    id: id.hyphenated().to_string(),
+                    id: uuid::Uuid::from_slice(&id).map_err(StoreError::BadPlanId)?,
                 })
             })
             .collect::<Result<Vec<Position>>>()?;
@@ -450,7 +443,7 @@ mod tests {
                     walked.extend(events(&body));
                     match next {
                         Some(p) => {
-                            assert_eq!(&p.id, &walked.last().unwrap().0);
+                            assert_eq!(p.id.to_string(), walked.last().unwrap().0);
                             assert_eq!(p.end.is_none(), walked.last().unwrap().1 == "null");
                             q.after = Some(p);
                         }
