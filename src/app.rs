@@ -89,6 +89,12 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck(args) => healthcheck(args),
+        Command::Generate(args) => {
+            for path in crate::manual::generate(&args.dir)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

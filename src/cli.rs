@@ -60,6 +60,15 @@ pub enum Command {
     Backup(BackupArgs),
     /// Exit 0 when the server at --listen answers /ready.
     Healthcheck(HealthcheckArgs),
+    /// Write the man pages and shell completions into DIR (a packaging step).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Directory to write `man/*.1` and `completions/*` into (created).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
