@@ -44,6 +44,8 @@ impl StoreSpace {
 }
 
 /// (available, size) in bytes of the filesystem holding `path`.
+// `statvfs` fields are 32 bits wide on some targets.
+#[allow(clippy::useless_conversion)]
 fn filesystem(path: &Path) -> io::Result<(u64, u64)> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -56,10 +58,10 @@ fn filesystem(path: &Path) -> io::Result<(u64, u64)> {
     }
     // SAFETY: the call succeeded, so `st` is initialized.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
+    let frsize = u64::from(st.f_frsize);
     Ok((
-        (st.f_bavail as u64).saturating_mul(frsize),
-        (st.f_blocks as u64).saturating_mul(frsize),
+        u64::from(st.f_bavail).saturating_mul(frsize),
+        u64::from(st.f_blocks).saturating_mul(frsize),
     ))
 }
 
