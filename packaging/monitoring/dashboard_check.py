@@ -19,7 +19,8 @@
   $job/$instance/$provider -> ".+"), is written to RULES_OUT as a recording
   rule to --rules-out, for `promtool check rules` to parse; --queries-out,
   if given, gets one substituted expression per line (for `promtool query
-  instant` against a running Prometheus).
+  instant` against a running Prometheus), after `needs-data` or, for a
+  panel that sets `noValue` (says what empty means), `may-be-empty` and a tab.
 Exits 1 with every problem listed.
 """
 import argparse
@@ -112,7 +113,9 @@ def main(dash_path, metrics_rs, rules_out, queries_out, alert_files):
         if "$" in q:
             problems.append(f"{where}: unsubstituted variable in {q}")
         rules.append({"record": f"dashboard:query_{i + 1}", "expr": q})
-        queries.append(" ".join(q.split()))
+        # A panel that says what "no data" means may be empty; others not.
+        may_be_empty = "noValue" in panel.get("fieldConfig", {}).get("defaults", {})
+        queries.append(("may-be-empty" if may_be_empty else "needs-data") + "\t" + " ".join(q.split()))
 
     # Alert rules and their tests name real series too.
     for path in alert_files:
