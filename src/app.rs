@@ -26,8 +26,9 @@ use crate::provider_sim::FakeProvider;
 use crate::secret::SecretUrl;
 use crate::server::{self, RunningServer, ServerConfig};
 use crate::service::{ProviderInfo, ServiceInfo};
+use crate::stop::Stop;
 use crate::store::Store;
-use crate::sync::{self, Stop, SyncConfig};
+use crate::sync::{self, SyncConfig};
 use crate::tls::TrustRoots;
 
 /// Entry point of the binary.

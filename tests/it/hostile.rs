@@ -25,8 +25,9 @@ use planbox::model::{FetchRun, Outcome, SearchQuery, Window};
 use planbox::provider_sim::{Behaviour, CutProvider, FakeProvider};
 use planbox::server::{self, RunningServer, ServerConfig, SourceFactory};
 use planbox::service::ServiceInfo;
+use planbox::stop::Stop;
 use planbox::store::{DataVersion, Snapshot, Store, StoreCounts, StoreError};
-use planbox::sync::{self, Stop, SyncConfig, Tick};
+use planbox::sync::{self, SyncConfig, Tick};
 
 use crate::support::*;
 
