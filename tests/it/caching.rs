@@ -78,7 +78,8 @@ fn cache_max_age_flag_and_variable_override_the_fetch_interval() {
 fn the_deployment_guide_shows_the_nginx_config_its_rehearsal_runs() {
     let root = env!("CARGO_MANIFEST_DIR");
     let guide = std::fs::read_to_string(format!("{root}/docs/DEPLOYMENT.md")).unwrap();
-    let conf = std::fs::read_to_string(format!("{root}/packaging/nginx/planbox-cache.conf")).unwrap();
+    let conf =
+        std::fs::read_to_string(format!("{root}/packaging/nginx/planbox-cache.conf")).unwrap();
     assert!(
         guide.contains(&format!("```nginx\n{conf}```")),
         "docs/DEPLOYMENT.md must show packaging/nginx/planbox-cache.conf as it is"
