@@ -32,18 +32,13 @@ for tool in prometheus promtool python3 curl; do
 done
 [ -x "$bin" ] || { echo "no planbox binary at $bin (cargo build --release, or PLANBOX_BIN)" >&2; exit 2; }
 
+. "$repo/packaging/checks.sh"
 tmp=$(mktemp -d)
-pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    stop_started
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-failed=0
-ok() { printf '    ok    %s\n' "$*"; }
-fail() { printf '    FAIL  %s\n' "$*"; failed=1; }
-step() { printf '\n==> %s\n' "$*"; }
 # q EXPR: Prometheus' instant query result as "labels value" lines.
 q() {
     curl -fsS "http://$prom/api/v1/query" --data-urlencode "query=$1" | python3 -c '
@@ -51,14 +46,6 @@ import json, sys
 for r in json.load(sys.stdin)["data"]["result"]:
     m = r["metric"]
     print(",".join(f"{k}={v}" for k, v in sorted(m.items())) or "{}", r["value"][1])'
-}
-# wait_for WHAT SECONDS CMD...: polls CMD every 0.5 s.
-wait_for() {
-    local what=$1 limit=$2
-    shift 2
-    for _ in $(seq $((limit * 2))); do "$@" > /dev/null 2>&1 && return 0; sleep 0.5; done
-    echo "    gave up waiting for: $what" >&2
-    return 1
 }
 
 step "provider, planbox and Prometheus on $api, $metrics, $provider, $prom"
@@ -81,11 +68,11 @@ open(sys.argv[2], "w", encoding="utf-8").write(feed.replace("   </output>", extr
 PY
 python3 -m http.server "${provider#*:}" --bind 127.0.0.1 --directory "$tmp/provider" \
     > "$tmp/provider.log" 2>&1 &
-pids+=($!)
+started $!
 PLANBOX_LOG=warn "$bin" serve --db "$tmp/planbox.db" --listen "$api" --metrics-listen "$metrics" \
     --provider-url "http://$provider/feed.xml" --provider-name acme \
     --fetch-interval 2s --max-backoff 2s > "$tmp/planbox.log" 2>&1 &
-pids+=($!)
+started $!
 cat > "$tmp/prometheus.yml" <<YML
 global:
   scrape_interval: 2s
@@ -100,7 +87,7 @@ YML
 promtool check config "$tmp/prometheus.yml" | sed 's/^/    /'
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/prometheus" \
     --web.listen-address="$prom" > "$tmp/prometheus.log" 2>&1 &
-pids+=($!)
+started $!
 wait_for "Prometheus ready" 30 curl -fsS "http://$prom/-/ready"
 echo "    $(prometheus --version 2>&1 | head -n 1)"
 wait_for "planbox ready" 30 curl -fsS "http://$api/ready"
@@ -191,5 +178,5 @@ for a in json.load(sys.stdin)["data"]["alerts"]:
 [ "$(curl -fsS "$url")" = "$before" ] && ok "answers unchanged by the broken feed" || fail "answers changed"
 echo "    staleness now: $(q 'time() - planbox_last_fetch_success_timestamp_seconds' | awk '{printf "%s %.1f s", $1, $2}')"
 
-if [ $failed -eq 0 ]; then echo; echo "prometheus test: ok"; else echo; echo "prometheus test: FAILED"; fi
-exit $failed
+if [ $FAILED -eq 0 ]; then echo; echo "prometheus test: ok"; else echo; echo "prometheus test: FAILED"; fi
+exit $FAILED

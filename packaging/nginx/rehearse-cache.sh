@@ -35,24 +35,13 @@ tmp=$(mktemp -d)
 chmod 755 "$tmp"
 mkdir -p "$tmp/cache" "$tmp/temp" "$tmp/logs"
 [ "$(id -u)" = 0 ] && chown nobody "$tmp/cache" "$tmp/temp"
-box_pids=() nginx_pid=
+. "$repo/packaging/checks.sh"
+box_pids=()
 cleanup() {
-    [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
-    for p in "${box_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_started
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-failed=0
-ok() { printf '    ok    %s\n' "$*"; }
-fail() { printf '    FAIL  %s\n' "$*"; failed=1; }
-step() { printf '\n==> %s\n' "$*"; }
-wait_for() {
-    local limit=$1
-    shift
-    for _ in $(seq $((limit * 10))); do "$@" > /dev/null 2>&1 && return 0; sleep 0.1; done
-    return 1
-}
 # get URL [CURL ARGS...]: body to $tmp/body, prints "STATUS CACHE-STATUS".
 get() {
     local url=$1
@@ -79,9 +68,10 @@ for b in $box1 $box2; do
     PLANBOX_LOG=warn "$bin" serve --demo --db "$tmp/box$i.db" --listen "$b" --cache-max-age 2s \
         > "$tmp/logs/box$i.log" 2>&1 &
     box_pids+=($!)
+    started $!
 done
 for b in $box1 $box2; do
-    wait_for 30 curl -fsS "http://$b/ready" || { cat "$tmp"/logs/box*.log; exit 1; }
+    wait_for "$b ready" 30 curl -fsS "http://$b/ready" || { cat "$tmp"/logs/box*.log; exit 1; }
 done
 sed -e "s#/var/cache/nginx/planbox#$tmp/cache#" \
     -e "s#server 10.0.0.11:8080#server $box1#" -e "s#server 10.0.0.12:8080#server $box2#" \
@@ -104,8 +94,8 @@ http {
 NGX
 nginx -t -c "$tmp/nginx.conf" -p "$tmp" 2>&1 | sed 's/^/    /'
 nginx -c "$tmp/nginx.conf" -p "$tmp" &
-nginx_pid=$!
-wait_for 10 curl -fsS "http://$front/health" || { cat "$tmp/logs/error.log"; exit 1; }
+started $!
+wait_for "nginx" 10 curl -fsS "http://$front/health" || { cat "$tmp/logs/error.log"; exit 1; }
 echo "    $(nginx -v 2>&1), planbox $("$bin" --version | awk '{print $2}')"
 
 step "1. nginx answers with planbox's bytes: MISS, then HIT"
@@ -177,5 +167,5 @@ r=$(get "http://$front/search?starts_at=2030-01-01T00:00:00Z")
 [ "${r%% *}" = 502 ] && ok "a query never asked before: $r (nothing to serve)" || fail "never-asked query: $r"
 
 echo
-[ $failed -eq 0 ] && echo "nginx cache rehearsal: ok" || echo "nginx cache rehearsal: FAILED"
-exit $failed
+[ $FAILED -eq 0 ] && echo "nginx cache rehearsal: ok" || echo "nginx cache rehearsal: FAILED"
+exit $FAILED
