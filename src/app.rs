@@ -149,7 +149,7 @@ fn sync_config(
     max_backoff: Duration,
 ) -> Result<SyncConfig> {
     let roots = TrustRoots::with_ca_file(provider.ca.as_deref())
-        .map_err(|e| anyhow!("provider `{}`: {e}", provider.name))?;
+        .with_context(|| format!("provider `{}`", provider.name))?;
     Ok(SyncConfig {
         provider: provider.name.clone(),
         fetch: FetchConfig {
@@ -189,7 +189,7 @@ fn read_providers_file(path: &Path, defaults: &ProviderConfig) -> Result<Vec<Pro
         }
     }
     crate::config::parse_provider_list(&text, defaults)
-        .map_err(|e| anyhow!("--providers-file {}: {e}", path.display()))
+        .with_context(|| format!("--providers-file {}", path.display()))
 }
 
 /// The providers `serve` fetches, each with its fetch-loop settings.

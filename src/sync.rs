@@ -455,20 +455,9 @@ pub fn fetch_once(
         }
         Err(e) => {
             run.http_status = e.http_status();
-            run.outcome = match &e {
-                FetchError::Http {
-                    retry_after: ra, ..
-                } => {
-                    retry_after = *ra;
-                    Outcome::HttpError
-                }
-                FetchError::Timeout(_) | FetchError::ConnectTimeout(_) => Outcome::Timeout,
-                FetchError::TooLarge { .. } => Outcome::TooLarge,
-                FetchError::Network(_) | FetchError::Spool(_) | FetchError::Cancelled => {
-                    Outcome::NetworkError
-                }
-            };
-            run.error = Some(e.to_string());
+            retry_after = e.retry_after();
+            run.outcome = e.outcome();
+            run.error = Some(e.report());
         }
     }
     run.duration_ms = started.elapsed().as_millis() as u64;
