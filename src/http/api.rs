@@ -607,9 +607,8 @@ impl Api {
     }
 
     /// Searchable plans per provider and month, read once per generation
-    /// (it reads one small index entry per searchable plan).
-    /// Searchable plans per month, read once per data generation; `None`
-    /// when the store cannot be read.
+    /// (it reads one small index entry per searchable plan); `None` when
+    /// the store cannot be read.
     fn months(&self, src: &mut dyn Source) -> Option<Arc<Vec<MonthCount>>> {
         let generation = readable("the data version", src.version())?.generation;
         if let Ok(cached) = self.months.lock() {
