@@ -273,6 +273,9 @@ pub struct ServeConfig {
     /// What an entry leaves out (timezone, timeouts, size limit).
     pub provider_defaults: ProviderConfig,
     pub fetch_interval: Duration,
+    /// How long an HTTP cache in front may reuse a `/search` answer
+    /// (`Cache-Control: max-age`); the fetch interval unless set.
+    pub cache_max_age: Duration,
     pub max_backoff: Duration,
     pub workers: usize,
     /// Open client connections on the main listener (see
@@ -457,13 +460,7 @@ mod tests {
 
     /// The message with its causes, as `planbox` prints it.
     fn chain(e: &ConfigError) -> String {
-        let mut out = e.to_string();
-        let mut cause = std::error::Error::source(e);
-        while let Some(c) = cause {
-            out.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        out
+        crate::log::chain(e)
     }
 
     #[test]

@@ -14,15 +14,17 @@ use chrono_tz::Tz;
 
 pub use super::answer::{negotiate, Encoding, VERSION_TTL, WHOLE_MAX_BYTES};
 use super::answer::{
-    search_etag, search_headers, whole, AnswerCache, Counting, Rendered, VersionCache,
-    BROTLI_STREAM_LGWIN, BROTLI_STREAM_QUALITY, CACHE_MAX_BODY,
+    search_cache_control, search_etag, search_headers, validator_headers, whole, AnswerCache,
+    Counting, Rendered, VersionCache, BROTLI_STREAM_LGWIN, BROTLI_STREAM_QUALITY, CACHE_MAX_BODY,
 };
 pub use super::events::{decode_events, for_each_event, EventRow};
 use crate::metrics::{Metrics, Route};
 use crate::model::{FetchRun, ProviderWindow, SearchQuery};
 use crate::query::{parse_search, parse_search_query};
 use crate::service::ServiceInfo;
-use crate::store::{DataVersion, MonthCount, Reader, Snapshot, StoreCounts, StoreError};
+use crate::store::{
+    DataVersion, MonthCount, Reader, Snapshot, StoreCounts, StoreError, StoreSpace,
+};
 
 /// Cheaply shareable response bytes.
 pub type Bytes = Arc<[u8]>;
@@ -64,6 +66,10 @@ pub trait Source {
     fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
         Ok(BTreeMap::new())
     }
+    /// The store's files on disk (`None`: not known here).
+    fn space(&mut self) -> Option<StoreSpace> {
+        None
+    }
 }
 
 impl Source for Reader {
@@ -91,6 +97,11 @@ impl Source for Reader {
     }
     fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
         Reader::provider_counts(self)
+    }
+    fn space(&mut self) -> Option<StoreSpace> {
+        // Unreadable (a vanished directory): the series are left out, which
+        // the disk alerts' `absent()` notices.
+        StoreSpace::of(self.path()).ok()
     }
 }
 
@@ -173,7 +184,8 @@ pub fn error_response(status: u16, route: Route, code: &str, message: &str) -> R
     Response {
         status,
         route,
-        headers: vec![("Content-Type", JSON.into())],
+        // A 429 is one client's, a 503 one moment's: no cache keeps either.
+        headers: vec![("Content-Type", JSON.into()), no_store()],
         body: body.to_string().into_bytes().into(),
         stream: None,
     }
@@ -199,6 +211,14 @@ pub struct Api {
     /// Every provider a search covers, with its zone (empty: the store's
     /// plans all in `tz`, searched as one).
     providers: Vec<(String, Tz)>,
+    /// `Cache-Control` of `/search` answers and their 304s.
+    search_cache_control: String,
+}
+
+/// `Cache-Control` of what describes this moment of this process (status
+/// page, metrics, health, errors): never kept by a cache in front.
+fn no_store() -> (&'static str, String) {
+    ("Cache-Control", "no-store".into())
 }
 
 impl Api {
@@ -214,7 +234,15 @@ impl Api {
             serve_status: true,
             months: Mutex::new(None),
             providers: Vec::new(),
+            search_cache_control: search_cache_control(DEFAULT_CACHE_MAX_AGE),
         }
+    }
+
+    /// How long a cache in front may reuse a `/search` answer (see
+    /// [`super::answer::search_cache_control`]).
+    pub fn with_cache_max_age(mut self, max_age: std::time::Duration) -> Api {
+        self.search_cache_control = search_cache_control(max_age);
+        self
     }
 
     /// The providers searches cover, each with its zone. While they all
@@ -349,7 +377,7 @@ impl Api {
             Route::Search => self.search(req, query, src),
             Route::Health => json_ok(route, r#"{"status":"ok"}"#),
             Route::Ready => {
-                if self.metrics.store_check().damage.is_some() {
+                if self.info.store_check.damaged() {
                     unavailable(
                         route,
                         code::STORE_DAMAGED,
@@ -401,17 +429,13 @@ impl Api {
             return Response {
                 status: 304,
                 route,
-                headers: vec![
-                    ("ETag", etag),
-                    ("Vary", "Accept-Encoding".into()),
-                    ("Cache-Control", "no-cache".into()),
-                ],
+                headers: validator_headers(etag, &self.search_cache_control),
                 body: Bytes::from(&[][..]),
                 stream: None,
             };
         }
         if let Some(hit) = self.cache.get(version.generation, &q) {
-            return whole(&hit, etag, encoding, query);
+            return whole(&hit, etag, &self.search_cache_control, encoding, query);
         }
         Response {
             status: 200,
@@ -444,7 +468,12 @@ impl Api {
             return src.stream(&s.query, &mut |snap, _| {
                 let etag = search_etag(&snap.version, &s.query, s.encoding);
                 send(Streamed::Body {
-                    headers: search_headers(etag, snap.next.as_ref(), &s.raw_query),
+                    headers: search_headers(
+                        etag,
+                        &self.search_cache_control,
+                        snap.next.as_ref(),
+                        &s.raw_query,
+                    ),
                     body: &mut io::empty(),
                 })
             });
@@ -456,7 +485,13 @@ impl Api {
             rows.take(limit as u64 + 1).read_to_end(&mut prefix)?;
             if prefix.len() <= limit {
                 let (r, _) = self.keep(snap, &s.query, prefix);
-                return send(Streamed::Whole(whole(&r, etag, s.encoding, &s.raw_query)));
+                return send(Streamed::Whole(whole(
+                    &r,
+                    etag,
+                    &self.search_cache_control,
+                    s.encoding,
+                    &s.raw_query,
+                )));
             }
             let mut rest = Counting {
                 inner: rows,
@@ -464,7 +499,12 @@ impl Api {
                 eof: false,
             };
             let rows = &mut rest;
-            let mut headers = search_headers(etag, snap.next.as_ref(), &s.raw_query);
+            let mut headers = search_headers(
+                etag,
+                &self.search_cache_control,
+                snap.next.as_ref(),
+                &s.raw_query,
+            );
             if let Some(token) = s.encoding.token() {
                 headers.push(("Content-Encoding", token.into()));
             }
@@ -510,7 +550,7 @@ impl Api {
     fn first_page(&self, q: SearchQuery, src: &mut dyn Source) -> Result<Bytes, StoreError> {
         let mut body = Vec::new();
         src.stream(&q, &mut |_, rows| rows.read_to_end(&mut body).map(drop))?
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(StoreError::from_read)?;
         Ok(body.into())
     }
 
@@ -524,36 +564,42 @@ impl Api {
                     .set_provider_plans_searchable(&name, c.plans_searchable);
             }
         }
+        self.metrics
+            .set_store_space(src.space().map(|s| (s.db, s.wal, s.fs_avail, s.fs_size)));
+        let mut text = self.metrics.render();
+        crate::metrics::render_store_check(&mut text, &self.info.store_check.get());
         Response {
             status: 200,
             route,
-            headers: vec![(
-                "Content-Type",
-                "text/plain; version=0.0.4; charset=utf-8".into(),
-            )],
-            body: self.metrics.render().into_bytes().into(),
+            headers: vec![
+                (
+                    "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8".into(),
+                ),
+                no_store(),
+            ],
+            body: text.into_bytes().into(),
             stream: None,
         }
     }
 
     /// Searchable plans per provider and month, read once per generation
-    /// (it reads one small index entry per searchable plan).
-    fn months(&self, src: &mut dyn Source) -> Arc<Vec<MonthCount>> {
-        let Ok(generation) = src.version().map(|v| v.generation) else {
-            return Arc::default();
-        };
+    /// (it reads one small index entry per searchable plan); `None` when
+    /// the store cannot be read.
+    fn months(&self, src: &mut dyn Source) -> Option<Arc<Vec<MonthCount>>> {
+        let generation = readable("the data version", src.version())?.generation;
         if let Ok(cached) = self.months.lock() {
             if let Some((g, m)) = cached.as_ref() {
                 if *g == generation {
-                    return m.clone();
+                    return Some(m.clone());
                 }
             }
         }
-        let fresh = Arc::new(src.plans_per_month().unwrap_or_default());
+        let fresh = Arc::new(readable("plans per month", src.plans_per_month())?);
         if let Ok(mut cached) = self.months.lock() {
             *cached = Some((generation, fresh.clone()));
         }
-        fresh
+        Some(fresh)
     }
 
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
@@ -565,7 +611,7 @@ impl Api {
             .collect::<Vec<_>>()
             .join("&");
         let months = self.months(src);
-        let by_provider = src.provider_counts().unwrap_or_default();
+        let by_provider = readable("counts per provider", src.provider_counts());
         let providers = self
             .info
             .providers
@@ -573,20 +619,22 @@ impl Api {
             .map(|p| crate::status_page::ProviderPanel {
                 info: p,
                 last_success: self.metrics.last_success(&p.name),
-                counts: by_provider.get(&p.name).copied(),
-                runs: src.runs_of(&p.name, 40).unwrap_or_default(),
-                months: months
-                    .iter()
-                    .filter(|m| m.provider == p.name)
-                    .map(|m| (m.month.clone(), m.plans))
-                    .collect(),
+                counts: by_provider.as_ref().and_then(|c| c.get(&p.name).copied()),
+                runs: readable("the journal", src.runs_of(&p.name, 40)),
+                months: months.as_ref().map(|months| {
+                    months
+                        .iter()
+                        .filter(|m| m.provider == p.name)
+                        .map(|m| (m.month.clone(), m.plans))
+                        .collect()
+                }),
             })
             .collect();
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
             providers,
-            counts: src.counts().ok(),
-            runs: src.runs(20).unwrap_or_default(),
+            counts: readable("the store's counts", src.counts()),
+            runs: readable("the journal", src.runs(20)),
             query,
             search: if query.is_empty() {
                 None
@@ -603,7 +651,7 @@ impl Api {
                 }))
             },
             metrics_here: self.serve_metrics,
-            store_check: self.metrics.store_check(),
+            store_check: self.info.store_check.get(),
             search_here: !self.only_metrics,
         });
         Response {
@@ -616,12 +664,17 @@ impl Api {
                     "Content-Security-Policy",
                     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'".into(),
                 ),
+                no_store(),
             ],
             body: html.into_bytes().into(),
             stream: None,
         }
     }
 }
+
+/// The `--cache-max-age` of an API built without one: `serve`'s default
+/// fetch interval.
+pub const DEFAULT_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The served OpenAPI document.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.yaml");
@@ -630,9 +683,21 @@ fn unreachable_route() -> Response {
     error_response(404, Route::Other, code::NOT_FOUND, "no such path")
 }
 
+/// A value the status page shows, or `None` (the page says the store cannot
+/// be read) with the error logged: never shown as if there were nothing.
+fn readable<T>(what: &str, r: Result<T, StoreError>) -> Option<T> {
+    r.map_err(|e| {
+        crate::log::warn(&format!(
+            "status page: cannot read {what}: {}",
+            crate::log::chain(&e)
+        ))
+    })
+    .ok()
+}
+
 /// A store failure while answering `/search`: 503, logged, no SQL text.
 pub fn store_failed(e: &StoreError) -> Response {
-    crate::log::error(&format!("search failed: {e}"));
+    crate::log::error(&format!("search failed: {}", crate::log::chain(e)));
     unavailable(
         Route::Search,
         code::NOT_READY,
@@ -644,7 +709,7 @@ fn json_ok(route: Route, body: &'static str) -> Response {
     Response {
         status: 200,
         route,
-        headers: vec![("Content-Type", JSON.into())],
+        headers: vec![("Content-Type", JSON.into()), no_store()],
         body: Bytes::from(body.as_bytes()),
         stream: None,
     }
@@ -744,6 +809,9 @@ mod tests {
             Ok(StoreCounts::default())
         }
         fn runs(&mut self, _: usize) -> Result<Vec<FetchRun>, StoreError> {
+            if self.broken {
+                return Err(StoreError::Busy);
+            }
             Ok(vec![])
         }
     }
@@ -1032,6 +1100,37 @@ mod tests {
     }
 
     #[test]
+    fn status_page_says_the_store_is_unreadable_rather_than_empty() {
+        let info = ServiceInfo {
+            providers: vec![crate::service::ProviderInfo {
+                name: "p".into(),
+                ..Default::default()
+            }],
+            ..ServiceInfo::default()
+        };
+        let a = Api::new(Tz::UTC, Arc::default(), Arc::new(info));
+        let page = call(&a, &get("/"), &mut Fake::default());
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("No fetch yet."), "{html}");
+        assert!(!html.contains("cannot be read"), "{html}");
+        let broken = &mut Fake {
+            broken: true,
+            ..Fake::default()
+        };
+        let page = call(&a, &get("/"), broken);
+        assert_eq!(page.status, 200);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(!html.contains("No fetch yet."), "{html}");
+        assert!(!html.contains("No searchable plan."), "{html}");
+        // The journal table, the provider's timeline and its histogram.
+        assert_eq!(
+            html.matches("The store cannot be read right now.").count(),
+            3,
+            "{html}"
+        );
+    }
+
+    #[test]
     fn status_page_treats_empty_form_fields_as_unbounded() {
         let a = api();
         let mut src = Fake {
@@ -1064,8 +1163,9 @@ mod tests {
         };
         assert_eq!(call(&a, &get("/ready"), broken).status, 503);
         // A store the background check found damaged: not ready, and why.
-        a.metrics()
-            .update_store_check(|c| c.damage = Some("page 7".into()));
+        a.info
+            .store_check
+            .update(|c| c.damage = Some("page 7".into()));
         let r = call(&a, &get("/ready"), &mut src);
         assert_eq!(r.status, 503);
         let text = String::from_utf8_lossy(&r.body);

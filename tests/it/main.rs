@@ -3,9 +3,11 @@
 //! fake provider, or run the built `planbox` binary.
 
 mod answers;
+mod caching;
 mod connections;
 mod core;
 mod hostile;
+mod layers;
 mod ops;
 mod providers;
 mod realxml;

@@ -1038,6 +1038,19 @@ fn ops_systemd_no_watchdog_pings_without_watchdog_usec() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+#[test]
+fn ops_systemd_a_notify_socket_planbox_cannot_use_is_logged() {
+    let t = temp_store();
+    // systemd never sets a relative path: the service would wait for
+    // READY in vain, so the log says why it never comes.
+    let mut s = Serve::start(&t.db, &[], &[("NOTIFY_SOCKET", "relative.sock")]);
+    let line = s.wait_line(|l| l.contains("cannot notify systemd"));
+    assert!(line.contains("relative.sock"), "{line}");
+    s.signal("TERM");
+    let (code, err) = s.terminate_after_signal();
+    assert_eq!(code, Some(0), "{err}");
+}
+
 impl Serve {
     /// Waits for the exit after a signal sent earlier.
     fn terminate_after_signal(mut self) -> (Option<i32>, String) {
@@ -1373,4 +1386,19 @@ fn ops_a_clean_stop_lets_the_next_start_skip_the_check() {
     drop(s);
     let mut s = Serve::start(&t.db, &[], &[]);
     s.wait_line(|l| l.contains("store check passed"));
+}
+
+#[test]
+fn ops_metrics_show_the_store_files_and_the_room_left_beside_them() {
+    let t = temp_store();
+    let s = Serve::start(&t.db, &["--demo"], &[]);
+    let m = scrape(&s.url("/metrics"));
+    let db = value(&m, "planbox_store_size_bytes", &[("file", "db")]).unwrap();
+    // At least the header page; the file itself may grow as WAL pages are
+    // checkpointed into it.
+    assert!(db >= 4096.0, "{db}");
+    assert!(value(&m, "planbox_store_size_bytes", &[("file", "wal")]).is_some());
+    let avail = value(&m, "planbox_store_filesystem_avail_bytes", &[]).unwrap();
+    let size = value(&m, "planbox_store_filesystem_size_bytes", &[]).unwrap();
+    assert!(avail > 0.0 && avail <= size, "{avail} {size}");
 }
