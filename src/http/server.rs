@@ -916,7 +916,81 @@ impl RunningServer {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::config::parse_cidrs;
+
+    /// The framing of a head made of `lines` (after the request line).
+    fn framed(version: &str, lines: &[&str]) -> Result<Framing, u16> {
+        let text = format!("GET / HTTP/{version}\r\n{}\r\n", lines.join(""));
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(text.as_bytes()).unwrap().is_complete());
+        let head = Head {
+            method: "GET",
+            url: "/",
+            http10: version == "1.0",
+            headers: parsed.headers,
+        };
+        framing(&head).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_the_connection_header() {
+        let keep = |v, l: &[&str]| framed(v, l).unwrap().keep_alive;
+        assert!(keep("1.1", &[]));
+        assert!(!keep("1.1", &["Connection: close\r\n"]));
+        assert!(!keep("1.1", &["Connection: Upgrade, CLOSE\r\n"]));
+        assert!(!keep("1.0", &[]));
+        assert!(keep("1.0", &["Connection: Keep-Alive\r\n"]));
+        assert!(!keep("1.0", &["Connection: keep-alive, close\r\n"]));
+    }
+
+    #[test]
+    fn bodies_are_dropped_up_to_the_drain_limit_else_the_connection_closes() {
+        let f = framed("1.1", &["Content-Length: 10\r\n"]).unwrap();
+        assert_eq!((f.body, f.keep_alive), (10, true));
+        let max = format!("Content-Length: {DRAIN_MAX}\r\n");
+        assert!(framed("1.1", &[&max]).unwrap().keep_alive);
+        let over = format!("Content-Length: {}\r\n", DRAIN_MAX + 1);
+        assert!(!framed("1.1", &[&over]).unwrap().keep_alive);
+        let huge = framed("1.1", &["Content-Length: 18446744073709551615\r\n"]).unwrap();
+        assert_eq!((huge.body, huge.keep_alive), (u64::MAX, false));
+        // Two equal lengths are one; 100-continue with a body closes.
+        assert!(framed("1.1", &["Content-Length: 3\r\n", "Content-Length: 3\r\n"]).is_ok());
+        let expect = framed(
+            "1.1",
+            &["Content-Length: 3\r\n", "Expect: 100-continue\r\n"],
+        );
+        assert!(!expect.unwrap().keep_alive);
+    }
+
+    #[test]
+    fn lengths_that_are_not_one_number_are_400_and_transfer_codings_close() {
+        for bad in [
+            "Content-Length: 18446744073709551616\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: \r\n",
+        ] {
+            assert_eq!(framed("1.1", &[bad]).unwrap_err(), 400, "{bad:?}");
+        }
+        assert_eq!(
+            framed("1.1", &["Content-Length: 3\r\n", "Content-Length: 4\r\n"]).unwrap_err(),
+            400
+        );
+        let te = |v: &str| {
+            let line = format!("Transfer-Encoding: {v}\r\n");
+            let f = framed("1.1", &[&line]).unwrap();
+            assert!(!f.keep_alive);
+            f.transfer_coded
+        };
+        assert_eq!(te("chunked"), Some(true));
+        assert_eq!(te("gzip, Chunked"), Some(true));
+        assert_eq!(te("chunked, gzip"), Some(false));
+        assert_eq!(unframed_body(Some(true)).status, 411);
+        assert_eq!(unframed_body(Some(false)).status, 400);
+    }
 
     #[test]
     fn serve_flags_reach_the_config() {
