@@ -24,15 +24,14 @@
 //! Must not contain API logic or SQL; it does not parse requests beyond
 //! finding where a head ends.
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("planbox's HTTP connection layer uses epoll and eventfd: it builds on Linux only");
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::poll::{Readiness, Waker};
 
 /// Body bytes a kept-alive connection may still owe after its answer:
 /// they are read and dropped by the poller. A larger body closes the
@@ -132,7 +131,7 @@ pub(crate) struct Shared {
     /// a worker as one pointer.
     #[allow(clippy::vec_box)]
     returns: Mutex<Vec<Box<Conn>>>,
-    wake: OwnedFd,
+    wake: Waker,
     sleeping: AtomicBool,
     pub(crate) stopping: AtomicBool,
     /// Milliseconds since `epoch` at the poller's last turn.
@@ -148,15 +147,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new() -> io::Result<Shared> {
-        // SAFETY: eventfd takes plain integers; the fd is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Shared {
             returns: Mutex::new(Vec::new()),
-            // SAFETY: `fd` is a fresh descriptor nobody else owns.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: Waker::new()?,
             sleeping: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             beat: AtomicU64::new(0),
@@ -183,11 +176,7 @@ impl Shared {
 
     pub(crate) fn wake_poller(&self) {
         if self.sleeping.swap(false, SeqCst) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a local into our eventfd.
-            unsafe {
-                libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8);
-            }
+            self.wake.wake();
         }
     }
 
@@ -197,71 +186,6 @@ impl Shared {
             Ok(mut r) => std::mem::take(&mut *r),
             Err(p) => std::mem::take(&mut *p.into_inner()),
         }
-    }
-}
-
-/// The kernel's readiness set (`epoll`), one-shot per connection.
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the fd is owned below.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is fresh and ours.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, oneshot: bool) -> io::Result<()> {
-        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP;
-        if oneshot {
-            flags |= libc::EPOLLONESHOT;
-        }
-        let mut ev = libc::epoll_event {
-            events: flags as u32,
-            u64: token,
-        };
-        // SAFETY: `ev` lives across the call; fds are open.
-        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn add(&self, fd: RawFd, token: u64, oneshot: bool) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, oneshot)
-    }
-
-    fn rearm(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, true)
-    }
-
-    fn wait(&self, events: &mut Vec<libc::epoll_event>, timeout: Duration) -> io::Result<()> {
-        events.clear();
-        let cap = events.capacity() as libc::c_int;
-        // SAFETY: the kernel writes at most `cap` events into the vector's
-        // spare capacity; `set_len` covers only what it wrote.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.0.as_raw_fd(),
-                events.as_mut_ptr(),
-                cap,
-                timeout.as_millis() as libc::c_int,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        // SAFETY: see above.
-        unsafe { events.set_len(n as usize) };
-        Ok(())
     }
 }
 
@@ -293,7 +217,7 @@ struct Entry {
 /// The poller: owns the listener and every connection not lent to a worker.
 pub(crate) struct Poller {
     listener: TcpListener,
-    epoll: Epoll,
+    kernel: Readiness,
     shared: Arc<Shared>,
     dispatch: Arc<dyn Dispatch>,
     limits: Limits,
@@ -316,12 +240,12 @@ impl Poller {
         limits: Limits,
     ) -> io::Result<Poller> {
         listener.set_nonblocking(true)?;
-        let epoll = Epoll::new()?;
-        epoll.add(listener.as_raw_fd(), LISTENER, true)?;
-        epoll.add(shared.wake.as_raw_fd(), WAKE, false)?;
+        let mut kernel = Readiness::new()?;
+        kernel.add(listener.as_raw_fd(), LISTENER, true)?;
+        kernel.add(shared.wake.fd(), WAKE, false)?;
         Ok(Poller {
             listener,
-            epoll,
+            kernel,
             shared,
             dispatch,
             limits,
@@ -346,15 +270,15 @@ impl Poller {
                 Err(_) => true,
             };
             let timeout = if pending { Duration::ZERO } else { TICK };
-            if let Err(e) = self.epoll.wait(&mut events, timeout) {
-                crate::log::error(&format!("HTTP poller: epoll_wait failed: {e}"));
+            if let Err(e) = self.kernel.wait(&mut events, timeout) {
+                crate::log::error(&format!("HTTP poller: waiting for sockets failed: {e}"));
                 std::thread::sleep(TICK);
             }
             self.shared.sleeping.store(false, SeqCst);
-            for ev in &events {
-                match ev.u64 {
+            for &token in &events {
+                match token {
                     LISTENER => self.accept(),
-                    WAKE => self.drain_wake(),
+                    WAKE => self.shared.wake.drain(),
                     token => self.readable(token),
                 }
             }
@@ -372,14 +296,6 @@ impl Poller {
             }
         }
         self.shared.open.store(0, SeqCst);
-    }
-
-    fn drain_wake(&self) {
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into a local from our eventfd.
-        unsafe {
-            libc::read(self.shared.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
-        }
     }
 
     fn accept(&mut self) {
@@ -406,8 +322,8 @@ impl Poller {
         self.rearm_listener();
     }
 
-    fn rearm_listener(&self) {
-        if let Err(e) = self.epoll.rearm(self.listener.as_raw_fd(), LISTENER) {
+    fn rearm_listener(&mut self) {
+        if let Err(e) = self.kernel.rearm(self.listener.as_raw_fd(), LISTENER) {
             crate::log::error(&format!("HTTP poller: cannot watch the listener: {e}"));
         }
     }
@@ -453,7 +369,7 @@ impl Poller {
         let e = &mut self.table[i];
         e.generation = e.generation.wrapping_add(1);
         let token = token_of(i, e.generation);
-        if self.epoll.add(stream.as_raw_fd(), token, true).is_err() {
+        if self.kernel.add(stream.as_raw_fd(), token, true).is_err() {
             self.free.push(i);
             return None;
         }
@@ -507,8 +423,15 @@ impl Poller {
     fn release(&mut self, i: usize) {
         match std::mem::replace(&mut self.table[i].slot, Slot::Free) {
             Slot::Free => return,
-            Slot::Closing { .. } => self.closing -= 1,
-            Slot::Waiting { .. } | Slot::Lent => {
+            Slot::Closing { conn, .. } => {
+                self.kernel.forget(conn.stream.as_raw_fd());
+                self.closing -= 1;
+            }
+            Slot::Waiting { conn, .. } => {
+                self.kernel.forget(conn.stream.as_raw_fd());
+                self.shared.open.fetch_sub(1, SeqCst);
+            }
+            Slot::Lent => {
                 self.shared.open.fetch_sub(1, SeqCst);
             }
         }
@@ -560,7 +483,7 @@ impl Poller {
                 };
                 let fd = conn.stream.as_raw_fd();
                 self.table[i].slot = Slot::Closing { conn, until };
-                if !open || self.epoll.rearm(fd, token).is_err() {
+                if !open || self.kernel.rearm(fd, token).is_err() {
                     self.release(i);
                 }
             }
@@ -616,7 +539,7 @@ impl Poller {
                     deadline,
                     idle,
                 };
-                if self.epoll.rearm(fd, token).is_err() {
+                if self.kernel.rearm(fd, token).is_err() {
                     self.release(i);
                 }
             }
@@ -636,7 +559,8 @@ impl Poller {
     fn close_in(&mut self, i: usize, c: Box<Conn>, last: &[u8]) {
         let _ = (&c.stream).write(last);
         let fd = c.stream.as_raw_fd();
-        if c.stream.shutdown(Shutdown::Write).is_err() || self.epoll.rearm(fd, c.token).is_err() {
+        if c.stream.shutdown(Shutdown::Write).is_err() || self.kernel.rearm(fd, c.token).is_err() {
+            self.kernel.forget(fd);
             self.table[i].slot = Slot::Free;
             self.free.push(i);
             return;

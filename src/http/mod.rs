@@ -11,6 +11,7 @@ pub mod api;
 mod conn;
 pub mod events;
 pub mod limits;
+mod poll;
 mod request;
 pub mod server;
 pub mod wire;
