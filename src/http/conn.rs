@@ -5,7 +5,7 @@
 //! An idle keep-alive connection or a client dripping its headers
 //! (slowloris) costs a slot in the poller's table and its socket, never a
 //! thread: the poller reads whatever is readable (non-blocking, one
-//! `epoll` set, level-triggered one-shot), caps the request line and the
+//! readiness set, level-triggered one-shot: `poll.rs`), caps the request line and the
 //! head while reading, and closes a connection whose head is not complete
 //! `idle_timeout` after its first byte, or that sent nothing for
 //! `idle_timeout`. A new connection therefore never waits behind an idle
