@@ -5,11 +5,12 @@
 //! An idle keep-alive connection or a client dripping its headers
 //! (slowloris) costs a slot in the poller's table and its socket, never a
 //! thread: the poller reads whatever is readable (non-blocking, one
-//! readiness set, level-triggered one-shot: `poll.rs`), caps the request line and the
-//! head while reading, and closes a connection whose head is not complete
-//! `idle_timeout` after its first byte, or that sent nothing for
-//! `idle_timeout`. A new connection therefore never waits behind an idle
-//! one: it is read as soon as its bytes arrive.
+//! readiness set, level-triggered one-shot: `poll.rs`), caps the request
+//! line and the head while reading (and all unfinished heads together),
+//! and closes a connection whose head is not complete `idle_timeout` after
+//! its first byte, or that sent nothing for `idle_timeout`. A new
+//! connection therefore never waits behind an idle one: it is read as soon
+//! as its bytes arrive.
 //!
 //! Beyond `max_connections` the longest-idle keep-alive connection is
 //! closed to make room; when none is idle (every connection is mid-request
