@@ -184,6 +184,11 @@ fn own_encoding(head: &[u8]) -> Result<Detected, ParseError> {
     }
 }
 
+/// `label` when it names an encoding planbox can read.
+pub(super) fn known_label(label: &str) -> Result<&str, ParseError> {
+    lookup(label.trim(), EncodingSource::ContentType).map(|_| label)
+}
+
 fn is_utf16(e: &'static Encoding) -> bool {
     e == UTF_16LE || e == UTF_16BE
 }

@@ -213,6 +213,18 @@ impl ParseError {
     }
 }
 
+/// Checks an encoding label given by a person (`import --charset`): one
+/// planbox can read, or an error that says so. (A `Content-Type` charset
+/// planbox does not know is passed over instead: see `decode.rs`.)
+pub fn parse_charset(label: &str) -> Result<String, String> {
+    match decode::known_label(label) {
+        Ok(label) => Ok(label.to_owned()),
+        Err(_) => Err(format!(
+            "\"{label}\" is not an encoding planbox can read (a label of the WHATWG Encoding Standard: UTF-8, ISO-8859-1, windows-1252, UTF-16, Shift_JIS, ...)"
+        )),
+    }
+}
+
 /// Pull parser over one feed document.
 ///
 /// Call [`next_item`](Self::next_item) until it returns `Ok(None)` (complete,
