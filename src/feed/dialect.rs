@@ -176,7 +176,7 @@ impl Document {
             return Err(damage.error());
         }
         if self.plan.is_some() && self.plan_damage.is_none() {
-            self.plan_damage = Some(format!("inside the plan, {}", damage.what()));
+            self.plan_damage = Some(format!("inside it, {}", damage.what()));
         }
         Ok(())
     }
@@ -330,7 +330,7 @@ impl Document {
                         reason: SkipReason::UndecodableText,
                         base_plan_id: self.group.id.clone().unwrap_or_default(),
                         plan_id: raw_attribute(e, at, words.item_id)?.unwrap_or_default(),
-                        detail: format!("the plan's {}", damage.what()),
+                        detail: format!("its {}", damage.what()),
                     }),
                 };
                 match read {

@@ -61,10 +61,11 @@ impl Undecodable {
         }
     }
 
-    /// For a skip's detail, after "its" / "the".
+    /// For a skip's detail: "`title` holds bytes …" (after "its") or
+    /// "text holds bytes …".
     pub(super) fn what(&self) -> String {
         let place = match &self.attribute {
-            Some(name) => format!("{} value", super::markup::quoted(name)),
+            Some(name) => format!("`{}`", super::markup::quoted(name)),
             None => "text".to_owned(),
         };
         format!(
@@ -328,12 +329,7 @@ impl<R: BufRead> BoundedInput<R> {
         else {
             return Ok(());
         };
-        let held = self.held;
-        self.chunk.copy_within(self.end..self.end + held, 0);
-        let mut len = held;
-        self.start = 0;
-        self.end = 0;
-        self.held = 0;
+        let mut len = self.restart_chunk();
         loop {
             let ascii = self.chunk[..len]
                 .iter()
@@ -350,18 +346,9 @@ impl<R: BufRead> BoundedInput<R> {
             if self.inner_done {
                 return Ok(());
             }
-            let available = match fill(&mut self.inner) {
-                Ok(bytes) => bytes,
-                Err(e) => return Err(self.stop(Failure::Io(e))),
-            };
-            if available.is_empty() {
-                self.inner_done = true;
-                continue;
+            if let Some(more) = self.read_more(len)? {
+                len = more;
             }
-            let n = available.len().min(self.chunk.len() - len);
-            self.chunk[len..len + n].copy_from_slice(&available[..n]);
-            self.inner.consume(n);
-            len += n;
         }
         let first = &self.chunk[..len];
         if prefer_alternative(self.encoding, alternative, first, self.inner_done) {
@@ -384,30 +371,44 @@ impl<R: BufRead> BoundedInput<R> {
         self.refill()
     }
 
-    fn refill_utf8(&mut self) -> io::Result<()> {
+    /// Moves the held bytes to the front of the chunk, which is then
+    /// empty of bytes to hand out; returns how many were held.
+    fn restart_chunk(&mut self) -> usize {
         let held = self.held;
         self.chunk.copy_within(self.end..self.end + held, 0);
-        let mut len = held;
         self.start = 0;
         self.end = 0;
         self.held = 0;
+        held
+    }
+
+    /// Reads more of the document into `chunk[len..]` (never full: at
+    /// most a few bytes are held between rounds); returns the new length,
+    /// or `None` at the end of the document.
+    fn read_more(&mut self, len: usize) -> io::Result<Option<usize>> {
+        let available = match fill(&mut self.inner) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(self.stop(Failure::Io(e))),
+        };
+        if available.is_empty() {
+            self.inner_done = true;
+            return Ok(None);
+        }
+        let n = available.len().min(self.chunk.len() - len);
+        self.chunk[len..len + n].copy_from_slice(&available[..n]);
+        self.inner.consume(n);
+        Ok(Some(len + n))
+    }
+
+    fn refill_utf8(&mut self) -> io::Result<()> {
+        let mut len = self.restart_chunk();
         // Offset of chunk[0] in the document.
         let chunk_at = self.consumed;
         while !self.inner_done {
-            let room = self.chunk.len() - len;
-            let available = match fill(&mut self.inner) {
-                Ok(bytes) => bytes,
-                Err(e) => return Err(self.stop(Failure::Io(e))),
-            };
-            if available.is_empty() {
-                self.inner_done = true;
+            let Some(more) = self.read_more(len)? else {
                 break;
-            }
-            // Never zero: at most 3 bytes are held between rounds.
-            let n = available.len().min(room);
-            self.chunk[len..len + n].copy_from_slice(&available[..n]);
-            self.inner.consume(n);
-            len += n;
+            };
+            len = more;
             let ready = self.check_utf8(chunk_at, len, false);
             if ready > 0 {
                 self.end = ready;
