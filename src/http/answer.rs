@@ -241,7 +241,7 @@ pub(crate) fn next_link(raw_query: &str, next: &crate::model::Position) -> Strin
         // Only our own, validated parameters: nothing a client made up
         // reaches the header.
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let ours = crate::query::percent_decode(key)
+        let ours = crate::percent::decode(key)
             .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit" | "provider"));
         if !ours {
             continue;

@@ -355,7 +355,7 @@ impl Api {
                         &format!(
                             "the integrity check found the store damaged (details in the log \
                              and on the status page); {}",
-                            crate::checker::DAMAGE_ADVICE
+                            crate::check_state::DAMAGE_ADVICE
                         ),
                     )
                 } else if src.ready() {
@@ -689,13 +689,13 @@ fn provider_param(query: &str) -> Result<Option<String>, String> {
     let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if crate::query::percent_decode(k).ok().as_deref() != Some("provider") {
+        if crate::percent::decode(k).ok().as_deref() != Some("provider") {
             continue;
         }
         if found.is_some() {
             return Err("provider: given more than once; give one provider name".into());
         }
-        let v = crate::query::percent_decode(v)
+        let v = crate::percent::decode(v)
             .map_err(|e| format!("provider: {e}; expected a provider name"))?;
         if v.is_empty() {
             return Err("provider: empty value; expected a provider name".into());
