@@ -480,6 +480,38 @@ fn undecodable_bytes_in_markup_or_outside_any_item_reject_the_document() {
 }
 
 #[test]
+fn thousands_of_undecodable_bytes_in_one_item_still_cost_only_that_item() {
+    // More places than are kept apart (they are merged into coarser ones).
+    let text = "x@".repeat(10_000);
+    let special = SPECIAL_PLAN.replace("TEXT", &text);
+    let text = special.replace('@', "\u{1}");
+    let mut bytes = damaged(&text.replacen('\u{1}', "@", 1), b"\xFF").0;
+    for b in bytes.iter_mut().filter(|b| **b == 1) {
+        *b = 0xFF;
+    }
+    for capacity in [7, 4096] {
+        let items = read_all(&bytes, capacity).unwrap();
+        assert_eq!(only_plan(&items).title, "Control");
+        assert_eq!(skips(&items)[0].reason, SkipReason::UndecodableText);
+    }
+    // Spread over the values of one tag, merged places cover its markup
+    // too: the document is rejected rather than a value read.
+    let attributes: String = (0..5000).map(|i| format!(" a{i}=\"@\"")).collect();
+    let special = SPECIAL_PLAN.replace("TEXT", &format!("<info{attributes}/>"));
+    let text = special.replace('@', "\u{1}");
+    let mut bytes = damaged(&text.replacen('\u{1}', "@", 1), b"\xFF").0;
+    for b in bytes.iter_mut().filter(|b| **b == 1) {
+        *b = 0xFF;
+    }
+    for capacity in [7, 4096] {
+        assert!(matches!(
+            read_all(&bytes, capacity),
+            Err(ParseError::Undecodable { .. })
+        ));
+    }
+}
+
+#[test]
 fn undecodable_bytes_in_a_transcoded_item_cost_that_item_only() {
     // windows-1253 has no character for 0xAA; UTF-16 has no lone surrogate.
     let special = SPECIAL_PLAN.replace("TITLE", "Caf@");
