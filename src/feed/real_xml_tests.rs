@@ -482,6 +482,32 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_in_values_and_text_under_any_charset_and_declaration_stay_local(
+        title in proptest::collection::vec(any::<u8>().prop_filter("no markup", |b| !matches!(b, b'"' | b'<' | b'&' | 0)), 0..12),
+        text in proptest::collection::vec(any::<u8>().prop_filter("no markup", |b| !matches!(b, b'<' | b'&')), 0..12),
+        declared in proptest::sample::select(vec!["", " encoding=\"UTF-8\"", " encoding=\"ISO-8859-1\"", " encoding=\"windows-1253\"", " encoding=\"Shift_JIS\""]),
+        charset in proptest::sample::select(vec![None, Some("utf-8"), Some("iso-8859-1"), Some("utf-16"), Some("windows-1253"), Some("nonsense")]),
+        capacity in 1usize..16,
+    ) {
+        let head = format!("<?xml version=\"1.0\"{declared}?><planList><base_plan base_plan_id=\"1\" sell_mode=\"online\" title=\"");
+        let middle = "\"><plan plan_id=\"1\" plan_start_date=\"2021-06-30T21:00:00\">";
+        let tail = "</plan></base_plan><base_plan base_plan_id=\"2\" sell_mode=\"online\" title=\"Control\"><plan plan_id=\"2\" plan_start_date=\"2021-06-30T21:00:00\"/></base_plan></planList>";
+        let bytes = [head.as_bytes(), &title, middle.as_bytes(), &text, tail.as_bytes()].concat();
+        match read_with(&bytes, charset, capacity) {
+            Ok(r) => {
+                prop_assert!(titles(&r.items).contains(&"Control"));
+                let shown = format!("{:?}", r.items);
+                prop_assert!(!shown.contains('\u{1a}'), "{}", shown);
+            }
+            Err(e) => prop_assert!(false, "{}", e),
+        }
+    }
+}
+
 const DTD_TOKENS: &[&str] = &[
     "<!ENTITY ",
     "<!ENTITY % ",
