@@ -90,6 +90,12 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck(args) => healthcheck(args),
+        Command::Generate(args) => {
+            for path in crate::manual::generate(&args.dir)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -331,8 +337,9 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         );
     }
 
-    let mut api =
-        Api::new(zone, metrics.clone(), info.clone()).with_providers(search_zones.clone());
+    let mut api = Api::new(zone, metrics.clone(), info.clone())
+        .with_providers(search_zones.clone())
+        .with_cache_max_age(cfg.cache_max_age);
     if cfg.metrics_listen.is_some() {
         api = api.without_metrics();
     }

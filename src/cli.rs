@@ -65,6 +65,15 @@ pub enum Command {
     Backup(BackupArgs),
     /// Exit 0 when the server at --listen answers /ready.
     Healthcheck(HealthcheckArgs),
+    /// Write the man pages and shell completions into DIR (a packaging step).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Directory to write `man/*.1` and `completions/*` into (created).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +198,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PLANBOX_FETCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub fetch_interval: Duration,
 
+    /// How long an HTTP cache in front may reuse a /search answer
+    /// (`Cache-Control: max-age`, as long again `stale-while-revalidate`);
+    /// 0: every use revalidates [default: --fetch-interval].
+    #[arg(long, env = "PLANBOX_CACHE_MAX_AGE", value_parser = parse_duration)]
+    pub cache_max_age: Option<Duration>,
+
     /// Longest wait between attempts while the provider fails.
     #[arg(long, env = "PLANBOX_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
     pub max_backoff: Duration,
@@ -258,6 +273,7 @@ impl ServeArgs {
             providers_file: self.providers_file.clone(),
             provider_defaults: defaults,
             fetch_interval: self.fetch_interval,
+            cache_max_age: self.cache_max_age.unwrap_or(self.fetch_interval),
             max_backoff: self.max_backoff.max(self.fetch_interval),
             workers,
             demo: self.demo,
@@ -367,6 +383,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.db, PathBuf::from("planbox.db"));
         assert_eq!(c.fetch_interval, Duration::from_secs(60));
+        assert_eq!(c.cache_max_age, c.fetch_interval);
         assert_eq!(c.providers.len(), 1);
         assert_eq!(c.providers[0].fetch_timeout, Duration::from_secs(30));
         assert_eq!(c.providers[0].max_feed_bytes, 512 << 20);
@@ -407,6 +424,16 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(args.fetch_interval, Duration::from_millis(500));
+        assert_eq!(
+            args.to_config().unwrap().cache_max_age,
+            Duration::from_millis(500),
+            "the cache max-age follows the fetch interval"
+        );
+        let cli = Cli::try_parse_from(["planbox", "serve", "--cache-max-age", "0"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.to_config().unwrap().cache_max_age, Duration::ZERO);
         assert!(Cli::try_parse_from(["planbox", "serve", "--fetch-interval", "soon"]).is_err());
         assert!(Cli::try_parse_from(["planbox", "serve", "--provider-timezone", "X"]).is_err());
     }

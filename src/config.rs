@@ -271,6 +271,9 @@ pub struct ServeConfig {
     /// What an entry leaves out (timezone, timeouts, size limit).
     pub provider_defaults: ProviderConfig,
     pub fetch_interval: Duration,
+    /// How long an HTTP cache in front may reuse a `/search` answer
+    /// (`Cache-Control: max-age`); the fetch interval unless set.
+    pub cache_max_age: Duration,
     pub max_backoff: Duration,
     pub workers: usize,
     pub demo: bool,

@@ -13,6 +13,7 @@ pub mod feed;
 pub mod fetch;
 pub mod http;
 pub mod log;
+pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod percent;

@@ -16,13 +16,14 @@
 //! This file holds `Store` (open, migrations, errors), the counters, the
 //! journal, feed state, the clean-stop mark, checkpoint and backup. The
 //! rest, by concern: `ingest` (the write transaction of a fetch), `search`
-//! (the `/search` read and `Reader`), `providers` (several providers) and
-//! `check` (integrity checks).
+//! (the `/search` read and `Reader`), `providers` (several providers),
+//! `check` (integrity checks) and `space` (the files' sizes on disk).
 
 mod check;
 mod ingest;
 mod providers;
 mod search;
+mod space;
 #[cfg(test)]
 mod test_support;
 
@@ -30,6 +31,7 @@ pub use check::{check_integrity, record_check_passed, CheckOutcome};
 pub use ingest::{local_changes, plan_term, Ingest, NO_END};
 pub use providers::MonthCount;
 pub use search::{Answer, Reader, Snapshot};
+pub use space::StoreSpace;
 
 use std::collections::BTreeMap;
 use std::io::Read;
