@@ -1337,9 +1337,7 @@ fn import_run(feed: &[u8]) -> (TempStore, serde_json::Value) {
         .arg(&file)
         .output()
         .unwrap();
-    let out = run_ok(planbox().args(["status", "--json", "--db"]).arg(&t.db));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let run = v["runs"][0].clone();
+    let run = last_run(&t.db);
     (t, run)
 }
 

@@ -150,6 +150,12 @@ fn titles_of(search: &serde_json::Value) -> Vec<String> {
     t
 }
 
+/// The titles `planbox search --json` finds in the store at `db`, sorted.
+fn search_titles(db: &Path) -> Vec<String> {
+    let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(db));
+    titles_of(&serde_json::from_slice(&out.stdout).unwrap())
+}
+
 fn expected_titles(row: &Row) -> Vec<String> {
     let mut t: Vec<String> = row
         .title
@@ -182,17 +188,13 @@ fn every_row_imports_exactly_through_the_binary_in_both_dialects() {
             let t = temp_store();
             let file = fixture(row.name, dialect);
             run_ok(planbox().arg("import").arg("--db").arg(&t.db).arg(&file));
-            let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(&t.db));
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(
-                titles_of(&v),
+                search_titles(&t.db),
                 expected_titles(row),
                 "{} {dialect}",
                 row.name
             );
-            let out = run_ok(planbox().args(["status", "--json", "--db"]).arg(&t.db));
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let run = &v["runs"][0];
+            let run = &last_run(&t.db);
             assert_eq!(run["outcome"], "ok", "{} {dialect}", row.name);
             let size = std::fs::metadata(&file).unwrap().len();
             assert_eq!(run["bytes"], size, "{} {dialect}", row.name);
@@ -205,17 +207,6 @@ fn every_row_imports_exactly_through_the_binary_in_both_dialects() {
             );
         }
     }
-}
-
-fn status_run(db: &Path) -> serde_json::Value {
-    let out = run_ok(planbox().args(["status", "--json", "--db"]).arg(db));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["runs"][0].clone()
-}
-
-fn search_titles(db: &Path) -> Vec<String> {
-    let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(db));
-    titles_of(&serde_json::from_slice(&out.stdout).unwrap())
 }
 
 #[test]
@@ -233,7 +224,7 @@ fn an_undeclared_latin1_file_costs_the_plans_it_cannot_decode_naming_the_offset(
             && log.contains(&format!("byte {first}")),
         "{log}"
     );
-    let run = status_run(&t.db);
+    let run = last_run(&t.db);
     assert_eq!(run["outcome"], "ok");
     assert_eq!(counts(&run["skipped"]), owned(&[("undecodable_text", 1)]));
     assert_eq!(search_titles(&t.db), ["Control"]);
@@ -277,7 +268,7 @@ fn a_one_byte_damage_in_a_large_feed_costs_one_plan() {
     let file = t.dir.path().join("big.xml");
     std::fs::write(&file, &bytes).unwrap();
     run_ok(planbox().arg("import").arg("--db").arg(&t.db).arg(&file));
-    let run = status_run(&t.db);
+    let run = last_run(&t.db);
     assert_eq!(run["outcome"], "ok");
     assert_eq!(run["plans_new"], 4999, "{run}");
     assert_eq!(counts(&run["skipped"]), owned(&[("undecodable_text", 1)]));
@@ -427,9 +418,7 @@ fn a_billion_laughs_feed_costs_only_its_item() {
         let t = temp_store();
         let file = fixture("billion-laughs", dialect);
         run_ok(planbox().arg("import").arg("--db").arg(&t.db).arg(&file));
-        let out = run_ok(planbox().args(["search", "--json", "--db"]).arg(&t.db));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(titles_of(&v), ["Control"]);
+        assert_eq!(search_titles(&t.db), ["Control"]);
     }
 }
 
