@@ -455,13 +455,7 @@ mod tests {
 
     /// The message with its causes, as `planbox` prints it.
     fn chain(e: &ConfigError) -> String {
-        let mut out = e.to_string();
-        let mut cause = std::error::Error::source(e);
-        while let Some(c) = cause {
-            out.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        out
+        crate::log::chain(e)
     }
 
     #[test]

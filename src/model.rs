@@ -337,7 +337,7 @@ impl Window {
 pub struct Position {
     pub start: i64,
     pub end: Option<i64>,
-    pub id: String,
+    pub id: Uuid,
 }
 
 /// What `/search` asks: a window, and optionally a page of it.

@@ -485,7 +485,10 @@ impl WorkerCtx {
             match (self.sources)() {
                 Ok(r) => self.source = Some(r),
                 Err(e) => {
-                    crate::log::error(&format!("cannot open the store for reading: {e}"));
+                    crate::log::error(&format!(
+                        "cannot open the store for reading: {}",
+                        crate::log::chain(&e)
+                    ));
                     return api::unavailable(
                         Route::Other,
                         code::NOT_READY,

@@ -200,6 +200,7 @@ struct SourcedServer {
 
 impl SourcedServer {
     fn start(cfg: ServerConfig, sources: SourceFactory) -> SourcedServer {
+        quiet_logs();
         let api = Arc::new(Api::new(
             Tz::UTC,
             Arc::new(Metrics::new()),

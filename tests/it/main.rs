@@ -6,6 +6,7 @@ mod answers;
 mod caching;
 mod core;
 mod hostile;
+mod layers;
 mod ops;
 mod providers;
 mod realxml;

@@ -18,6 +18,12 @@ use planbox::service::ServiceInfo;
 use planbox::store::Store;
 use planbox::sync::{self, SyncConfig};
 
+/// Log lines of the in-process servers and loops go to the test harness,
+/// which shows them only for a test that fails.
+pub fn quiet_logs() {
+    planbox::log::to_test_output();
+}
+
 /// A temp directory with a store path inside; removed on drop.
 pub struct TempStore {
     pub dir: tempfile::TempDir,
@@ -25,6 +31,7 @@ pub struct TempStore {
 }
 
 pub fn temp_store() -> TempStore {
+    quiet_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("planbox.db");
     TempStore { dir, db }
@@ -45,6 +52,7 @@ pub fn fixture_feeds(d: Dialect) -> Vec<Vec<u8>> {
 }
 
 pub fn sync_config(db: &Path, url: &str) -> SyncConfig {
+    quiet_logs();
     SyncConfig {
         provider: planbox::model::DEFAULT_PROVIDER.into(),
         fetch: FetchConfig {
@@ -62,6 +70,7 @@ pub fn sync_config(db: &Path, url: &str) -> SyncConfig {
 
 /// Fetches `n` times from `provider` into the store at `db`.
 pub fn fetch_n(db: &Path, provider: &FakeProvider, n: usize) -> Vec<planbox::model::FetchRun> {
+    quiet_logs();
     let mut store = Store::open(db).expect("store");
     let cfg = sync_config(db, &provider.url());
     let metrics = Metrics::new();
@@ -90,6 +99,7 @@ impl TestServer {
     }
 
     pub fn start_with(db: &Path, tz: Tz, cfg: ServerConfig) -> TestServer {
+        quiet_logs();
         drop(Store::open(db).expect("store opens and migrates"));
         let metrics = Arc::new(Metrics::new());
         let api = Arc::new(Api::new(
