@@ -321,7 +321,7 @@ pub struct ImportArgs {
     /// (`ISO-8859-1`, `windows-1252`, `UTF-16`): it wins over an XML
     /// declaration, a byte order mark still wins over it. Without it, a file
     /// is read as its BOM or declaration says, else as UTF-8.
-    #[arg(long, value_name = "LABEL")]
+    #[arg(long, value_name = "LABEL", value_parser = crate::feed::parse_charset)]
     pub charset: Option<String>,
     /// Feed files, ingested in this order.
     #[arg(required = true)]

@@ -276,7 +276,7 @@ impl Metrics {
                 ),
                 (
                     "repaired",
-                    "Feed values repaired since start (HTML entities, lone &), by provider and reason.",
+                    "Feed values repaired since start (HTML entities, lone &, forbidden characters, a contradicted charset), by provider and reason.",
                 ),
             ] {
                 let name = format!("planbox_feed_{kind}_total");

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use quick_xml::events::{BytesStart, Event};
 
 use super::entities::{Entities, Repairs, Unresolved};
+use super::input::{Undecodable, SUBSTITUTE};
 use super::markup::{
     check_attributes, for_each_attribute, is_blank, is_xml_name, is_xml_space, quoted, xml_at,
 };
@@ -92,6 +93,9 @@ struct Group {
     /// Why a value of the base plan could not be read: each of its plans
     /// is skipped with it.
     unresolved: Option<String>,
+    /// Undecodable bytes in the base plan's tag: each of its plans is
+    /// skipped for them.
+    undecodable: Option<String>,
 }
 
 /// What handling one event produced.
@@ -122,6 +126,13 @@ pub(super) struct Document {
     /// General entities of the internal DTD subset.
     entities: Entities,
     repairs: Repairs,
+    /// Set by the reader before an event whose attribute values or text
+    /// hold undecodable bytes; taken by that event.
+    pub(super) damage: Option<Undecodable>,
+    /// Depth of the open item element (read or skipped), if any.
+    item_from: Option<usize>,
+    /// Undecodable bytes inside the open plan: it is skipped at its end.
+    plan_damage: Option<String>,
 }
 
 impl Document {
@@ -158,8 +169,26 @@ impl Document {
             .transpose()
     }
 
+    /// Charges undecodable bytes in data to the item being read: that
+    /// item is skipped. Outside any item, they reject the document.
+    fn charge(&mut self, damage: Undecodable) -> Result<(), ParseError> {
+        if self.item_from.is_none() {
+            return Err(damage.error());
+        }
+        if self.plan.is_some() && self.plan_damage.is_none() {
+            self.plan_damage = Some(format!("inside it, {}", damage.what()));
+        }
+        Ok(())
+    }
+
     pub(super) fn on_event(&mut self, event: Event<'_>, at: u64) -> Result<Step, ParseError> {
         let in_root = matches!(self.phase, Phase::Root);
+        if let Some(damage) = self.damage.take() {
+            match event {
+                Event::Start(_) | Event::Empty(_) => self.damage = Some(damage),
+                _ => self.charge(damage)?,
+            }
+        }
         match event {
             Event::Start(e) => self.on_start(&e, at, true),
             Event::Empty(e) => self.on_start(&e, at, false),
@@ -250,7 +279,11 @@ impl Document {
             }
         }
 
+        let damage = self.damage.take();
         if matches!(self.phase, Phase::Prolog) {
+            if let Some(damage) = damage {
+                return Err(damage.error());
+            }
             let dialect = Dialect::from_root(name).ok_or_else(|| ParseError::NotAFeed {
                 root: quoted(name).into_owned(),
             })?;
@@ -267,39 +300,70 @@ impl Document {
 
         if self.ignore_from.is_some() {
             check_attributes(e, at)?;
+            if let Some(damage) = damage {
+                self.charge(damage)?;
+            }
             return Ok(Step::Continue);
         }
 
         let words = self.vocabulary();
         let top = self.levels.last().copied();
         let (step, opened) = match top {
-            Some(Level::Root) if name == OUTPUT => {
-                check_attributes(e, at)?;
-                (Step::Continue, Some(Level::Output))
-            }
             Some(Level::Root | Level::Output) if name == words.group => {
+                let repairs = self.repairs;
                 self.read_group(e, at)?;
+                if let Some(damage) = damage {
+                    // Nothing read from a damaged tag counts.
+                    self.repairs = repairs;
+                    self.group.id = raw_attribute(e, at, words.group_id)?;
+                    self.group.undecodable = Some(format!("its base plan's {}", damage.what()));
+                }
                 (Step::Continue, Some(Level::Group))
             }
-            Some(Level::Group) if name == words.item => match self.read_item(e, at)? {
-                Ok(plan) if has_content => {
-                    self.plan = Some(plan);
-                    (Step::Continue, Some(Level::Item))
+            Some(Level::Group) if name == words.item => {
+                if has_content {
+                    self.item_from = Some(self.depth);
                 }
-                Ok(plan) => (Step::Item(FeedItem::Plan(plan)), None),
-                // A skipped plan's zones are not looked at.
-                Err(skip) => (Step::Item(FeedItem::Skipped(skip)), None),
-            },
+                let read = match damage {
+                    None => self.read_item(e, at)?,
+                    Some(damage) => Err(Skip {
+                        reason: SkipReason::UndecodableText,
+                        base_plan_id: self.group.id.clone().unwrap_or_default(),
+                        plan_id: raw_attribute(e, at, words.item_id)?.unwrap_or_default(),
+                        detail: format!("its {}", damage.what()),
+                    }),
+                };
+                match read {
+                    Ok(plan) if has_content => {
+                        self.plan = Some(plan);
+                        (Step::Continue, Some(Level::Item))
+                    }
+                    Ok(plan) => (Step::Item(FeedItem::Plan(plan)), None),
+                    // A skipped plan's zones are not looked at.
+                    Err(skip) => (Step::Item(FeedItem::Skipped(skip)), None),
+                }
+            }
             Some(Level::Item) if name == ZONE => {
-                let step = match self.read_zone(e, at)? {
-                    Some(skip) => Step::Item(FeedItem::Skipped(skip)),
-                    None => Step::Continue,
+                let step = match damage {
+                    None => match self.read_zone(e, at)? {
+                        Some(skip) => Step::Item(FeedItem::Skipped(skip)),
+                        None => Step::Continue,
+                    },
+                    Some(damage) => {
+                        check_attributes(e, at)?;
+                        self.charge(damage)?;
+                        Step::Continue
+                    }
                 };
                 (step, Some(Level::Zone))
             }
             _ => {
                 check_attributes(e, at)?;
-                (Step::Continue, None)
+                if let Some(damage) = damage {
+                    self.charge(damage)?;
+                }
+                let opened = (top == Some(Level::Root) && name == OUTPUT).then_some(Level::Output);
+                (Step::Continue, opened)
             }
         };
         if has_content {
@@ -317,6 +381,9 @@ impl Document {
         let depth = self.depth;
         self.depth = depth.saturating_sub(1);
         self.open_name_bytes = self.open_name_bytes.saturating_sub(name.len());
+        if self.item_from == Some(depth) {
+            self.item_from = None;
+        }
         if let Some(from) = self.ignore_from {
             if depth == from {
                 self.ignore_from = None;
@@ -324,9 +391,15 @@ impl Document {
             return Step::Continue;
         }
         match self.levels.pop() {
-            Some(Level::Item) => match self.plan.take() {
-                Some(plan) => Step::Item(FeedItem::Plan(plan)),
-                None => Step::Continue,
+            Some(Level::Item) => match (self.plan.take(), self.plan_damage.take()) {
+                (Some(plan), Some(why)) => Step::Item(FeedItem::Skipped(Skip {
+                    reason: SkipReason::UndecodableText,
+                    base_plan_id: plan.base_plan_id,
+                    plan_id: plan.plan_id,
+                    detail: why,
+                })),
+                (Some(plan), None) => Step::Item(FeedItem::Plan(plan)),
+                (None, _) => Step::Continue,
             },
             Some(Level::Group) => {
                 self.group = Group::default();
@@ -434,6 +507,9 @@ impl Document {
             plan_id: id.clone().unwrap_or_default(),
             detail,
         };
+        if let Some(why) = &group.undecodable {
+            return Ok(Err(skip(SkipReason::UndecodableText, why.clone())));
+        }
         if let Some(why) = &group.unresolved {
             return Ok(Err(skip(SkipReason::UnresolvedReference, why.clone())));
         }
@@ -545,4 +621,17 @@ impl Document {
             detail,
         }))
     }
+}
+
+/// The raw value of attribute `name` of a tag whose values hold
+/// undecodable bytes, for messages: references not expanded, the
+/// substitutes shown as U+FFFD (never stored).
+fn raw_attribute(e: &BytesStart<'_>, at: u64, name: &str) -> Result<Option<String>, ParseError> {
+    let mut found = None;
+    for_each_attribute(e, at, |key, value| {
+        if key == name {
+            found = Some(value.replace(char::from(SUBSTITUTE), "\u{FFFD}"));
+        }
+    })?;
+    Ok(found)
 }

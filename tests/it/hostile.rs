@@ -1348,3 +1348,103 @@ fn a_shutdown_interrupts_a_slow_download_and_journals_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "spool file removed");
 }
+
+/// `planbox import` of `feed`, then the journal's row of that run.
+fn import_run(feed: &[u8]) -> (TempStore, serde_json::Value) {
+    let t = temp_store();
+    let file = t.dir.path().join("feed.xml");
+    std::fs::write(&file, feed).unwrap();
+    let _ = planbox()
+        .arg("import")
+        .arg("--db")
+        .arg(&t.db)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let run = last_run(&t.db);
+    (t, run)
+}
+
+/// A plans feed with a DOCTYPE and one base plan per title, each with one
+/// plan.
+fn titled_feed(doctype: &str, titles: &[String]) -> Vec<u8> {
+    let mut s = format!("<?xml version=\"1.0\"?>\n{doctype}<planList><output>\n");
+    for (i, title) in titles.iter().enumerate() {
+        s += &format!(
+            "<base_plan base_plan_id=\"{i}\" sell_mode=\"online\" title=\"{title}\">\
+             <plan plan_id=\"1\" plan_start_date=\"2024-01-01T20:00:00\"/></base_plan>\n"
+        );
+    }
+    s += "</output></planList>\n";
+    s.into_bytes()
+}
+
+#[test]
+fn entity_expansion_is_bounded_in_references_as_well_as_bytes() {
+    // Entities that expand to nothing, 10 and 16 levels of 10 references;
+    // a value of 200k references to an empty entity; one that stays within
+    // the bounds; a plain control.
+    let mut doctype = String::from("<!DOCTYPE planList [<!ENTITY e0 \"\"> <!ENTITY t \"\">");
+    for i in 1..=16 {
+        doctype += &format!("<!ENTITY e{i} \"{}\">", format!("&e{};", i - 1).repeat(10));
+    }
+    doctype += "]>\n";
+    let titles = [
+        "&e10;".to_owned(),
+        "&e16;".to_owned(),
+        "&t;".repeat(200_000),
+        format!("Fine&e3;{}", "&t;".repeat(1000)),
+        "Control".to_owned(),
+    ];
+    let (_t, run) = import_run(&titled_feed(&doctype, &titles));
+    assert_eq!(run["outcome"], "ok", "{run}");
+    assert_eq!(run["plans_new"], 2, "{run}");
+    assert_eq!(run["skipped"]["unresolved_reference"], 3, "{run}");
+}
+
+#[test]
+fn a_tag_of_120k_attributes_is_checked_for_duplicates_in_linear_time() {
+    // Three-letter names: 7 bytes an attribute, 840 KB for the tag.
+    let letters: Vec<char> = ('a'..='z').chain('A'..='Z').collect();
+    let name = |i: usize| -> String {
+        [i / (52 * 52), (i / 52) % 52, i % 52]
+            .iter()
+            .map(|&d| letters[d])
+            .collect()
+    };
+    let attributes: String = (0..120_000).map(|i| format!(" {}=\"\"", name(i))).collect();
+    let zone = format!("<zone zone_id=\"1\" price=\"5\"{attributes}/>");
+    let feed = |zone: &str| {
+        format!(
+            "<planList><base_plan base_plan_id=\"1\" sell_mode=\"online\" title=\"Wide\">\
+             <plan plan_id=\"1\" plan_start_date=\"2024-01-01T20:00:00\">{zone}</plan></base_plan></planList>"
+        )
+        .into_bytes()
+    };
+    let (_t, run) = import_run(&feed(&zone));
+    assert_eq!(run["outcome"], "ok", "{run}");
+    assert_eq!(run["plans_new"], 1, "{run}");
+    // The last attribute repeats the first: found, the feed rejected.
+    let duplicated = format!("{} aaa=\"\"/>", zone.trim_end_matches("/>"));
+    let (_t, run) = import_run(&feed(&duplicated));
+    assert_eq!(run["outcome"], "parse_error", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("appears twice"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_control_character_in_a_title_never_reaches_search_or_status() {
+    let titles = ["Vertical\u{b}Tab \u{1b}[2J\u{1b}[31mRed\u{7}".to_owned()];
+    let (t, run) = import_run(&titled_feed("", &titles));
+    assert_eq!(run["outcome"], "ok", "{run}");
+    assert_eq!(run["repaired"]["control_character"], 4, "{run}");
+    let out = run_ok(planbox().args(["search", "--db"]).arg(&t.db));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("VerticalTab [2J[31mRed"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+}

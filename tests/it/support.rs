@@ -210,6 +210,14 @@ pub fn planbox() -> Command {
     c
 }
 
+/// The newest journal row of the store at `db`, as `planbox status --json`
+/// prints it.
+pub fn last_run(db: &Path) -> serde_json::Value {
+    let out = run_ok(planbox().args(["status", "--json", "--db"]).arg(db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["runs"][0].clone()
+}
+
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("planbox runs");
     assert!(
