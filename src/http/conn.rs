@@ -227,6 +227,8 @@ pub(crate) struct Poller {
     closing: usize,
     scratch: Vec<u8>,
     accept_paused_until: Option<Instant>,
+    /// When the cap was last reported in the log (once a minute at most).
+    cap_logged: Option<Instant>,
 }
 
 fn token_of(index: usize, generation: u32) -> u64 {
@@ -255,6 +257,7 @@ impl Poller {
             closing: 0,
             scratch: vec![0; SCRATCH],
             accept_paused_until: None,
+            cap_logged: None,
         })
     }
 
@@ -334,6 +337,9 @@ impl Poller {
             return;
         }
         let open = self.shared.open.load(SeqCst);
+        if open >= self.limits.max_connections {
+            self.log_cap();
+        }
         if open >= self.limits.max_connections && !self.evict_one() {
             self.shared.refused.fetch_add(1, SeqCst);
             // Bounded too: beyond the cap plus a reserve of closing ones,
@@ -388,6 +394,28 @@ impl Poller {
                 token,
             }),
         ))
+    }
+
+    /// Says in the log, once a minute at most, that the connection cap is
+    /// reached and what it cost so far.
+    fn log_cap(&mut self) {
+        let now = Instant::now();
+        if self
+            .cap_logged
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.cap_logged = Some(now);
+        crate::log::log(
+            crate::log::Level::Warn,
+            "connection cap reached: closing the longest-idle connections, then answering 503",
+            &[
+                ("max_connections", &self.limits.max_connections),
+                ("idle_closed_so_far", &self.shared.evicted.load(SeqCst)),
+                ("refused_so_far", &self.shared.refused.load(SeqCst)),
+            ],
+        );
     }
 
     /// Closes the connection that has been idle longest. False when no
