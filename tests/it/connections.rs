@@ -391,3 +391,29 @@ fn unfinished_heads_over_the_memory_budget_are_closed_largest_first() {
     assert!(answer(&mut heads[0]).unwrap().0.starts_with("HTTP/1.1 200"));
     assert_eq!(s.get("/health").status, 200);
 }
+
+#[test]
+fn an_absolute_form_target_is_answered_as_its_path() {
+    // RFC 9112 §3.2.2: a server must accept `GET http://host/path`, which
+    // some proxies and clients send to an origin server.
+    let (_t, _s, addr) = server_with(ServerConfig::default());
+    let mut c = connect(addr);
+    for (target, status) in [
+        ("http://localhost/health", "200"),
+        ("HTTPS://planbox.example:8443/ready", "200"),
+        ("http://localhost/health?verbose=1", "200"),
+        ("http://localhost/nope", "404"),
+        // Not absolute-form: stays a path that does not exist.
+        ("ftp://localhost/health", "404"),
+    ] {
+        write!(c, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, body) = answer(&mut c).expect("an answer");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{target}: {head}"
+        );
+        if status == "404" {
+            assert!(String::from_utf8_lossy(&body).contains("not_found"));
+        }
+    }
+}
