@@ -476,7 +476,7 @@ impl Poller {
                 idle,
             } => {
                 let before = conn.buf.len() as u64 + conn.discard;
-                match read_some(&mut conn, &mut self.scratch) {
+                match read_some(&mut conn, &mut self.scratch, self.limits.max_head) {
                     Ok(true) => {
                         let now = Instant::now();
                         let moved = conn.buf.len() as u64 + conn.discard != before;
@@ -649,9 +649,12 @@ impl Poller {
     }
 }
 
-/// Reads what is readable into `c.buf` (dropping owed body bytes first).
-/// False when the peer closed.
-fn read_some(c: &mut Conn, scratch: &mut [u8]) -> io::Result<bool> {
+/// Reads what is readable into `c.buf` (dropping owed body bytes first),
+/// and stops once `c.buf` holds more than `keep` bytes: pipelined requests
+/// beyond a head wait in the kernel's socket buffer, so a client that
+/// writes without reading costs at most `keep` + one read here. False when
+/// the peer closed.
+fn read_some(c: &mut Conn, scratch: &mut [u8], keep: usize) -> io::Result<bool> {
     loop {
         match (&c.stream).read(scratch) {
             Ok(0) => return Ok(false),
@@ -659,7 +662,7 @@ fn read_some(c: &mut Conn, scratch: &mut [u8]) -> io::Result<bool> {
                 let skip = (n as u64).min(c.discard) as usize;
                 c.discard -= skip as u64;
                 c.buf.extend_from_slice(&scratch[skip..n]);
-                if n < scratch.len() {
+                if n < scratch.len() || c.buf.len() > keep {
                     return Ok(true);
                 }
             }
@@ -803,6 +806,51 @@ mod tests {
         c.consume(2);
         assert_eq!(c.buf, b"GET");
         assert_eq!(c.discard, 0);
+    }
+
+    fn conn_of(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            buf: Vec::new(),
+            head_len: 0,
+            discard: 0,
+            close: false,
+            scanned: 0,
+            token: 0,
+        }
+    }
+
+    #[test]
+    fn a_client_pipelining_without_reading_is_buffered_one_head_and_one_read_at_most() {
+        // A client that writes requests and never reads the answers: the
+        // rest waits in the kernel's socket buffer (which can grow to
+        // megabytes a connection), not in the poller's.
+        let (mut client, server) = pair();
+        server.set_nonblocking(true).unwrap();
+        let requests = b"GET /health HTTP/1.1\r\n\r\n".repeat(20_000);
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&requests);
+            client
+        });
+        let started = Instant::now();
+        while !writer.is_finished() && started.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut c = conn_of(server);
+        let mut scratch = vec![0; SCRATCH];
+        let max_head = 26 << 10;
+        // One readiness, one call (the poller reads again only once what
+        // it holds has been answered).
+        assert!(read_some(&mut c, &mut scratch, max_head).unwrap());
+        assert!(!c.buf.is_empty());
+        assert!(
+            c.buf.len() <= max_head + SCRATCH,
+            "{} bytes buffered",
+            c.buf.len()
+        );
+        drop(c);
+        drop(writer.join());
     }
 
     fn pair() -> (TcpStream, TcpStream) {
