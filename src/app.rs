@@ -810,8 +810,8 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
                 let outcome = e.outcome();
                 eprintln!(
                     "planbox: {}: {outcome}: {}; nothing from this file was stored",
-                    file.display(),
-                    crate::log::chain(&e)
+                    report::Shown(&file.display().to_string()),
+                    report::Shown(&crate::log::chain(&e))
                 );
                 if outcome != Outcome::ParseError && outcome != Outcome::TooLarge {
                     break;
@@ -859,11 +859,12 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
     let query = crate::store::SearchQuery::from(window);
     if args.json {
+        let mut out = report::TerminalJson::new(out);
         store.stream(&query, |_, body| -> std::io::Result<()> {
             std::io::copy(body, &mut out)?;
-            writeln!(out)?;
-            out.flush()
+            writeln!(out)
         })??;
+        out.finish()?;
         return Ok(ExitCode::SUCCESS);
     }
     report::event_header(&mut out)?;
@@ -883,10 +884,10 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
         r.source = crate::secret::redact_text(&r.source);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "runs": runs }))?
-        );
+        report::json(
+            &mut std::io::stdout().lock(),
+            &serde_json::json!({ "runs": runs }),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let stdout = std::io::stdout();
