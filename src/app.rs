@@ -253,15 +253,6 @@ impl Serve {
         let start = store
             .begin_serving()
             .context("refusing to serve a damaged store")?;
-        // Journal rows of an older planbox may hold a URL's credentials.
-        match store.redact_journal_sources(&crate::secret::redact_text) {
-            Ok(0) => {}
-            Ok(n) => crate::log::info(&format!("redacted credentials in {n} journal rows")),
-            Err(e) => crate::log::warn(&format!(
-                "cannot redact old journal rows: {}",
-                crate::log::chain(&e)
-            )),
-        }
         let demo = if cfg.demo {
             Some(FakeProvider::demo().context("cannot start the demo provider")?)
         } else {
@@ -878,11 +869,9 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
 
 fn status(args: cli::StatusArgs) -> Result<ExitCode> {
     let store = open_existing_store(&args.db)?;
-    let mut runs = store.runs(args.limit)?;
-    // Rows of an older planbox may name a URL with its credentials.
-    for r in &mut runs {
-        r.source = crate::secret::redact_text(&r.source);
-    }
+    // Journal rows hold no credentials: planbox journals URLs redacted, and
+    // migrations V7 and V8 redacted the rows of earlier versions.
+    let runs = store.runs(args.limit)?;
     if args.json {
         report::json(
             &mut std::io::stdout().lock(),
