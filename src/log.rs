@@ -112,7 +112,7 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         for (k, v) in fields {
             obj.insert((*k).into(), v.to_string().into());
         }
-        serde_json::Value::Object(obj).to_string()
+        json_without_raw_controls(serde_json::Value::Object(obj).to_string())
     } else {
         let mut s = format!("{ts} {:5} {msg}", level.as_str());
         for (k, v) in fields {
@@ -130,6 +130,24 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         return;
     }
     let _ = writeln!(std::io::stderr().lock(), "{priority}{line}");
+}
+
+/// A JSON line with DEL and the C1 controls, which `serde_json` writes raw
+/// (JSON allows them), as `\u007f`..`\u009f`: the same value, nothing a
+/// terminal acts on. They can only stand inside strings of JSON text.
+fn json_without_raw_controls(line: String) -> String {
+    if !line.contains(|c: char| c.is_control()) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 12);
+    for c in line.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// ` key=value` of a text line; quoted (with Rust's escapes) when the
@@ -202,6 +220,17 @@ mod tests {
             push_text_field(&mut line, k, v);
         }
         assert_eq!(line, " a=plain b=\"x\\u{1b}[2J\\u{9b}y\\u{7f}\" c=\"\"");
+    }
+
+    #[test]
+    fn a_json_line_escapes_del_and_c1_and_keeps_the_value() {
+        let value = serde_json::json!({ "error": "</a\u{7f}\u{9b}b\u{1b}>" });
+        let line = json_without_raw_controls(value.to_string());
+        assert_eq!(line, r#"{"error":"</a\u007f\u009bb\u001b>"}"#);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+            value
+        );
     }
 
     #[test]
