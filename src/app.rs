@@ -349,7 +349,11 @@ impl Serve {
         // A fetch thread only ends on `stop`; if one ends before, it
         // panicked: stop pinging the watchdog and exit non-zero so a
         // supervisor restarts planbox instead of it serving ever older data.
-        let fetcher_alive = || self.fetchers.iter().all(|f| !f.is_finished());
+        // The HTTP front must answer too (its poller turns, a worker answers).
+        let fetcher_alive = || {
+            self.fetchers.iter().all(|f| !f.is_finished())
+                && self.http.is_alive(server::FRONT_STALL)
+        };
         let woke = wait_for_signal(
             &self.signalled,
             &self.stop,
@@ -357,7 +361,7 @@ impl Serve {
             &fetcher_alive,
         );
         if woke == Wake::FetcherDied {
-            crate::log::error("a fetch loop ended unexpectedly; shutting down");
+            crate::log::error("a fetch loop or the HTTP front stopped working; shutting down");
         } else {
             crate::log::info("shutting down");
         }
@@ -556,12 +560,13 @@ fn start_fronts(
     }
     let server_cfg = ServerConfig {
         workers: cfg.workers,
+        max_connections: cfg.max_connections,
         rate_limit: cfg.rate_limit,
         trusted_proxies: cfg.trusted_proxies.clone(),
         ..ServerConfig::default()
     };
-    let listener = server::bind(cfg.listen, server_cfg.idle_timeout)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener =
+        server::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let mut side_fronts: Vec<(RunningServer, &str)> = Vec::new();
     let side = [
         (cfg.metrics_listen, true, false, "--metrics-listen"),
@@ -582,8 +587,7 @@ fn start_fronts(
             workers: 1,
             ..ServerConfig::default()
         };
-        let l = server::bind(addr, mcfg.idle_timeout)
-            .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+        let l = server::bind(addr).with_context(|| format!("cannot listen on {addr} ({flag})"))?;
         let side_api = Api::side(
             zone,
             metrics.clone(),

@@ -114,7 +114,7 @@ pub struct Request<'a> {
     pub accept_encoding: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
     /// An HTTP/1.0 request: no chunked encoding, so a large answer is sent
-    /// uncompressed with its length counted first.
+    /// uncompressed and ended by closing the connection.
     pub http10: bool,
 }
 
@@ -136,18 +136,17 @@ pub struct SearchStream {
     pub encoding: Encoding,
     /// The request's query string, for the `Link` header of the next page.
     raw_query: String,
-    /// The length must be known before the body (HTTP/1.0).
-    sized: bool,
+    /// A `HEAD`: the head only, and nothing of the body is read.
+    head: bool,
 }
 
 /// What [`Api::stream`] hands the server: a whole answer (small enough to
-/// be cached), or headers and a body to send chunked.
+/// be cached), or headers and a body of unknown length (sent chunked, or
+/// to HTTP/1.0 ended by closing the connection).
 pub enum Streamed<'a> {
     Whole(Response),
     Body {
         headers: Vec<(&'static str, String)>,
-        /// Known only for an HTTP/1.0 request; else the body is chunked.
-        length: Option<u64>,
         body: &'a mut dyn Read,
     },
 }
@@ -168,6 +167,8 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     pub const URI_TOO_LONG: &str = "uri_too_long";
     pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const LENGTH_REQUIRED: &str = "length_required";
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const OVERLOADED: &str = "overloaded";
     pub const NOT_READY: &str = "not_ready";
@@ -445,7 +446,7 @@ impl Api {
                 query: q,
                 encoding,
                 raw_query: query.to_owned(),
-                sized: req.http10,
+                head: req.method == "HEAD",
             })),
         }
     }
@@ -454,54 +455,31 @@ impl Api {
     /// most [`WHOLE_MAX_BYTES`] is cached and handed to `send` whole; a
     /// larger one is handed over as headers and a body reader (compressed
     /// on the fly) that pulls rows from the snapshot as `send` reads it.
-    /// Its `ETag` comes from the same snapshot as its rows.
+    /// Its `ETag` comes from the same snapshot as its rows. A `HEAD` reads
+    /// no row: its headers say neither the length nor the coding the body
+    /// would have.
     pub fn stream(
         &self,
         s: &SearchStream,
         src: &mut dyn Source,
         send: &mut dyn FnMut(Streamed<'_>) -> io::Result<()>,
     ) -> Result<io::Result<()>, StoreError> {
-        // Without chunks (HTTP/1.0), a first pass counts a large answer's
-        // bytes (keeping nothing) and the second sends them, from a snapshot
-        // of the same version.
-        let mut length = None;
-        if s.sized {
-            let mut whole_answer = None;
-            let counted = src.stream(&s.query, &mut |snap, rows| {
-                let mut prefix = Vec::new();
-                rows.take(WHOLE_MAX_BYTES as u64 + 1)
-                    .read_to_end(&mut prefix)?;
-                if prefix.len() <= WHOLE_MAX_BYTES {
-                    whole_answer = Some(self.keep(snap, &s.query, prefix));
-                } else {
-                    let rest = io::copy(rows, &mut io::sink())?;
-                    length = Some((snap.version, prefix.len() as u64 + rest));
-                }
-                Ok(())
-            })?;
-            if let Err(e) = counted {
-                return Ok(Err(e));
-            }
-            if let Some((r, version)) = whole_answer {
-                let etag = search_etag(&version, &s.query, s.encoding);
-                return Ok(send(Streamed::Whole(whole(
-                    &r,
-                    etag,
-                    &self.search_cache_control,
-                    s.encoding,
-                    &s.raw_query,
-                ))));
-            }
+        if s.head {
+            return src.stream(&s.query, &mut |snap, _| {
+                let etag = search_etag(&snap.version, &s.query, s.encoding);
+                send(Streamed::Body {
+                    headers: search_headers(
+                        etag,
+                        &self.search_cache_control,
+                        snap.next.as_ref(),
+                        &s.raw_query,
+                    ),
+                    body: &mut io::empty(),
+                })
+            });
         }
         src.stream(&s.query, &mut |snap, rows| {
             let etag = search_etag(&snap.version, &s.query, s.encoding);
-            let length = match length {
-                Some((v, n)) if v == snap.version => Some(n),
-                Some(_) => {
-                    return Err(io::Error::other("the data changed between two passes"));
-                }
-                None => None,
-            };
             let limit = self.cache.whole_limit(snap.version.generation, &s.query);
             let mut prefix = Vec::new();
             rows.take(limit as u64 + 1).read_to_end(&mut prefix)?;
@@ -546,7 +524,6 @@ impl Api {
             };
             let sent = send(Streamed::Body {
                 headers,
-                length,
                 body: &mut body,
             });
             drop(body);

@@ -4,6 +4,7 @@
 
 mod answers;
 mod caching;
+mod connections;
 mod core;
 mod hostile;
 mod layers;

@@ -107,7 +107,7 @@ impl TestServer {
             metrics.clone(),
             Arc::new(ServiceInfo::default()),
         ));
-        let listener = server::bind("127.0.0.1:0".parse().unwrap(), cfg.idle_timeout).unwrap();
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = RunningServer::start(listener, api, db.to_owned(), cfg).unwrap();
         let base = format!("http://{}", server.local_addr());
         TestServer {
