@@ -687,38 +687,52 @@ mod tests {
         assert_eq!(store.runs(10).unwrap().len(), 2);
     }
 
+    /// A store at V6 whose journal holds `rows` (source, outcome, error),
+    /// opened by this planbox: the store and its journal rows, oldest first.
+    fn journal_after_upgrade(
+        db: &std::path::Path,
+        rows: &[(&str, &str, Option<&str>)],
+    ) -> (Store, Vec<(String, Option<String>)>) {
+        {
+            let conn = store_at_version(db, 6);
+            for (source, outcome, error) in rows {
+                conn.execute(
+                    "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, error, provider)
+                     VALUES ('2026-01-01T00:00:00Z', 1, ?1, ?2, ?3, 'a')",
+                    params![source, outcome, error],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(db).unwrap();
+        let mut journal: Vec<(String, Option<String>)> = store
+            .runs(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.source, r.error))
+            .collect();
+        journal.reverse();
+        (store, journal)
+    }
+
     #[test]
     fn journal_urls_an_earlier_planbox_wrote_with_leading_whitespace_are_removed() {
         // Before the provider URL was parsed, `--provider-url ' https://…'`
         // was journaled as given; V7 only recognises sources that start
         // with `http`.
         let db = temp_db("v8");
-        {
-            let conn = store_at_version(&db, 6);
-            for (source, error) in [
+        let (store, rows) = journal_after_upgrade(
+            &db,
+            &[
                 (
                     " https://u:pw9@h/x?k=K3yS3cret",
+                    "network_error",
                     Some("bad uri  https://u:pw9@h/x?k=K3yS3cret"),
                 ),
-                ("\n\thttp://u:pw9@h/x?k=K3yS3cret", None),
-                (" /srv/feed.xml", Some("not well-formed")),
-            ] {
-                conn.execute(
-                    "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, error, provider)
-                     VALUES ('2026-01-01T00:00:00Z', 1, ?1, 'network_error', ?2, 'a')",
-                    params![source, error],
-                )
-                .unwrap();
-            }
-        }
-        let store = Store::open(&db).unwrap();
-        let mut rows: Vec<(String, Option<String>)> = store
-            .runs(10)
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.source, r.error))
-            .collect();
-        rows.reverse();
+                ("\n\thttp://u:pw9@h/x?k=K3yS3cret", "network_error", None),
+                (" /srv/feed.xml", "network_error", Some("not well-formed")),
+            ],
+        );
         let removed = "removed: written by an earlier planbox, this text may have held credentials";
         assert_eq!(
             rows,
@@ -762,25 +776,7 @@ mod tests {
                 Some("not well-formed"),
             ),
         ];
-        {
-            let conn = store_at_version(&db, 6);
-            for (source, outcome, error) in old {
-                conn.execute(
-                    "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, error, provider)
-                     VALUES ('2026-01-01T00:00:00Z', 1, ?1, ?2, ?3, 'a')",
-                    params![source, outcome, error],
-                )
-                .unwrap();
-            }
-        }
-        let store = Store::open(&db).unwrap();
-        let mut rows: Vec<(String, Option<String>)> = store
-            .runs(10)
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.source, r.error))
-            .collect();
-        rows.reverse();
+        let (store, rows) = journal_after_upgrade(&db, &old);
         let removed = Some(
             "removed: written by an earlier planbox, this text may have held credentials"
                 .to_string(),
