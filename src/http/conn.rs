@@ -653,12 +653,15 @@ impl Poller {
 /// and stops once `c.buf` holds more than `keep` bytes: pipelined requests
 /// beyond a head wait in the kernel's socket buffer, so a client that
 /// writes without reading costs at most `keep` + one read here. False when
-/// the peer closed.
+/// the peer closed before sending anything more (a close behind new bytes
+/// is seen on the next turn, after they are answered).
 fn read_some(c: &mut Conn, scratch: &mut [u8], keep: usize) -> io::Result<bool> {
+    let mut got = false;
     loop {
         match (&c.stream).read(scratch) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(got),
             Ok(n) => {
+                got = true;
                 let skip = (n as u64).min(c.discard) as usize;
                 c.discard -= skip as u64;
                 c.buf.extend_from_slice(&scratch[skip..n]);
@@ -851,6 +854,35 @@ mod tests {
         );
         drop(c);
         drop(writer.join());
+    }
+
+    #[test]
+    fn a_request_that_arrives_with_the_clients_close_is_kept() {
+        // The end of an owed body fills a whole read, the next request
+        // follows it, and the client shuts its write side: the request is
+        // read before the close, and the close seen on the next turn.
+        let (mut client, server) = pair();
+        server.set_nonblocking(true).unwrap();
+        let request = b"GET /health HTTP/1.1\r\n\r\n";
+        let owed = SCRATCH - request.len();
+        let mut bytes = vec![b'x'; owed];
+        bytes.extend_from_slice(request);
+        client.write_all(&bytes).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        // Wait until the close has arrived behind the bytes.
+        let mut p = libc::pollfd {
+            fd: server.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1);
+        let mut c = conn_of(server);
+        c.discard = owed as u64;
+        let mut scratch = vec![0; SCRATCH];
+        assert!(read_some(&mut c, &mut scratch, 26 << 10).unwrap());
+        assert_eq!(c.buf, request);
+        assert!(!read_some(&mut c, &mut scratch, 26 << 10).unwrap());
     }
 
     fn pair() -> (TcpStream, TcpStream) {
