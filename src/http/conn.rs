@@ -12,9 +12,12 @@
 //! connection therefore never waits behind an idle one: it is read as soon
 //! as its bytes arrive.
 //!
-//! Beyond `max_connections` the longest-idle keep-alive connection is
-//! closed to make room; when none is idle (every connection is mid-request
-//! or being answered), the new one gets 503 and is closed. A worker hands
+//! Beyond `max_connections` the longest-idle keep-alive connection (one
+//! answered before) is closed to make room; when none is idle (every
+//! connection is new, mid-request or being answered), the new one gets 503
+//! and is closed. A new connection is never closed for room: its first
+//! request may be on its way, and a client does not retry an empty reply
+//! on a new connection. A worker hands
 //! the connection back when it has answered; a request body is dropped
 //! here, with a fixed buffer, a little at a time as it arrives (bodies over
 //! [`DRAIN_MAX`] close the connection instead). A connection that is
@@ -67,6 +70,10 @@ pub(crate) struct Conn {
     pub(crate) discard: u64,
     /// Set by the worker: close after the answer.
     pub(crate) close: bool,
+    /// Answered at least once and kept open: only such a connection is
+    /// closed to make room at the cap (a new one may have its first
+    /// request on the way, unread).
+    kept: bool,
     /// Where the search for the end of the head goes on.
     scanned: usize,
     token: u64,
@@ -85,6 +92,7 @@ impl Conn {
         }
         self.head_len = 0;
         self.scanned = 0;
+        self.kept = true;
     }
 }
 
@@ -390,6 +398,7 @@ impl Poller {
                 head_len: 0,
                 discard: 0,
                 close: false,
+                kept: false,
                 scanned: 0,
                 token,
             }),
@@ -418,8 +427,8 @@ impl Poller {
         );
     }
 
-    /// Closes the connection that has been idle longest. False when no
-    /// connection is idle.
+    /// Closes the kept-alive connection that has been idle longest. False
+    /// when none is idle.
     fn evict_one(&mut self) -> bool {
         let oldest = self
             .table
@@ -427,8 +436,10 @@ impl Poller {
             .enumerate()
             .filter_map(|(i, e)| match &e.slot {
                 Slot::Waiting {
-                    idle: Some(since), ..
-                } => Some((*since, i)),
+                    conn,
+                    idle: Some(since),
+                    ..
+                } if conn.kept => Some((*since, i)),
                 _ => None,
             })
             .min();
@@ -798,6 +809,7 @@ mod tests {
             head_len: 19,
             discard: 0,
             close: false,
+            kept: false,
             scanned: 0,
             token: 0,
         };
@@ -819,6 +831,7 @@ mod tests {
             head_len: 0,
             discard: 0,
             close: false,
+            kept: false,
             scanned: 0,
             token: 0,
         }

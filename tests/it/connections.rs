@@ -417,3 +417,34 @@ fn an_absolute_form_target_is_answered_as_its_path() {
         }
     }
 }
+
+#[test]
+fn at_the_connection_cap_new_connections_are_not_closed_as_idle() {
+    // In a burst at the cap, a connection just accepted has its request on
+    // the way but not read yet: closing it as "idle" would leave that
+    // client an empty reply, which clients do not retry on a new
+    // connection. Only connections answered before are closed for room;
+    // here none is, so the newcomer gets the 503.
+    let (_t, s, addr) = server_with(ServerConfig {
+        workers: 2,
+        max_connections: 4,
+        ..ServerConfig::default()
+    });
+    let running = s.server.as_ref().unwrap();
+    let mut fresh: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    let started = Instant::now();
+    while running.open_connections() < 4 && started.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut extra = connect(addr);
+    extra.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    let (head, _) = answer(&mut extra).expect("a 503 before the close");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(running.evicted(), 0);
+    // The four let in are answered when their requests come.
+    for c in &mut fresh {
+        c.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        let (head, _) = answer(c).expect("an answer, not a close");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+}
