@@ -350,13 +350,19 @@ impl Poller {
         }
         if open >= self.limits.max_connections && !self.evict_one() {
             self.shared.refused.fetch_add(1, SeqCst);
+            let bytes = self.dispatch.refusal(Refusal::TooManyConnections);
             // Bounded too: beyond the cap plus a reserve of closing ones,
-            // a connection is closed without an answer.
+            // a connection does not linger. It still gets its answer, and
+            // what it has sent so far is read first, so that the close is
+            // not a reset that destroys the answer.
             if self.closing < self.limits.max_connections / 8 + 16 {
                 if let Some((i, c)) = self.register(stream, peer) {
-                    let bytes = self.dispatch.refusal(Refusal::TooManyConnections);
                     self.close_in(i, c, &bytes);
                 }
+            } else {
+                let _ = (&stream).read(&mut self.scratch);
+                let _ = (&stream).write(&bytes);
+                let _ = stream.shutdown(Shutdown::Write);
             }
             return;
         }

@@ -448,3 +448,32 @@ fn at_the_connection_cap_new_connections_are_not_closed_as_idle() {
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     }
 }
+
+#[test]
+fn every_connection_refused_at_the_cap_gets_its_503() {
+    // Refused connections linger (their input read) in a bounded reserve;
+    // beyond it a refused client is still told why, not just closed.
+    let (_t, s, addr) = server_with(ServerConfig {
+        workers: 2,
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    });
+    let running = s.server.as_ref().unwrap();
+    let _held: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    let started = Instant::now();
+    while running.open_connections() < 4 && started.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    // More refused clients than the reserve (4 / 8 + 16), all kept open.
+    // (They send nothing: a request arriving after the close could reset
+    // the connection before the answer is read, which is not the point.)
+    let mut refused = Vec::new();
+    for i in 0..24 {
+        let mut c = connect(addr);
+        let (head, body) = answer(&mut c).unwrap_or_else(|| panic!("client {i}: no answer"));
+        assert!(head.starts_with("HTTP/1.1 503"), "client {i}: {head}");
+        assert!(String::from_utf8_lossy(&body).contains("overloaded"));
+        refused.push(c);
+    }
+}
