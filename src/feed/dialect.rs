@@ -1,8 +1,19 @@
 //! The dialect state machine: which elements of the document are the
 //! root, groups, items and zones, and how an item's attributes become a
 //! [`FeedPlan`] or a [`Skip`].
+//!
+//! Two halves: the state machine reads tags and hands out each item as a
+//! [`RawItem`] (its values as written, copied out of the event buffer);
+//! understanding an item (references, dates, prices, zones, why it is
+//! skipped) is a function of that raw item alone, so it may run on any
+//! thread. Where it cannot (a document with a DOCTYPE, whose entity
+//! expansion budget is spent in document order, or an item with more than
+//! [`MAX_PENDING_ZONES`] zones, which must not be held whole) the state
+//! machine understands the item itself, in document order, exactly as the
+//! same function would elsewhere.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use quick_xml::events::{BytesStart, Event};
 
@@ -81,6 +92,10 @@ enum Level {
     Zone,
 }
 
+/// Zones an item may collect before it is understood where it is read
+/// (bounds the memory of one raw item whatever the feed).
+pub(super) const MAX_PENDING_ZONES: usize = 64;
+
 /// The open base plan.
 #[derive(Default)]
 struct Group {
@@ -97,8 +112,86 @@ struct Group {
 /// What handling one event produced.
 pub(super) enum Step {
     Continue,
-    Item(FeedItem),
+    /// An item to understand (anywhere).
+    Raw(RawItem),
+    /// Items already understood, in document order.
+    Items(Vec<FeedItem>),
     End,
+}
+
+/// A span of [`RawItem::text`].
+#[derive(Clone, Copy)]
+struct Span {
+    from: u32,
+    to: u32,
+}
+
+/// One item element as the tag reader saw it: the attribute values
+/// planbox reads, as written (references not expanded), and those of its
+/// zones, with its base plan.
+pub struct RawItem {
+    words: &'static Vocabulary,
+    group: Arc<Group>,
+    /// Every value below, one after the other.
+    text: String,
+    id: Option<Span>,
+    start: Option<Span>,
+    end: Option<Span>,
+    /// (zone_id, price) of each zone, in document order.
+    zones: Vec<[Option<Span>; 2]>,
+}
+
+impl RawItem {
+    fn new(words: &'static Vocabulary, group: Arc<Group>) -> RawItem {
+        RawItem {
+            words,
+            group,
+            text: String::new(),
+            id: None,
+            start: None,
+            end: None,
+            zones: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, value: Option<&str>) -> Option<Span> {
+        let value = value?;
+        let from = self.text.len() as u32;
+        self.text.push_str(value);
+        Some(Span {
+            from,
+            to: self.text.len() as u32,
+        })
+    }
+
+    fn get(&self, span: Option<Span>) -> Option<Cow<'_, str>> {
+        span.map(|s| Cow::Borrowed(&self.text[s.from as usize..s.to as usize]))
+    }
+
+    /// Understands the item: its zone skips, then the plan or why it is
+    /// skipped (a skipped item's zones are not looked at).
+    pub(super) fn understand(&self, reading: &mut Reading<'_>) -> Vec<FeedItem> {
+        match reading.head(self) {
+            Err(skip) => vec![FeedItem::Skipped(skip)],
+            Ok(mut plan) => {
+                let mut items = Vec::new();
+                for zone in &self.zones {
+                    let (zone_id, price) = (self.get(zone[0]), self.get(zone[1]));
+                    if let Some(skip) = reading.zone(&mut plan, zone_id, price) {
+                        items.push(FeedItem::Skipped(skip));
+                    }
+                }
+                items.push(FeedItem::Plan(plan));
+                items
+            }
+        }
+    }
+}
+
+/// How values are read: the document's entities and the repairs counted.
+pub(super) struct Reading<'a> {
+    pub(super) entities: &'a mut Entities,
+    pub(super) repairs: &'a mut Repairs,
 }
 
 /// Everything known about the document so far, independent of the reader.
@@ -116,12 +209,15 @@ pub(super) struct Document {
     levels: Vec<Level>,
     /// Depth of the outermost open element being ignored with its content.
     ignore_from: Option<usize>,
-    group: Group,
-    /// The open, valid plan element collecting its zones.
+    group: Arc<Group>,
+    /// The open plan element collecting its zones, not understood yet.
+    raw: Option<RawItem>,
+    /// The open, valid plan element collecting its zones, understood
+    /// where it is read.
     plan: Option<FeedPlan>,
     /// General entities of the internal DTD subset.
-    entities: Entities,
-    repairs: Repairs,
+    pub(super) entities: Entities,
+    pub(super) repairs: Repairs,
 }
 
 impl Document {
@@ -133,29 +229,11 @@ impl Document {
         self.repairs.by_reason()
     }
 
-    /// A value planbox reads, its references expanded.
-    /// `raw`, or when the attribute is absent the default the DTD declares
-    /// for it.
-    fn defaulted<'v>(
-        &self,
-        raw: Option<Cow<'v, str>>,
-        element: &str,
-        attribute: &str,
-    ) -> Option<Cow<'v, str>> {
-        raw.or_else(|| {
-            self.entities
-                .attribute_default(element, attribute)
-                .map(|d| Cow::Owned(d.to_owned()))
-        })
-    }
-
-    /// Borrowed from `raw` unless a reference or white space needed work.
-    fn value<'v>(
-        &mut self,
-        raw: Option<&'v Cow<'_, str>>,
-    ) -> Result<Option<Cow<'v, str>>, Unresolved> {
-        raw.map(|v| self.entities.expand(v, &mut self.repairs))
-            .transpose()
+    fn reading(&mut self) -> Reading<'_> {
+        Reading {
+            entities: &mut self.entities,
+            repairs: &mut self.repairs,
+        }
     }
 
     pub(super) fn on_event(&mut self, event: Event<'_>, at: u64) -> Result<Step, ParseError> {
@@ -281,19 +359,64 @@ impl Document {
                 self.read_group(e, at)?;
                 (Step::Continue, Some(Level::Group))
             }
-            Some(Level::Group) if name == words.item => match self.read_item(e, at)? {
-                Ok(plan) if has_content => {
-                    self.plan = Some(plan);
+            Some(Level::Group) if name == words.item => {
+                let mut raw = RawItem::new(words, Arc::clone(&self.group));
+                let (mut id, mut start, mut end) = (None, None, None);
+                for_each_attribute(e, at, |key, value| {
+                    if key == words.item_id {
+                        id = Some(value);
+                    } else if key == words.start {
+                        start = Some(value);
+                    } else if key == words.end {
+                        end = Some(value);
+                    }
+                })?;
+                raw.id = raw.keep(id.as_deref());
+                raw.start = raw.keep(start.as_deref());
+                raw.end = raw.keep(end.as_deref());
+                if !self.seen_doctype && !has_content {
+                    (Step::Raw(raw), None)
+                } else if !self.seen_doctype {
+                    self.raw = Some(raw);
                     (Step::Continue, Some(Level::Item))
+                } else {
+                    // Understood here, in document order: see the header.
+                    self.raw = Some(raw);
+                    let mut items = self.settle();
+                    if !has_content {
+                        items.extend(self.plan.take().map(FeedItem::Plan));
+                    }
+                    (Step::Items(items), has_content.then_some(Level::Item))
                 }
-                Ok(plan) => (Step::Item(FeedItem::Plan(plan)), None),
-                // A skipped plan's zones are not looked at.
-                Err(skip) => (Step::Item(FeedItem::Skipped(skip)), None),
-            },
+            }
             Some(Level::Item) if name == ZONE => {
-                let step = match self.read_zone(e, at)? {
-                    Some(skip) => Step::Item(FeedItem::Skipped(skip)),
-                    None => Step::Continue,
+                let (mut zone_id, mut price) = (None, None);
+                for_each_attribute(e, at, |key, value| {
+                    if key == ZONE_ID {
+                        zone_id = Some(value);
+                    } else if key == PRICE {
+                        price = Some(value);
+                    }
+                })?;
+                let mut items = Vec::new();
+                if self.raw.as_ref().is_some_and(|r| r.zones.len() >= MAX_PENDING_ZONES) {
+                    items = self.settle();
+                }
+                if let Some(raw) = self.raw.as_mut() {
+                    let zone = [raw.keep(zone_id.as_deref()), raw.keep(price.as_deref())];
+                    raw.zones.push(zone);
+                } else if let Some(mut plan) = self.plan.take() {
+                    items.extend(
+                        self.reading()
+                            .zone(&mut plan, zone_id, price)
+                            .map(FeedItem::Skipped),
+                    );
+                    self.plan = Some(plan);
+                }
+                let step = if items.is_empty() {
+                    Step::Continue
+                } else {
+                    Step::Items(items)
                 };
                 (step, Some(Level::Zone))
             }
@@ -324,12 +447,13 @@ impl Document {
             return Step::Continue;
         }
         match self.levels.pop() {
-            Some(Level::Item) => match self.plan.take() {
-                Some(plan) => Step::Item(FeedItem::Plan(plan)),
-                None => Step::Continue,
+            Some(Level::Item) => match (self.raw.take(), self.plan.take()) {
+                (Some(raw), _) => Step::Raw(raw),
+                (None, Some(plan)) => Step::Items(vec![FeedItem::Plan(plan)]),
+                (None, None) => Step::Continue,
             },
             Some(Level::Group) => {
-                self.group = Group::default();
+                self.group = Arc::default();
                 Step::Continue
             }
             Some(Level::Root) => {
@@ -338,6 +462,20 @@ impl Document {
             }
             Some(Level::Output | Level::Zone) | None => Step::Continue,
         }
+    }
+
+    /// Understands the open raw item here: its head, then the zones it
+    /// collected. Returns what to hand out now (the item's skip, or the
+    /// zones' skips); a valid plan stays open in `plan` for its next zones.
+    fn settle(&mut self) -> Vec<FeedItem> {
+        let Some(raw) = self.raw.take() else {
+            return Vec::new();
+        };
+        let mut items = raw.understand(&mut self.reading());
+        if let Some(FeedItem::Plan(plan)) = items.pop_if(|i| matches!(i, FeedItem::Plan(_))) {
+            self.plan = Some(plan);
+        }
+        items
     }
 
     fn read_group(&mut self, e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
@@ -352,23 +490,24 @@ impl Document {
                 title = Some(value);
             }
         })?;
-        let id = self.defaulted(id, words.group, words.group_id);
-        let mode = self.defaulted(mode, words.group, SELL_MODE);
-        let title = self.defaulted(title, words.group, TITLE);
+        let mut reading = self.reading();
+        let id = reading.defaulted(id, words.group, words.group_id);
+        let mode = reading.defaulted(mode, words.group, SELL_MODE);
+        let title = reading.defaulted(title, words.group, TITLE);
         let mut group = Group::default();
         let mut unresolved = Vec::new();
-        match self.value(id.as_ref()) {
+        match reading.value(id.as_ref()) {
             Ok(v) => group.id = v.map(Cow::into_owned),
             Err(why) => {
                 group.id = id.map(Cow::into_owned);
                 unresolved.push(format!("its {}: {why}", words.group_id));
             }
         }
-        match self.value(mode.as_ref()) {
+        match reading.value(mode.as_ref()) {
             Ok(v) => group.online = v.as_deref() == Some("online"),
             Err(why) => unresolved.push(format!("its {SELL_MODE}: {why}")),
         }
-        match self.value(title.as_ref()) {
+        match reading.value(title.as_ref()) {
             Ok(v) => group.title = v.map(Cow::into_owned).unwrap_or_default(),
             Err(why) => unresolved.push(format!("its {TITLE}: {why}")),
         }
@@ -378,33 +517,46 @@ impl Document {
                 unresolved.join("; ")
             ));
         }
-        self.group = group;
+        self.group = Arc::new(group);
         Ok(())
+    }
+}
+
+impl Reading<'_> {
+    /// `raw`, or when the attribute is absent the default the DTD declares
+    /// for it.
+    fn defaulted<'v>(
+        &self,
+        raw: Option<Cow<'v, str>>,
+        element: &str,
+        attribute: &str,
+    ) -> Option<Cow<'v, str>> {
+        raw.or_else(|| {
+            self.entities
+                .attribute_default(element, attribute)
+                .map(|d| Cow::Owned(d.to_owned()))
+        })
+    }
+
+    /// A value planbox reads, its references expanded: borrowed from `raw`
+    /// unless a reference or white space needed work.
+    fn value<'v>(
+        &mut self,
+        raw: Option<&'v Cow<'_, str>>,
+    ) -> Result<Option<Cow<'v, str>>, Unresolved> {
+        raw.map(|v| self.entities.expand(v, self.repairs)).transpose()
     }
 
     /// The plan an item element describes, or why it is skipped. Everything
     /// needed is on the start tag, so a skipped plan's content is ignored.
     /// Details do not name the dialect's attributes, so both dialects of one
     /// feed give identical items.
-    fn read_item(
-        &mut self,
-        e: &BytesStart<'_>,
-        at: u64,
-    ) -> Result<Result<FeedPlan, Skip>, ParseError> {
-        let words = self.vocabulary();
-        let (mut raw_id, mut raw_start, mut raw_end) = (None, None, None);
-        for_each_attribute(e, at, |key, value| {
-            if key == words.item_id {
-                raw_id = Some(value);
-            } else if key == words.start {
-                raw_start = Some(value);
-            } else if key == words.end {
-                raw_end = Some(value);
-            }
-        })?;
-        let raw_id = self.defaulted(raw_id, words.item, words.item_id);
-        let raw_start = self.defaulted(raw_start, words.item, words.start);
-        let raw_end = self.defaulted(raw_end, words.item, words.end);
+    fn head(&mut self, item: &RawItem) -> Result<FeedPlan, Skip> {
+        let words = item.words;
+        let raw_id = self.defaulted(item.get(item.id), words.item, words.item_id);
+        let raw_start = self.defaulted(item.get(item.start), words.item, words.start);
+        let raw_end = self.defaulted(item.get(item.end), words.item, words.end);
+        let group = &*item.group;
         let (id, start, end) = match (
             self.value(raw_id.as_ref()),
             self.value(raw_start.as_ref()),
@@ -418,16 +570,15 @@ impl Document {
                     .map(|why| why.to_string())
                     .collect::<Vec<_>>()
                     .join("; ");
-                return Ok(Err(Skip {
+                return Err(Skip {
                     reason: SkipReason::UnresolvedReference,
-                    base_plan_id: self.group.id.clone().unwrap_or_default(),
+                    base_plan_id: group.id.clone().unwrap_or_default(),
                     plan_id: raw_id.map(Cow::into_owned).unwrap_or_default(),
                     detail: format!("the plan cannot be read: {why}"),
-                }));
+                });
             }
         };
 
-        let group = &self.group;
         let skip = |reason, detail: String| Skip {
             reason,
             base_plan_id: group.id.clone().unwrap_or_default(),
@@ -435,21 +586,21 @@ impl Document {
             detail,
         };
         if let Some(why) = &group.unresolved {
-            return Ok(Err(skip(SkipReason::UnresolvedReference, why.clone())));
+            return Err(skip(SkipReason::UnresolvedReference, why.clone()));
         }
         if is_blank(group.id.as_deref()) {
             let detail = "its base plan has no id".to_owned();
-            return Ok(Err(skip(SkipReason::MissingId, detail)));
+            return Err(skip(SkipReason::MissingId, detail));
         }
         if is_blank(id.as_deref()) {
             let detail = "the plan has no id".to_owned();
-            return Ok(Err(skip(SkipReason::MissingId, detail)));
+            return Err(skip(SkipReason::MissingId, detail));
         }
         let start_text = match start.as_deref() {
             Some(s) if !s.trim().is_empty() => s,
             _ => {
                 let detail = "the plan has no start date".to_owned();
-                return Ok(Err(skip(SkipReason::MissingStart, detail)));
+                return Err(skip(SkipReason::MissingStart, detail));
             }
         };
         let Some(start_time) = parse_feed_datetime(start_text) else {
@@ -457,7 +608,7 @@ impl Document {
                 "the start date \"{}\" is not a real date-time",
                 quoted(start_text)
             );
-            return Ok(Err(skip(SkipReason::InvalidStart, detail)));
+            return Err(skip(SkipReason::InvalidStart, detail));
         };
         // An empty end is the same as no end.
         let end_time = match end.as_deref() {
@@ -465,7 +616,7 @@ impl Document {
                 Some(t) => Some(t),
                 None => {
                     let detail = format!("the end date \"{}\" is not a real date-time", quoted(s));
-                    return Ok(Err(skip(SkipReason::InvalidEnd, detail)));
+                    return Err(skip(SkipReason::InvalidEnd, detail));
                 }
             },
             _ => None,
@@ -477,10 +628,10 @@ impl Document {
                     end_time.format("%Y-%m-%dT%H:%M:%S"),
                     start_time.format("%Y-%m-%dT%H:%M:%S")
                 );
-                return Ok(Err(skip(SkipReason::EndBeforeStart, detail)));
+                return Err(skip(SkipReason::EndBeforeStart, detail));
             }
         }
-        Ok(Ok(FeedPlan {
+        Ok(FeedPlan {
             base_plan_id: group.id.clone().unwrap_or_default(),
             plan_id: id.unwrap_or_default(),
             title: group.title.clone(),
@@ -488,47 +639,32 @@ impl Document {
             start: start_time,
             end: end_time,
             prices: PriceRange::default(),
-        }))
+        })
     }
 
-    /// Folds a zone's price into the open plan, or says why it cannot.
-    fn read_zone(&mut self, e: &BytesStart<'_>, at: u64) -> Result<Option<Skip>, ParseError> {
-        // Values stay borrowed from the event buffer: a zone allocates
-        // nothing unless it is skipped.
-        let (mut zone_id, mut price) = (None, None);
-        for_each_attribute(e, at, |key, value| {
-            if key == ZONE_ID {
-                zone_id = Some(value);
-            } else if key == PRICE {
-                price = Some(value);
-            }
-        })?;
+    /// Folds a zone's price into `plan`, or says why it cannot.
+    fn zone(
+        &mut self,
+        plan: &mut FeedPlan,
+        zone_id: Option<Cow<'_, str>>,
+        price: Option<Cow<'_, str>>,
+    ) -> Option<Skip> {
         let zone_id = self.defaulted(zone_id, ZONE, ZONE_ID);
         let price = self.defaulted(price, ZONE, PRICE);
-        if self.plan.is_none() {
-            return Ok(None);
-        }
         let price = match self.value(price.as_ref()) {
             Ok(price) => price,
             Err(why) => {
-                let plan = self
-                    .plan
-                    .as_ref()
-                    .map_or(("", ""), |p| (p.base_plan_id.as_str(), p.plan_id.as_str()));
-                return Ok(Some(Skip {
+                return Some(Skip {
                     reason: SkipReason::UnresolvedReference,
-                    base_plan_id: plan.0.to_owned(),
-                    plan_id: plan.1.to_owned(),
+                    base_plan_id: plan.base_plan_id.clone(),
+                    plan_id: plan.plan_id.clone(),
                     detail: format!("a zone's price cannot be read: {why}"),
-                }));
+                });
             }
-        };
-        let Some(plan) = self.plan.as_mut() else {
-            return Ok(None);
         };
         if let Some(p) = price.as_deref().and_then(Price::parse) {
             plan.prices.add(p);
-            return Ok(None);
+            return None;
         }
         let zone = match zone_id.as_deref() {
             Some(id) if !id.trim().is_empty() => format!("zone {}", quoted(id)),
@@ -538,11 +674,11 @@ impl Document {
             None => format!("{zone} has no price"),
             Some(p) => format!("{zone} has price \"{}\", not a plain decimal", quoted(p)),
         };
-        Ok(Some(Skip {
+        Some(Skip {
             reason: SkipReason::ZoneInvalidPrice,
             base_plan_id: plan.base_plan_id.clone(),
             plan_id: plan.plan_id.clone(),
             detail,
-        }))
+        })
     }
 }

@@ -37,6 +37,7 @@ mod real_xml_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead};
 
@@ -46,7 +47,9 @@ use quick_xml::reader::Reader;
 use crate::model::{FeedPlan, RepairReason, SkipReason};
 
 pub use decode::EncodingSource;
-use dialect::{Document, Phase, Step, Vocabulary, EVENTS, PLANS};
+pub use dialect::RawItem;
+use dialect::{Document, Phase, Reading, Step, Vocabulary, EVENTS, PLANS};
+use entities::{Entities, Repairs};
 use input::{BoundedInput, Failure};
 use markup::{quoted, shown_id};
 
@@ -132,6 +135,49 @@ pub enum FeedItem {
     Skipped(Skip),
 }
 
+/// What [`FeedReader::next_unit`] yields, in document order.
+pub enum FeedUnit {
+    /// An item read but not understood yet: [`Understander::understand`]
+    /// gives its items, on any thread.
+    Raw(RawItem),
+    /// Items the reader understood itself, in document order (a document
+    /// with a DOCTYPE, whose entities are expanded in document order, or an
+    /// item with very many zones).
+    Items(Vec<FeedItem>),
+}
+
+/// Understands [`RawItem`]s anywhere: the part of reading a feed that
+/// needs no other item (references, dates, prices, zones, skips). The
+/// values repaired on the way are counted here; add them to the reader's
+/// own [`FeedReader::repairs`].
+#[derive(Default)]
+pub struct Understander {
+    /// The entities of a document without a DOCTYPE (the only one whose
+    /// items are handed out raw): none but the predefined ones.
+    entities: Entities,
+    repairs: Repairs,
+}
+
+impl Understander {
+    pub fn new() -> Understander {
+        Understander::default()
+    }
+
+    /// The item's zone skips, then its plan or why it is skipped: what
+    /// [`FeedReader::next_item`] yields for it.
+    pub fn understand(&mut self, raw: &RawItem) -> Vec<FeedItem> {
+        raw.understand(&mut Reading {
+            entities: &mut self.entities,
+            repairs: &mut self.repairs,
+        })
+    }
+
+    /// Repairs made so far, by reason.
+    pub fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> + '_ {
+        self.repairs.by_reason()
+    }
+}
+
 /// Why a whole document is rejected. Messages are meant for people (fetch
 /// journal, logs).
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +259,8 @@ pub struct FeedReader<R: BufRead> {
     /// The one event buffer, reused for every event.
     buf: Vec<u8>,
     doc: Document,
+    /// Items understood but not handed out yet (`next_item`).
+    queue: VecDeque<FeedItem>,
 }
 
 impl<R: BufRead> FeedReader<R> {
@@ -239,12 +287,33 @@ impl<R: BufRead> FeedReader<R> {
             xml,
             buf: Vec::new(),
             doc: Document::default(),
+            queue: VecDeque::new(),
         }
     }
 
     /// Next understood plan or skipped item; `Ok(None)` only at the
     /// well-formed end of a complete document.
     pub fn next_item(&mut self) -> Result<Option<FeedItem>, ParseError> {
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                return Ok(Some(item));
+            }
+            let items = match self.next_unit()? {
+                None => return Ok(None),
+                Some(FeedUnit::Items(items)) => items,
+                Some(FeedUnit::Raw(raw)) => raw.understand(&mut Reading {
+                    entities: &mut self.doc.entities,
+                    repairs: &mut self.doc.repairs,
+                }),
+            };
+            self.queue.extend(items);
+        }
+    }
+
+    /// Next item, raw or understood; `Ok(None)` only at the well-formed end
+    /// of a complete document. The repairs of raw items are counted by
+    /// whoever understands them, not in [`repairs`](Self::repairs).
+    pub fn next_unit(&mut self) -> Result<Option<FeedUnit>, ParseError> {
         match &self.doc.phase {
             Phase::Finished => return Ok(None),
             Phase::Failed(e) => return Err(e.duplicate()),
@@ -274,7 +343,8 @@ impl<R: BufRead> FeedReader<R> {
             .map(|(e, source)| (e.name(), source))
     }
 
-    /// Repairs made so far (HTML named references, lone `&`s), by reason.
+    /// Repairs made so far (HTML named references, lone `&`s), by reason:
+    /// by this reader (with [`next_item`](Self::next_item), all of them).
     pub fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> + '_ {
         self.doc.repairs()
     }
@@ -311,7 +381,7 @@ impl<R: BufRead> FeedReader<R> {
         self.xml.get_ref().raw_position()
     }
 
-    fn advance(&mut self) -> Result<Option<FeedItem>, ParseError> {
+    fn advance(&mut self) -> Result<Option<FeedUnit>, ParseError> {
         loop {
             self.buf.clear();
             let at = self.xml.get_ref().consumed;
@@ -322,7 +392,9 @@ impl<R: BufRead> FeedReader<R> {
             };
             match self.doc.on_event(event, at)? {
                 Step::Continue => {}
-                Step::Item(item) => return Ok(Some(item)),
+                Step::Raw(raw) => return Ok(Some(FeedUnit::Raw(raw))),
+                Step::Items(items) if items.is_empty() => {}
+                Step::Items(items) => return Ok(Some(FeedUnit::Items(items))),
                 Step::End => return Ok(None),
             }
         }
