@@ -3,14 +3,16 @@
 //! [`FeedPlan`] or a [`Skip`].
 //!
 //! Two halves: the state machine reads tags and hands out each item as a
-//! [`RawItem`] (its values as written, copied out of the event buffer);
-//! understanding an item (references, dates, prices, zones, why it is
-//! skipped) is a function of that raw item alone, so it may run on any
-//! thread. Where it cannot (a document with a DOCTYPE, whose entity
-//! expansion budget is spent in document order, or an item with more than
-//! [`MAX_PENDING_ZONES`] zones, which must not be held whole) the state
+//! [`RawItem`] (its start tag and its zones' tags, copied out of the event
+//! buffer); understanding an item (its attributes, references, dates,
+//! prices, zones, why it is skipped) is a function of that raw item alone,
+//! so it may run on any thread. Where it cannot (a document with a
+//! DOCTYPE, whose entity expansion budget is spent in document order, or an
+//! item with more than [`MAX_PENDING_ZONES`] zones or
+//! [`MAX_PENDING_BYTES`] of tags, which must not be held whole) the state
 //! machine understands the item itself, in document order, exactly as the
-//! same function would elsewhere.
+//! same function would elsewhere. A malformed attribute found while
+//! understanding is the document's error, as if the reader had found it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -95,6 +97,9 @@ enum Level {
 /// Zones an item may collect before it is understood where it is read
 /// (bounds the memory of one raw item whatever the feed).
 pub(super) const MAX_PENDING_ZONES: usize = 64;
+/// Bytes of tags an item may collect before it is understood where it is
+/// read.
+pub(super) const MAX_PENDING_BYTES: usize = 256 * 1024;
 
 /// The open base plan.
 #[derive(Default)]
@@ -119,73 +124,149 @@ pub(super) enum Step {
     End,
 }
 
-/// A span of [`RawItem::text`].
+/// One start tag kept in [`RawItem::text`]: `text[from..to]` is its
+/// content (name and attributes), `at` where it starts in the document.
 #[derive(Clone, Copy)]
-struct Span {
+struct Tag {
     from: u32,
     to: u32,
+    name_len: u32,
+    at: u64,
 }
 
-/// One item element as the tag reader saw it: the attribute values
-/// planbox reads, as written (references not expanded), and those of its
-/// zones, with its base plan.
+/// One item element as the tag reader saw it: its start tag and those of
+/// its zones, copied out of the event buffer (attributes not parsed yet),
+/// with its base plan.
 pub struct RawItem {
     words: &'static Vocabulary,
     group: Arc<Group>,
-    /// Every value below, one after the other.
+    /// Every tag below, one after the other.
     text: String,
-    id: Option<Span>,
-    start: Option<Span>,
-    end: Option<Span>,
-    /// (zone_id, price) of each zone, in document order.
-    zones: Vec<[Option<Span>; 2]>,
+    head: Tag,
+    /// The zones' tags, in document order.
+    zones: Vec<Tag>,
+    /// The encoding the document was decoded from, when not UTF-8
+    /// (positions in errors count the decoded text: see `FeedReader`).
+    pub(super) decoded_from: Option<&'static str>,
 }
 
 impl RawItem {
-    fn new(words: &'static Vocabulary, group: Arc<Group>) -> RawItem {
-        RawItem {
+    fn new(words: &'static Vocabulary, group: Arc<Group>, e: &BytesStart<'_>, at: u64) -> Self {
+        let content: &str = e;
+        let mut raw = RawItem {
             words,
             group,
-            text: String::new(),
-            id: None,
-            start: None,
-            end: None,
-            zones: Vec::new(),
+            // Room for a typical item and its zones in one allocation.
+            text: String::with_capacity(content.len().max(128) * 4),
+            head: Tag {
+                from: 0,
+                to: 0,
+                name_len: 0,
+                at,
+            },
+            zones: Vec::with_capacity(4),
+            decoded_from: None,
+        };
+        raw.head = raw.keep(e, at);
+        raw
+    }
+
+    fn keep(&mut self, e: &BytesStart<'_>, at: u64) -> Tag {
+        let content: &str = e;
+        let from = self.text.len() as u32;
+        self.text.push_str(content);
+        Tag {
+            from,
+            to: self.text.len() as u32,
+            name_len: e.name().into_inner().len() as u32,
+            at,
         }
     }
 
-    fn keep(&mut self, value: Option<&str>) -> Option<Span> {
-        let value = value?;
-        let from = self.text.len() as u32;
-        self.text.push_str(value);
-        Some(Span {
-            from,
-            to: self.text.len() as u32,
-        })
+    fn tag(&self, tag: Tag) -> BytesStart<'_> {
+        let content = &self.text[tag.from as usize..tag.to as usize];
+        BytesStart::from_content(content, tag.name_len as usize)
     }
 
-    fn get(&self, span: Option<Span>) -> Option<Cow<'_, str>> {
-        span.map(|s| Cow::Borrowed(&self.text[s.from as usize..s.to as usize]))
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.text.len()
     }
 
     /// Understands the item: its zone skips, then the plan or why it is
-    /// skipped (a skipped item's zones are not looked at).
-    pub(super) fn understand(&self, reading: &mut Reading<'_>) -> Vec<FeedItem> {
-        match reading.head(self) {
-            Err(skip) => vec![FeedItem::Skipped(skip)],
+    /// skipped (a skipped item's zones are only checked). An error is the
+    /// first malformed attribute among its tags: the document's verdict.
+    pub(super) fn understand(
+        &self,
+        reading: &mut Reading<'_>,
+    ) -> Result<Vec<FeedItem>, ParseError> {
+        let head = self.tag(self.head);
+        let [id, start, end] = item_values(&head, self.head.at, self.words)?;
+        match reading.head(self, [id, start, end]) {
+            Err(skip) => {
+                for &zone in &self.zones {
+                    check_attributes(&self.tag(zone), zone.at)?;
+                }
+                Ok(vec![FeedItem::Skipped(skip)])
+            }
             Ok(mut plan) => {
                 let mut items = Vec::new();
-                for zone in &self.zones {
-                    let (zone_id, price) = (self.get(zone[0]), self.get(zone[1]));
+                for &zone in &self.zones {
+                    let tag = self.tag(zone);
+                    let [zone_id, price] = zone_values(&tag, zone.at)?;
                     if let Some(skip) = reading.zone(&mut plan, zone_id, price) {
                         items.push(FeedItem::Skipped(skip));
                     }
                 }
                 items.push(FeedItem::Plan(plan));
-                items
+                Ok(items)
             }
         }
     }
+
+    /// The first malformed attribute among its tags, if any.
+    pub(super) fn check(&self) -> Result<(), ParseError> {
+        check_attributes(&self.tag(self.head), self.head.at)?;
+        for &zone in &self.zones {
+            check_attributes(&self.tag(zone), zone.at)?;
+        }
+        Ok(())
+    }
+}
+
+/// The item id, start and end attributes of an item's start tag, raw.
+fn item_values<'a>(
+    e: &'a BytesStart<'_>,
+    at: u64,
+    words: &Vocabulary,
+) -> Result<[Option<Cow<'a, str>>; 3], ParseError> {
+    let [mut id, mut start, mut end] = [None, None, None];
+    for_each_attribute(e, at, |key, value| {
+        if key == words.item_id {
+            id = Some(value);
+        } else if key == words.start {
+            start = Some(value);
+        } else if key == words.end {
+            end = Some(value);
+        }
+    })?;
+    Ok([id, start, end])
+}
+
+/// The zone id and price attributes of a zone's start tag, raw.
+fn zone_values<'a>(
+    e: &'a BytesStart<'_>,
+    at: u64,
+) -> Result<[Option<Cow<'a, str>>; 2], ParseError> {
+    let [mut zone_id, mut price] = [None, None];
+    for_each_attribute(e, at, |key, value| {
+        if key == ZONE_ID {
+            zone_id = Some(value);
+        } else if key == PRICE {
+            price = Some(value);
+        }
+    })?;
+    Ok([zone_id, price])
 }
 
 /// How values are read: the document's entities and the repairs counted.
@@ -360,20 +441,7 @@ impl Document {
                 (Step::Continue, Some(Level::Group))
             }
             Some(Level::Group) if name == words.item => {
-                let mut raw = RawItem::new(words, Arc::clone(&self.group));
-                let (mut id, mut start, mut end) = (None, None, None);
-                for_each_attribute(e, at, |key, value| {
-                    if key == words.item_id {
-                        id = Some(value);
-                    } else if key == words.start {
-                        start = Some(value);
-                    } else if key == words.end {
-                        end = Some(value);
-                    }
-                })?;
-                raw.id = raw.keep(id.as_deref());
-                raw.start = raw.keep(start.as_deref());
-                raw.end = raw.keep(end.as_deref());
+                let raw = RawItem::new(words, Arc::clone(&self.group), e, at);
                 if !self.seen_doctype && !has_content {
                     (Step::Raw(raw), None)
                 } else if !self.seen_doctype {
@@ -382,7 +450,7 @@ impl Document {
                 } else {
                     // Understood here, in document order: see the header.
                     self.raw = Some(raw);
-                    let mut items = self.settle();
+                    let mut items = self.settle()?;
                     if !has_content {
                         items.extend(self.plan.take().map(FeedItem::Plan));
                     }
@@ -390,28 +458,25 @@ impl Document {
                 }
             }
             Some(Level::Item) if name == ZONE => {
-                let (mut zone_id, mut price) = (None, None);
-                for_each_attribute(e, at, |key, value| {
-                    if key == ZONE_ID {
-                        zone_id = Some(value);
-                    } else if key == PRICE {
-                        price = Some(value);
-                    }
-                })?;
                 let mut items = Vec::new();
-                if self.raw.as_ref().is_some_and(|r| r.zones.len() >= MAX_PENDING_ZONES) {
-                    items = self.settle();
+                if self.raw.as_ref().is_some_and(|r| {
+                    r.zones.len() >= MAX_PENDING_ZONES || r.size() >= MAX_PENDING_BYTES
+                }) {
+                    items = self.settle()?;
                 }
                 if let Some(raw) = self.raw.as_mut() {
-                    let zone = [raw.keep(zone_id.as_deref()), raw.keep(price.as_deref())];
+                    let zone = raw.keep(e, at);
                     raw.zones.push(zone);
-                } else if let Some(mut plan) = self.plan.take() {
-                    items.extend(
-                        self.reading()
-                            .zone(&mut plan, zone_id, price)
-                            .map(FeedItem::Skipped),
-                    );
-                    self.plan = Some(plan);
+                } else {
+                    let [zone_id, price] = zone_values(e, at)?;
+                    if let Some(mut plan) = self.plan.take() {
+                        items.extend(
+                            self.reading()
+                                .zone(&mut plan, zone_id, price)
+                                .map(FeedItem::Skipped),
+                        );
+                        self.plan = Some(plan);
+                    }
                 }
                 let step = if items.is_empty() {
                     Step::Continue
@@ -467,15 +532,21 @@ impl Document {
     /// Understands the open raw item here: its head, then the zones it
     /// collected. Returns what to hand out now (the item's skip, or the
     /// zones' skips); a valid plan stays open in `plan` for its next zones.
-    fn settle(&mut self) -> Vec<FeedItem> {
+    fn settle(&mut self) -> Result<Vec<FeedItem>, ParseError> {
         let Some(raw) = self.raw.take() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let mut items = raw.understand(&mut self.reading());
+        let mut items = raw.understand(&mut self.reading())?;
         if let Some(FeedItem::Plan(plan)) = items.pop_if(|i| matches!(i, FeedItem::Plan(_))) {
             self.plan = Some(plan);
         }
-        items
+        Ok(items)
+    }
+
+    /// The first malformed attribute of the open item not understood yet:
+    /// it comes before any error the reader meets later.
+    pub(super) fn open_item_error(&mut self) -> Option<ParseError> {
+        self.raw.take().and_then(|raw| raw.check().err())
     }
 
     fn read_group(&mut self, e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
@@ -544,18 +615,24 @@ impl Reading<'_> {
         &mut self,
         raw: Option<&'v Cow<'_, str>>,
     ) -> Result<Option<Cow<'v, str>>, Unresolved> {
-        raw.map(|v| self.entities.expand(v, self.repairs)).transpose()
+        raw.map(|v| self.entities.expand(v, self.repairs))
+            .transpose()
     }
 
     /// The plan an item element describes, or why it is skipped. Everything
     /// needed is on the start tag, so a skipped plan's content is ignored.
     /// Details do not name the dialect's attributes, so both dialects of one
     /// feed give identical items.
-    fn head(&mut self, item: &RawItem) -> Result<FeedPlan, Skip> {
+    fn head(
+        &mut self,
+        item: &RawItem,
+        values: [Option<Cow<'_, str>>; 3],
+    ) -> Result<FeedPlan, Skip> {
         let words = item.words;
-        let raw_id = self.defaulted(item.get(item.id), words.item, words.item_id);
-        let raw_start = self.defaulted(item.get(item.start), words.item, words.start);
-        let raw_end = self.defaulted(item.get(item.end), words.item, words.end);
+        let [raw_id, raw_start, raw_end] = values;
+        let raw_id = self.defaulted(raw_id, words.item, words.item_id);
+        let raw_start = self.defaulted(raw_start, words.item, words.start);
+        let raw_end = self.defaulted(raw_end, words.item, words.end);
         let group = &*item.group;
         let (id, start, end) = match (
             self.value(raw_id.as_ref()),

@@ -164,12 +164,15 @@ impl Understander {
     }
 
     /// The item's zone skips, then its plan or why it is skipped: what
-    /// [`FeedReader::next_item`] yields for it.
-    pub fn understand(&mut self, raw: &RawItem) -> Vec<FeedItem> {
-        raw.understand(&mut Reading {
+    /// [`FeedReader::next_item`] yields for it. An error rejects the
+    /// document, as if the reader had returned it at this item.
+    pub fn understand(&mut self, raw: &RawItem) -> Result<Vec<FeedItem>, ParseError> {
+        let reading = &mut Reading {
             entities: &mut self.entities,
             repairs: &mut self.repairs,
-        })
+        };
+        raw.understand(reading)
+            .map_err(|e| in_decoded_terms(e, raw.decoded_from))
     }
 
     /// Repairs made so far, by reason.
@@ -301,10 +304,20 @@ impl<R: BufRead> FeedReader<R> {
             let items = match self.next_unit()? {
                 None => return Ok(None),
                 Some(FeedUnit::Items(items)) => items,
-                Some(FeedUnit::Raw(raw)) => raw.understand(&mut Reading {
-                    entities: &mut self.doc.entities,
-                    repairs: &mut self.doc.repairs,
-                }),
+                Some(FeedUnit::Raw(raw)) => {
+                    let reading = &mut Reading {
+                        entities: &mut self.doc.entities,
+                        repairs: &mut self.doc.repairs,
+                    };
+                    match raw.understand(reading) {
+                        Ok(items) => items,
+                        Err(e) => {
+                            let e = in_decoded_terms(e, raw.decoded_from);
+                            self.doc.phase = Phase::Failed(e.duplicate());
+                            return Err(e);
+                        }
+                    }
+                }
             };
             self.queue.extend(items);
         }
@@ -320,13 +333,21 @@ impl<R: BufRead> FeedReader<R> {
             _ => {}
         }
         match self.advance() {
-            Ok(item) => {
-                if item.is_none() {
-                    self.doc.phase = Phase::Finished;
-                }
-                Ok(item)
+            Ok(None) => {
+                self.doc.phase = Phase::Finished;
+                Ok(None)
             }
+            Ok(Some(FeedUnit::Raw(mut raw))) => {
+                let input = self.xml.get_ref();
+                raw.decoded_from = input
+                    .transcoding()
+                    .then(|| input.encoding().map_or("?", |(e, _)| e.name()));
+                Ok(Some(FeedUnit::Raw(raw)))
+            }
+            Ok(unit) => Ok(unit),
             Err(e) => {
+                // An open item's tags come before what failed.
+                let e = self.doc.open_item_error().unwrap_or(e);
                 let e = self.in_document_terms(e);
                 self.doc.phase = Phase::Failed(e.duplicate());
                 Err(e)
@@ -357,17 +378,10 @@ impl<R: BufRead> FeedReader<R> {
             return e;
         }
         match e {
-            ParseError::Xml { position, message } => ParseError::Xml {
-                position,
-                message: format!(
-                    "{message} (the position counts the text decoded from {} to UTF-8)",
-                    input.encoding().map_or("?", |(e, _)| e.name())
-                ),
-            },
             ParseError::Truncated { .. } if input.exhausted() => ParseError::Truncated {
                 position: input.raw_position(),
             },
-            other => other,
+            other => in_decoded_terms(other, input.encoding().map(|(e, _)| e.name())),
         }
     }
 
@@ -398,6 +412,20 @@ impl<R: BufRead> FeedReader<R> {
                 Step::End => return Ok(None),
             }
         }
+    }
+}
+
+/// A position in a transcoded document counts its text decoded to UTF-8:
+/// the message says so (`from`: the encoding, when not UTF-8).
+fn in_decoded_terms(e: ParseError, from: Option<&str>) -> ParseError {
+    match (e, from) {
+        (ParseError::Xml { position, message }, Some(from)) => ParseError::Xml {
+            position,
+            message: format!(
+                "{message} (the position counts the text decoded from {from} to UTF-8)"
+            ),
+        },
+        (other, _) => other,
     }
 }
 

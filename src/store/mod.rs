@@ -27,7 +27,7 @@ mod search;
 mod test_support;
 
 pub use check::{check_integrity, record_check_passed, CheckOutcome};
-pub use ingest::{local_changes, plan_term, Ingest, NO_END};
+pub use ingest::{local_changes, plan_term, Ingest, PreparedPlan, Preparer, NO_END};
 pub use providers::MonthCount;
 pub use search::{Answer, Reader, Snapshot};
 
