@@ -349,7 +349,8 @@ fn prepare_batch(
         FeedItem::Plan(plan) => Ready::Plan(preparer.prepare(plan)),
         FeedItem::Skipped(skip) => Ready::Skipped(skip),
     };
-    let chunks: Vec<(Vec<Ready>, Vec<(RepairReason, u64)>)> = units
+    type Repaired = Vec<(RepairReason, u64)>;
+    let chunks: Vec<(Vec<Ready>, Repaired)> = units
         .into_par_iter()
         .chunks(PREPARE_CHUNK)
         .map(|units| {
