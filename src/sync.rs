@@ -1033,7 +1033,13 @@ mod tests {
                     }
                     x.push_str(&head);
                     x.push('>');
-                    let zones = if b == bases / 2 { 150 } else { 3 };
+                    // One item holds more tags than a raw item may: it is
+                    // understood by the reader, part way through.
+                    let (zones, name) = if b == bases / 2 {
+                        (3000, "Z".repeat(100))
+                    } else {
+                        (3, "Z".to_owned())
+                    };
                     for z in 0..zones {
                         let price = match (b + z + variant) % 41 {
                             0 => "abc".to_owned(),
@@ -1041,7 +1047,7 @@ mod tests {
                             _ => format!("{}.{}", 5 + (b + z + variant) % 30, z % 10),
                         };
                         x.push_str(&format!(
-                            "<zone zone_id=\"{z}\" price=\"{price}\" name=\"Z\"><x/></zone>"
+                            "<zone zone_id=\"{z}\" price=\"{price}\" name=\"{name}\"><x/></zone>"
                         ));
                     }
                     x.push_str("</plan>");

@@ -96,7 +96,7 @@ enum Level {
 
 /// Zones an item may collect before it is understood where it is read
 /// (bounds the memory of one raw item whatever the feed).
-pub(super) const MAX_PENDING_ZONES: usize = 64;
+pub(super) const MAX_PENDING_ZONES: usize = 4096;
 /// Bytes of tags an item may collect before it is understood where it is
 /// read.
 pub(super) const MAX_PENDING_BYTES: usize = 256 * 1024;
