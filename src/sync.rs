@@ -345,30 +345,48 @@ fn prepare_batch(
     preparer: &Preparer,
     repaired: &mut BTreeMap<String, u64>,
 ) -> Vec<Ready> {
-    let ready = |item| match item {
-        FeedItem::Plan(plan) => Ready::Plan(preparer.prepare(plan)),
-        FeedItem::Skipped(skip) => Ready::Skipped(skip),
-    };
     type Repaired = Vec<(RepairReason, u64)>;
     let chunks: Vec<(Vec<Ready>, Repaired)> = units
         .into_par_iter()
         .chunks(PREPARE_CHUNK)
         .map(|units| {
             let mut understander = Understander::new();
-            let mut out = Vec::with_capacity(units.len());
+            let mut items = Vec::with_capacity(units.len());
+            let mut failed = None;
             for unit in units {
                 match unit {
                     FeedUnit::Raw(raw) => match understander.understand(&raw) {
-                        Ok(items) => out.extend(items.into_iter().map(ready)),
+                        Ok(understood) => items.extend(understood),
                         Err(e) => {
                             // The document's verdict: nothing after it counts.
-                            out.push(Ready::Failed(e));
+                            failed = Some(Ready::Failed(e));
                             break;
                         }
                     },
-                    FeedUnit::Items(items) => out.extend(items.into_iter().map(ready)),
+                    FeedUnit::Items(understood) => items.extend(understood),
                 }
             }
+            // Skips keep their place among the plans, prepared together.
+            let mut plans = Vec::with_capacity(items.len());
+            let mut order = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    FeedItem::Plan(plan) => {
+                        plans.push(plan);
+                        order.push(None);
+                    }
+                    FeedItem::Skipped(skip) => order.push(Some(skip)),
+                }
+            }
+            let mut prepared = preparer.prepare_many(plans).into_iter();
+            let mut out: Vec<Ready> = order
+                .into_iter()
+                .map(|skip| match skip {
+                    Some(skip) => Ready::Skipped(skip),
+                    None => Ready::Plan(prepared.next().expect("one prepared plan a plan")),
+                })
+                .collect();
+            out.extend(failed);
             (out, understander.repairs().collect())
         })
         .collect();

@@ -168,15 +168,35 @@ impl KnownPlans {
     }
 
     fn get(&self, key: u64) -> Known {
+        self.get_many(&[key])[0]
+    }
+
+    /// [`get`](Self::get) of many keys: first every key's directory slot,
+    /// then every bucket, so that the cache misses of different keys
+    /// overlap instead of following one another.
+    fn get_many(&self, keys: &[u64]) -> Vec<Known> {
         if !self.loaded {
-            return Known::Unknown;
+            return vec![Known::Unknown; keys.len()];
         }
-        let b = (key >> (64 - self.bits)) as usize;
-        let bucket = &self.entries[self.dir[b] as usize..self.dir[b + 1] as usize];
-        match bucket.iter().find(|e| e.0 == key) {
-            Some(e) => Known::Hash(e.1),
-            None => Known::Absent,
-        }
+        let buckets: Vec<(u32, u32)> = keys
+            .iter()
+            .map(|&key| {
+                let b = (key >> (64 - self.bits)) as usize;
+                (self.dir[b], self.dir[b + 1])
+            })
+            .collect();
+        keys.iter()
+            .zip(buckets)
+            .map(|(&key, (from, to))| {
+                match self.entries[from as usize..to as usize]
+                    .iter()
+                    .find(|e| e.0 == key)
+                {
+                    Some(e) => Known::Hash(e.1),
+                    None => Known::Absent,
+                }
+            })
+            .collect()
     }
 }
 
@@ -231,10 +251,27 @@ pub struct Preparer {
 
 impl Preparer {
     pub fn prepare(&self, plan: FeedPlan) -> PreparedPlan {
+        let key = identity_digest(&plan.base_plan_id, &plan.plan_id);
+        self.finish(plan, self.known.get(key))
+    }
+
+    /// [`prepare`](Self::prepare) of many plans, in order (faster: the
+    /// known-plans lookups overlap).
+    pub fn prepare_many(&self, plans: Vec<FeedPlan>) -> Vec<PreparedPlan> {
+        let keys: Vec<u64> = plans
+            .iter()
+            .map(|p| identity_digest(&p.base_plan_id, &p.plan_id))
+            .collect();
+        let known = self.known.get_many(&keys);
+        plans
+            .into_iter()
+            .zip(known)
+            .map(|(plan, known)| self.finish(plan, known))
+            .collect()
+    }
+
+    fn finish(&self, plan: FeedPlan, known: Known) -> PreparedPlan {
         let hash = plan.content_hash();
-        let known = self
-            .known
-            .get(identity_digest(&plan.base_plan_id, &plan.plan_id));
         let (uuid, json) = match known {
             Known::Hash(h) if h == hash => (uuid::Uuid::nil(), None),
             _ => {
