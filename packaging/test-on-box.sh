@@ -12,13 +12,14 @@
 # when all checks pass. The pre-release check (docs/DEPLOYMENT.md).
 #
 # Needs: root, Debian packages debootstrap, systemd-container, zstd; cargo
-# and cargo-deb (`cargo install cargo-deb --locked`) unless --deb is given.
+# and cargo-deb (`cargo install cargo-deb --locked`) unless --deb is given
+# (the package is built by packaging/build-deb.sh).
 # Network: the Debian mirror, only the first time (the bootstrapped rootfs
 # is cached under /var/cache/planbox-test-on-box). The container has a
 # private network namespace: its HTTP traffic stays on its own loopback.
 #
 # Usage: packaging/test-on-box.sh [--deb FILE] [--keep] [--mirror URL]
-#   --deb FILE    test this package instead of building one with `cargo deb`
+#   --deb FILE    test this package instead of building one (build-deb.sh)
 #   --keep        leave the container's directory behind (for debugging)
 #   --mirror URL  Debian mirror for debootstrap (default deb.debian.org)
 set -euo pipefail
@@ -150,13 +151,13 @@ trap teardown EXIT
 
 # --- 1. the package ----------------------------------------------------------
 
-step "build the .deb (cargo deb)"
+step "build the .deb (packaging/build-deb.sh)"
 if [ -z "$DEB" ]; then
     command -v cargo-deb >/dev/null || {
         echo "    cargo-deb not found: cargo install cargo-deb --locked (or pass --deb FILE)" >&2
         exit 2
     }
-    out=$(cargo deb 2>&1) || { echo "$out" >&2; exit 1; }
+    out=$(packaging/build-deb.sh 2>&1) || { echo "$out" >&2; exit 1; }
     DEB=$(echo "$out" | grep -E '\.deb$' | tail -n 1)
 fi
 [ -f "$DEB" ] || { echo "    no package at '$DEB'" >&2; exit 1; }
@@ -164,6 +165,14 @@ echo "    $DEB ($(du -k "$DEB" | cut -f1) KiB)"
 SUMMARY=$(cargo metadata --no-deps --format-version 1 2>/dev/null |
     sed -n 's/.*"description":"\([^"]*\)".*/\1/p' | head -n 1)
 eq "debug files inside the .deb" 0 "$(dpkg-deb -c "$DEB" | grep -c /usr/lib/debug || true)"
+contents=$(dpkg-deb -c "$DEB")
+for f in /usr/share/man/man1/planbox.1.gz /usr/share/man/man1/planbox-serve.1.gz \
+    /usr/share/bash-completion/completions/planbox /usr/share/zsh/vendor-completions/_planbox \
+    /usr/share/fish/vendor_completions.d/planbox.fish \
+    /usr/share/planbox/monitoring/planbox-dashboard.json \
+    /usr/share/planbox/monitoring/planbox-alerts.yml; do
+    check "in the package: $f" grep -q " \.$f\$" <<<"$contents"
+done
 ddeb=$(ls "$(dirname "$DEB")"/planbox-dbgsym_*.ddeb 2>/dev/null | head -n 1 || true)
 [ -n "$ddeb" ] && echo "    debug symbols apart: $ddeb ($(du -k "$ddeb" | cut -f1) KiB)"
 
@@ -237,6 +246,9 @@ search=$(box curl -fsS 'http://127.0.0.1:8080/search' || true)
 served=$(printf '%s' "$search" | grep -o '"id":' | wc -l)
 check "GET /search answers plans ($served)" test "$served" -gt 0
 check "ready (planbox healthcheck)" box sh -c 'planbox healthcheck > /dev/null'
+check "planbox(1) installed, a page of troff" box sh -c 'zcat /usr/share/man/man1/planbox.1.gz | grep -q "^.TH planbox 1"'
+check "bash completion of the commands" box bash -c \
+    '. /usr/share/bash-completion/completions/planbox && COMP_WORDS=(planbox hea) COMP_CWORD=1 && _planbox planbox hea planbox && [ "${COMPREPLY[*]}" = healthcheck ]'
 d=/var/lib/private/planbox
 check "demo plans in planbox-demo.db" box test -s $d/planbox-demo.db
 check "no planbox.db created by the demo" box test ! -e $d/planbox.db
@@ -294,6 +306,7 @@ step "remove (dpkg -r)"
 box dpkg -r planbox > "$BOX/dpkg-remove.log" 2>&1 || { cat "$BOX/dpkg-remove.log"; exit 1; }
 check "binary gone" box test ! -e /usr/bin/planbox
 check "unit gone" box test ! -e /usr/lib/systemd/system/planbox.service
+check "man page gone" box test ! -e /usr/share/man/man1/planbox.1.gz
 check "/etc/default/planbox kept" box test -e /etc/default/planbox
 check "store kept" box test -s $d/planbox-demo.db
 check "backups kept" box sh -c 'ls /var/lib/private/planbox-backup/planbox-*.db >/dev/null'

@@ -26,8 +26,9 @@ use crate::provider_sim::FakeProvider;
 use crate::secret::SecretUrl;
 use crate::server::{self, RunningServer, ServerConfig};
 use crate::service::{ProviderInfo, ServiceInfo};
+use crate::stop::Stop;
 use crate::store::Store;
-use crate::sync::{self, Stop, SyncConfig};
+use crate::sync::{self, SyncConfig};
 use crate::tls::TrustRoots;
 
 /// Entry point of the binary.
@@ -89,6 +90,12 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck(args) => healthcheck(args),
+        Command::Generate(args) => {
+            for path in crate::manual::generate(&args.dir)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -142,7 +149,7 @@ fn sync_config(
     max_backoff: Duration,
 ) -> Result<SyncConfig> {
     let roots = TrustRoots::with_ca_file(provider.ca.as_deref())
-        .map_err(|e| anyhow!("provider `{}`: {e}", provider.name))?;
+        .with_context(|| format!("provider `{}`", provider.name))?;
     Ok(SyncConfig {
         provider: provider.name.clone(),
         fetch: FetchConfig {
@@ -182,7 +189,7 @@ fn read_providers_file(path: &Path, defaults: &ProviderConfig) -> Result<Vec<Pro
         }
     }
     crate::config::parse_provider_list(&text, defaults)
-        .map_err(|e| anyhow!("--providers-file {}: {e}", path.display()))
+        .with_context(|| format!("--providers-file {}", path.display()))
 }
 
 /// The providers `serve` fetches, each with its fetch-loop settings.
@@ -330,8 +337,9 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         );
     }
 
-    let mut api =
-        Api::new(zone, metrics.clone(), info.clone()).with_providers(search_zones.clone());
+    let mut api = Api::new(zone, metrics.clone(), info.clone())
+        .with_providers(search_zones.clone())
+        .with_cache_max_age(cfg.cache_max_age);
     if cfg.metrics_listen.is_some() {
         api = api.without_metrics();
     }

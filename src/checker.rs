@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::check_state::DAMAGE_ADVICE;
 use crate::log::{log, Level};
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 use crate::store::{self, CheckOutcome, StartState};
-use crate::sync::Stop;
 
 /// How often the store is checked while `serve` runs (and how old the last
 /// passed check may be at a clean start).
@@ -36,10 +37,6 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(3600);
 /// The check works for at most this long at a time, then sleeps as long:
 /// about half of one core, leaving the disk and the other core to searches.
 const WORK_SLICE: Duration = Duration::from_millis(50);
-
-/// What the message of a damaged store tells the operator to do.
-pub const DAMAGE_ADVICE: &str = "stop planbox, move the store aside, restore the newest backup \
-     (`planbox backup` makes verified copies) or delete it to start empty, and start planbox again";
 
 fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()

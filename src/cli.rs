@@ -2,7 +2,9 @@
 //! and defaults, mapped onto `config` types.
 //!
 //! Precedence is flag, then environment variable, then default. This module
-//! must not do anything but parse: no I/O, no store, no network.
+//! must not do anything but parse: no I/O, no store, no network. Variables
+//! that may hold a provider URL (and so credentials) are never shown by
+//! `--help` (`hide_env_values`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +13,10 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{parse_duration, parse_size, parse_tz, ProviderConfig, ServeConfig};
+use crate::config::{
+    parse_cidrs, parse_duration, parse_size, parse_tz, Cidr, ConfigError, ProviderConfig,
+    RateLimit, ServeConfig,
+};
 use crate::secret::SecretUrl;
 
 #[derive(Debug, Parser)]
@@ -60,6 +65,15 @@ pub enum Command {
     Backup(BackupArgs),
     /// Exit 0 when the server at --listen answers /ready.
     Healthcheck(HealthcheckArgs),
+    /// Write the man pages and shell completions into DIR (a packaging step).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Directory to write `man/*.1` and `completions/*` into (created).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -73,7 +87,7 @@ pub struct DbArgs {
 #[derive(Debug, Args)]
 pub struct ProviderArgs {
     /// The provider's feed URL.
-    #[arg(long, env = "PLANBOX_PROVIDER_URL")]
+    #[arg(long, env = "PLANBOX_PROVIDER_URL", hide_env_values = true)]
     pub provider_url: Option<String>,
 
     /// The provider's name: part of every plan's identity (and so its id).
@@ -106,12 +120,12 @@ impl ProviderArgs {
     /// The one provider these flags describe. The URL is checked here; the
     /// name keeps any non-empty value, as it always did (it is part of the
     /// ids of a store's plans).
-    pub fn to_config(&self) -> Result<ProviderConfig, String> {
+    pub fn to_config(&self) -> Result<ProviderConfig, ConfigError> {
         if self.provider_name.is_empty() {
-            return Err("--provider-name must not be empty".into());
+            return Err(ConfigError::EmptyProviderName);
         }
         let url = match &self.provider_url {
-            Some(u) => Some(SecretUrl::parse(u).map_err(|e| format!("--provider-url: {e}"))?),
+            Some(u) => Some(SecretUrl::parse(u).map_err(ConfigError::ProviderUrl)?),
             None => None,
         };
         Ok(ProviderConfig {
@@ -159,7 +173,12 @@ pub struct ServeArgs {
     pub providers: Vec<String>,
 
     /// Provider entries separated by whitespace (what --provider takes).
-    #[arg(long = "providers", env = "PLANBOX_PROVIDERS", hide = true)]
+    #[arg(
+        long = "providers",
+        env = "PLANBOX_PROVIDERS",
+        hide = true,
+        hide_env_values = true
+    )]
     pub providers_env: Option<String>,
 
     /// Read the provider entries from this file (whitespace-separated, `#`
@@ -179,6 +198,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PLANBOX_FETCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub fetch_interval: Duration,
 
+    /// How long an HTTP cache in front may reuse a /search answer
+    /// (`Cache-Control: max-age`, as long again `stale-while-revalidate`);
+    /// 0: every use revalidates [default: --fetch-interval].
+    #[arg(long, env = "PLANBOX_CACHE_MAX_AGE", value_parser = parse_duration)]
+    pub cache_max_age: Option<Duration>,
+
     /// Longest wait between attempts while the provider fails.
     #[arg(long, env = "PLANBOX_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
     pub max_backoff: Duration,
@@ -193,15 +218,15 @@ pub struct ServeArgs {
 
     /// Per-client request limit, e.g. `100/s` or `600/m` (default: off).
     #[arg(long, env = "PLANBOX_RATE_LIMIT")]
-    pub rate_limit: Option<crate::server::RateLimit>,
+    pub rate_limit: Option<RateLimit>,
 
     /// Proxies whose `X-Forwarded-For` names the client: `CIDR,...`.
-    #[arg(long, env = "PLANBOX_TRUSTED_PROXIES", value_parser = crate::server::parse_cidrs)]
-    pub trusted_proxies: Option<std::vec::Vec<crate::server::Cidr>>,
+    #[arg(long, env = "PLANBOX_TRUSTED_PROXIES", value_parser = parse_cidrs)]
+    pub trusted_proxies: Option<std::vec::Vec<Cidr>>,
 }
 
 impl ServeArgs {
-    pub fn to_config(&self) -> Result<ServeConfig, String> {
+    pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
         let entries: Vec<&str> = if self.providers.is_empty() {
             self.providers_env
                 .as_deref()
@@ -212,13 +237,13 @@ impl ServeArgs {
         };
         let several = !entries.is_empty() || self.providers_file.is_some();
         if self.demo && (self.provider.provider_url.is_some() || several) {
-            return Err("--demo serves the built-in feeds; drop --provider-url, --provider and --providers-file".into());
+            return Err(ConfigError::DemoWithProviders);
         }
         if !entries.is_empty() && self.providers_file.is_some() {
-            return Err("providers are given both by --provider (or PLANBOX_PROVIDERS) and --providers-file; use one".into());
+            return Err(ConfigError::ProvidersTwice);
         }
         if several && self.provider.provider_url.is_some() {
-            return Err("--provider-url is the one-provider shorthand: with --provider, PLANBOX_PROVIDERS or --providers-file, give every URL as url= there".into());
+            return Err(ConfigError::ShorthandWithEntries);
         }
         let defaults = self.provider.defaults();
         let providers = if entries.is_empty() {
@@ -227,11 +252,11 @@ impl ServeArgs {
             crate::config::parse_provider_list(&entries.join("\n"), &defaults)?
         };
         if self.fetch_interval.is_zero() {
-            return Err("--fetch-interval must be above zero".into());
+            return Err(ConfigError::ZeroInterval);
         }
         let workers = self.workers.unwrap_or_else(crate::server::default_workers);
         if !(1..=1024).contains(&workers) {
-            return Err("--workers must be between 1 and 1024".into());
+            return Err(ConfigError::Workers);
         }
         Ok(ServeConfig {
             listen: self.listen,
@@ -248,6 +273,7 @@ impl ServeArgs {
             providers_file: self.providers_file.clone(),
             provider_defaults: defaults,
             fetch_interval: self.fetch_interval,
+            cache_max_age: self.cache_max_age.unwrap_or(self.fetch_interval),
             max_backoff: self.max_backoff.max(self.fetch_interval),
             workers,
             demo: self.demo,
@@ -357,6 +383,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.db, PathBuf::from("planbox.db"));
         assert_eq!(c.fetch_interval, Duration::from_secs(60));
+        assert_eq!(c.cache_max_age, c.fetch_interval);
         assert_eq!(c.providers.len(), 1);
         assert_eq!(c.providers[0].fetch_timeout, Duration::from_secs(30));
         assert_eq!(c.providers[0].max_feed_bytes, 512 << 20);
@@ -397,7 +424,43 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(args.fetch_interval, Duration::from_millis(500));
+        assert_eq!(
+            args.to_config().unwrap().cache_max_age,
+            Duration::from_millis(500),
+            "the cache max-age follows the fetch interval"
+        );
+        let cli = Cli::try_parse_from(["planbox", "serve", "--cache-max-age", "0"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.to_config().unwrap().cache_max_age, Duration::ZERO);
         assert!(Cli::try_parse_from(["planbox", "serve", "--fetch-interval", "soon"]).is_err());
         assert!(Cli::try_parse_from(["planbox", "serve", "--provider-timezone", "X"]).is_err());
+    }
+
+    #[test]
+    fn variables_that_may_hold_a_url_never_show_their_value() {
+        const URL_VARS: [&str; 2] = ["PLANBOX_PROVIDER_URL", "PLANBOX_PROVIDERS"];
+        let mut seen = Vec::new();
+        let mut stack = vec![Cli::command()];
+        while let Some(cmd) = stack.pop() {
+            for arg in cmd.get_arguments() {
+                let Some(var) = arg.get_env().and_then(|v| v.to_str()) else {
+                    continue;
+                };
+                if URL_VARS.contains(&var) {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{} {var}: --help would print its value",
+                        cmd.get_name()
+                    );
+                    seen.push(var.to_owned());
+                }
+            }
+            stack.extend(cmd.get_subcommands().cloned());
+        }
+        for var in URL_VARS {
+            assert!(seen.iter().any(|s| s == var), "{var} not found");
+        }
     }
 }

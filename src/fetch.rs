@@ -8,6 +8,14 @@
 //! buffering the feed in memory and a feed identical to the last one is
 //! recognised before it is parsed.
 //!
+//! Redirects are followed here, hop by hop (ureq's own following is off):
+//! at most [`MAX_REDIRECTS`], never from `https` to `http`, each target a
+//! [`SecretUrl`] like the configured URL. Errors are [`FetchError`]s,
+//! classified by ureq's error variant and the `io::ErrorKind`; any text
+//! taken from the HTTP client is scrubbed of the secrets of every URL of the
+//! attempt before it is kept, so a `FetchError` may be logged and journaled
+//! as it is.
+//!
 //! This module must not parse XML or touch the store.
 
 use std::fs::File;
@@ -16,6 +24,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
+use crate::model::Outcome;
+use crate::secret::{SecretUrl, UrlError};
+
+/// Most redirects one fetch follows.
+pub const MAX_REDIRECTS: u32 = 5;
 
 /// What a fetch needs to know.
 #[derive(Clone, Debug)]
@@ -77,6 +90,9 @@ pub enum Fetched {
     },
 }
 
+/// Why a fetch failed. No field holds a URL's secrets: URLs appear in their
+/// redacted form, texts from the HTTP client scrubbed; `#[source]` causes
+/// are I/O and TLS errors, which name no URL.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("provider answered HTTP {status}")]
@@ -89,22 +105,116 @@ pub enum FetchError {
     Timeout(Duration),
     #[error("cannot connect within {0:?}")]
     ConnectTimeout(Duration),
+    #[error("cannot resolve the host of {server}")]
+    HostNotFound { server: String },
+    #[error("cannot connect to {server}")]
+    Connect {
+        server: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The provider's certificate was refused, in plain words
+    /// ([`crate::tls::explain`]).
     #[error("{0}")]
-    Network(String),
+    Certificate(String),
+    #[error("TLS with {server} failed")]
+    Tls {
+        server: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The connection failed once it was open (reset, closed early).
+    #[error("the connection to {server} failed")]
+    Transport {
+        server: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The answer broke HTTP (a bad status line, header or chunk);
+    /// `detail` is the client's scrubbed description.
+    #[error("{server} broke the HTTP protocol: {detail}")]
+    Protocol { server: String, detail: String },
+    /// The HTTP client refused the request for a reason of its own;
+    /// `detail` is its scrubbed description.
+    #[error("the HTTP client failed: {detail}")]
+    Client { detail: String },
+    #[error("provider answered HTTP {status} with no usable Location")]
+    BadRedirect {
+        status: u16,
+        #[source]
+        source: Option<UrlError>,
+    },
+    #[error("provider answered HTTP {status} redirecting from https to {to}; refusing to fetch over plain http")]
+    InsecureRedirect { status: u16, to: String },
+    #[error("provider answered HTTP {status} after {MAX_REDIRECTS} redirects; giving up")]
+    TooManyRedirects { status: u16 },
+    #[error("reading the body failed")]
+    Read(#[source] io::Error),
+    #[error("the body is not valid gzip")]
+    Decode(#[source] io::Error),
     #[error("feed is over the {limit}-byte limit")]
     TooLarge { limit: u64, status: u16 },
-    #[error("cannot spool the feed to disk: {0}")]
-    Spool(io::Error),
+    #[error("cannot spool the feed to disk")]
+    Spool(#[source] io::Error),
     #[error("interrupted by shutdown")]
     Cancelled,
 }
 
 impl FetchError {
+    /// The HTTP status of the answer the error is about, if there was one.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            FetchError::Http { status, .. } | FetchError::TooLarge { status, .. } => Some(*status),
+            FetchError::Http { status, .. }
+            | FetchError::TooLarge { status, .. }
+            | FetchError::BadRedirect { status, .. }
+            | FetchError::InsecureRedirect { status, .. }
+            | FetchError::TooManyRedirects { status } => Some(*status),
             _ => None,
         }
+    }
+
+    /// `Retry-After` of a 429/503.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The journal's outcome for this failure.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            FetchError::Http { .. }
+            | FetchError::BadRedirect { .. }
+            | FetchError::InsecureRedirect { .. }
+            | FetchError::TooManyRedirects { .. } => Outcome::HttpError,
+            FetchError::Timeout(_) | FetchError::ConnectTimeout(_) => Outcome::Timeout,
+            FetchError::TooLarge { .. } => Outcome::TooLarge,
+            FetchError::HostNotFound { .. }
+            | FetchError::Connect { .. }
+            | FetchError::Certificate(_)
+            | FetchError::Tls { .. }
+            | FetchError::Transport { .. }
+            | FetchError::Protocol { .. }
+            | FetchError::Client { .. }
+            | FetchError::Read(_)
+            | FetchError::Decode(_)
+            | FetchError::Spool(_)
+            | FetchError::Cancelled => Outcome::NetworkError,
+        }
+    }
+
+    /// The message followed by its causes (`a: b: c`), for the journal and
+    /// the log.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
     }
 }
 
@@ -203,24 +313,45 @@ pub fn fetch(
     let started = Instant::now();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(cfg.connect_timeout.min(cfg.timeout)))
-        .timeout_global(Some(cfg.timeout))
         .http_status_as_error(false)
         .user_agent(user_agent())
         .accept_encoding("")
-        .max_redirects(5)
+        .max_redirects(0)
         .tls_config(cfg.roots.tls_config())
         .build()
         .into();
-    let mut req = agent
-        .get(cfg.url.expose())
-        .header("Accept-Encoding", "gzip");
-    if let Some(etag) = &validators.etag {
-        req = req.header("If-None-Match", etag);
-    }
-    if let Some(lm) = &validators.last_modified {
-        req = req.header("If-Modified-Since", lm);
-    }
-    let mut resp = req.call().map_err(|e| classify_ureq(e, cfg))?;
+    // Every URL of this attempt: the configured one, then each redirect's.
+    let mut hops = vec![cfg.url.clone()];
+    let mut resp = loop {
+        let url = hops.last().unwrap_or(&cfg.url);
+        // One deadline for the whole attempt, redirects included.
+        let left = cfg.timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(FetchError::Timeout(cfg.timeout));
+        }
+        let mut req = agent
+            .get(url.expose())
+            .config()
+            .timeout_global(Some(left))
+            .build()
+            .header("Accept-Encoding", "gzip");
+        if let Some(etag) = &validators.etag {
+            req = req.header("If-None-Match", etag);
+        }
+        if let Some(lm) = &validators.last_modified {
+            req = req.header("If-Modified-Since", lm);
+        }
+        let resp = req.call().map_err(|e| classify(e, cfg, &hops))?;
+        let status = resp.status().as_u16();
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            break resp;
+        }
+        let next = redirect_target(url, status, resp.headers().get("Location"))?;
+        if hops.len() > MAX_REDIRECTS as usize {
+            return Err(FetchError::TooManyRedirects { status });
+        }
+        hops.push(next);
+    };
     let status = resp.status().as_u16();
     let header = |name: &str| {
         resp.headers()
@@ -269,41 +400,108 @@ pub fn fetch(
         }),
         Err(SpoolError::Io(e)) => Err(FetchError::Spool(e)),
         Err(SpoolError::Cancelled) => Err(FetchError::Cancelled),
-        Err(SpoolError::Read(e)) => Err(classify_read(e, cfg, started, status)),
+        Err(SpoolError::Read(e)) => Err(classify_read(e, cfg, &hops, started, status)),
     }
 }
 
-fn classify_read(e: io::Error, cfg: &FetchConfig, started: Instant, status: u16) -> FetchError {
-    let text = e.to_string();
-    if e.kind() == io::ErrorKind::TimedOut
-        || text.contains("timeout")
-        || started.elapsed() >= cfg.timeout
-    {
-        FetchError::Timeout(cfg.timeout)
-    } else if text.contains("limit") {
-        FetchError::TooLarge {
-            limit: cfg.max_bytes,
+/// Where a redirect from `from` leads: its `Location` resolved against
+/// `from`, refused when it leaves https for http.
+fn redirect_target(
+    from: &SecretUrl,
+    status: u16,
+    location: Option<&ureq::http::HeaderValue>,
+) -> Result<SecretUrl, FetchError> {
+    let bad = |source| FetchError::BadRedirect { status, source };
+    let location = location
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| bad(None))?;
+    let to = from.join(location).map_err(|e| bad(Some(e)))?;
+    if from.is_https() && !to.is_https() {
+        return Err(FetchError::InsecureRedirect {
             status,
-        }
-    } else {
-        FetchError::Network(format!("reading the body failed: {}", cfg.url.scrub(&text)))
+            to: to.redacted().to_owned(),
+        });
     }
+    Ok(to)
 }
 
-fn classify_ureq(e: ureq::Error, cfg: &FetchConfig) -> FetchError {
-    let timeout = cfg.timeout;
+/// `text` scrubbed of the secrets of every URL of the attempt.
+fn scrub(text: &str, hops: &[SecretUrl]) -> String {
+    hops.iter().fold(text.to_owned(), |t, u| u.scrub(&t))
+}
+
+/// A failed request (before the body) by ureq's error variant and the
+/// `io::ErrorKind`.
+fn classify(e: ureq::Error, cfg: &FetchConfig, hops: &[SecretUrl]) -> FetchError {
+    use io::ErrorKind as K;
+    let url = hops.last().unwrap_or(&cfg.url);
+    let server = url.server().to_owned();
+    // A refused certificate in plain words.
+    if let Some(text) = crate::tls::explain(&e, &server, cfg.roots.ca_file()) {
+        return FetchError::Certificate(text);
+    }
     match e {
-        ureq::Error::Timeout(ureq::Timeout::Connect) if cfg.connect_timeout < timeout => {
+        ureq::Error::Timeout(ureq::Timeout::Connect) if cfg.connect_timeout < cfg.timeout => {
             FetchError::ConnectTimeout(cfg.connect_timeout)
         }
-        ureq::Error::Timeout(_) => FetchError::Timeout(timeout),
-        ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => FetchError::Timeout(timeout),
-        // Never the URL's credentials in a message; a refused certificate
-        // in plain words.
-        other => FetchError::Network(
-            crate::tls::explain(&other, cfg.url.server(), cfg.roots.ca_file())
-                .unwrap_or_else(|| cfg.url.scrub(&other.to_string())),
-        ),
+        ureq::Error::Timeout(_) => FetchError::Timeout(cfg.timeout),
+        ureq::Error::HostNotFound => FetchError::HostNotFound { server },
+        ureq::Error::ConnectionFailed => FetchError::Connect {
+            server,
+            source: None,
+        },
+        ureq::Error::Rustls(source) => FetchError::Tls { server, source },
+        ureq::Error::Io(io) => match io.kind() {
+            K::TimedOut | K::WouldBlock => FetchError::Timeout(cfg.timeout),
+            K::ConnectionRefused
+            | K::AddrNotAvailable
+            | K::NetworkUnreachable
+            | K::HostUnreachable
+            | K::NetworkDown => FetchError::Connect {
+                server,
+                source: Some(io),
+            },
+            _ => FetchError::Transport { server, source: io },
+        },
+        e @ (ureq::Error::Protocol(_)
+        | ureq::Error::LargeResponseHeader(..)
+        | ureq::Error::Http(_)) => FetchError::Protocol {
+            server,
+            detail: scrub(&e.to_string(), hops),
+        },
+        other => FetchError::Client {
+            detail: scrub(&other.to_string(), hops),
+        },
+    }
+}
+
+/// A failed read of the body: ureq's errors travel inside `io::Error`s;
+/// the gzip decoder's own are `InvalidInput`/`InvalidData`.
+fn classify_read(
+    e: io::Error,
+    cfg: &FetchConfig,
+    hops: &[SecretUrl],
+    started: Instant,
+    status: u16,
+) -> FetchError {
+    use io::ErrorKind as K;
+    if started.elapsed() >= cfg.timeout {
+        return FetchError::Timeout(cfg.timeout);
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
+        return match ureq::Error::from(e) {
+            ureq::Error::BodyExceedsLimit(_) => FetchError::TooLarge {
+                limit: cfg.max_bytes,
+                status,
+            },
+            ureq::Error::Io(io) => classify_read(io, cfg, hops, started, status),
+            other => classify(other, cfg, hops),
+        };
+    }
+    match e.kind() {
+        K::TimedOut | K::WouldBlock => FetchError::Timeout(cfg.timeout),
+        K::InvalidInput | K::InvalidData => FetchError::Decode(e),
+        _ => FetchError::Read(e),
     }
 }
 
@@ -384,5 +582,186 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    mod redirects {
+        use super::*;
+        use crate::provider_sim::{Behaviour, FakeProvider, DEMO_FEEDS};
+
+        const SIG: &str = "S1gnatur3";
+
+        fn config(url: &str) -> FetchConfig {
+            FetchConfig {
+                url: SecretUrl::parse(url).unwrap(),
+                roots: Default::default(),
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(5),
+                max_bytes: 16 << 20,
+            }
+        }
+
+        fn fetch_from(p: &FakeProvider, name: &str) -> Result<Fetched, FetchError> {
+            let dir =
+                std::env::temp_dir().join(format!("planbox-fetch-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("{}?key=K3y", p.url());
+            fetch(
+                &config(&url),
+                &Validators::default(),
+                &dir.join("spool"),
+                &|| false,
+            )
+        }
+
+        fn redirect(location: &str) -> Behaviour {
+            Behaviour::Redirect {
+                status: 302,
+                location: location.into(),
+            }
+        }
+
+        #[test]
+        fn a_redirect_is_followed_to_its_target() {
+            let p = FakeProvider::demo().unwrap();
+            p.push(redirect(&format!("/v2/feed?X-Amz-Signature={SIG}")));
+            let Ok(Fetched::Body { body, status, .. }) = fetch_from(&p, "follow") else {
+                panic!("not fetched")
+            };
+            assert_eq!((status, body.bytes), (200, DEMO_FEEDS[0].len() as u64));
+            let urls: Vec<String> = p.seen().into_iter().map(|s| s.url).collect();
+            assert_eq!(
+                urls,
+                [
+                    "/feed?key=K3y".to_string(),
+                    format!("/v2/feed?X-Amz-Signature={SIG}")
+                ]
+            );
+        }
+
+        #[test]
+        fn a_redirect_target_never_shows_in_an_error() {
+            let dead = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            let p = FakeProvider::demo().unwrap();
+            for (name, location, then, outcome) in [
+                (
+                    "unusable",
+                    format!("http://[::1/feed?X-Amz-Signature={SIG}"),
+                    None,
+                    Outcome::HttpError,
+                ),
+                (
+                    "dead",
+                    format!("http://{dead}/feed?X-Amz-Signature={SIG}"),
+                    None,
+                    Outcome::NetworkError,
+                ),
+                (
+                    "bad port",
+                    format!("http://127.0.0.1:99999/feed?X-Amz-Signature={SIG}"),
+                    None,
+                    Outcome::HttpError,
+                ),
+                // ureq's own following called this malformed, quoting it.
+                (
+                    "above the root",
+                    format!("../../../feed?X-Amz-Signature={SIG}"),
+                    Some(Behaviour::Status(503, None)),
+                    Outcome::HttpError,
+                ),
+            ] {
+                p.push(redirect(&location));
+                if let Some(then) = then {
+                    p.push(then);
+                }
+                let e = fetch_from(&p, name).unwrap_err();
+                let text = format!("{} | {e:?}", e.report());
+                assert!(
+                    !text.contains(SIG) && !text.contains("K3y"),
+                    "{name}: {text}"
+                );
+                assert_eq!(e.outcome(), outcome, "{name}: {text}");
+            }
+        }
+
+        #[test]
+        fn redirects_are_followed_at_most_five_times() {
+            let p = FakeProvider::demo().unwrap();
+            for i in 0..=MAX_REDIRECTS {
+                p.push(redirect(&format!("/hop{i}?X-Amz-Signature={SIG}")));
+            }
+            let e = fetch_from(&p, "loop").unwrap_err();
+            assert!(
+                matches!(e, FetchError::TooManyRedirects { status: 302 }),
+                "{e:?}"
+            );
+            assert_eq!(e.http_status(), Some(302));
+            assert!(!e.report().contains(SIG), "{}", e.report());
+            assert_eq!(p.seen().len(), MAX_REDIRECTS as usize + 1);
+        }
+
+        #[test]
+        fn failures_are_classified_by_kind() {
+            let dead = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            let dir =
+                std::env::temp_dir().join(format!("planbox-fetch-{}-kind", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let e = fetch(
+                &config(&format!("http://u:pw@{dead}/feed?S3cretTok")),
+                &Validators::default(),
+                &dir.join("spool"),
+                &|| false,
+            )
+            .unwrap_err();
+            let FetchError::Connect {
+                source: Some(io), ..
+            } = &e
+            else {
+                panic!("{e:?}")
+            };
+            assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+            assert_eq!(e.outcome(), Outcome::NetworkError);
+            assert!(
+                e.report()
+                    .starts_with(&format!("cannot connect to {dead}: ")),
+                "{}",
+                e.report()
+            );
+        }
+
+        #[test]
+        fn body_read_failures_are_classified_by_kind() {
+            let cfg = config("http://h/feed");
+            let hops = [cfg.url.clone()];
+            let read = |e: io::Error| classify_read(e, &cfg, &hops, Instant::now(), 200);
+            // ureq's own errors travel inside io::Error.
+            assert!(matches!(
+                read(ureq::Error::BodyExceedsLimit(9).into_io()),
+                FetchError::TooLarge { status: 200, .. }
+            ));
+            assert!(matches!(
+                read(ureq::Error::Timeout(ureq::Timeout::RecvBody).into_io()),
+                FetchError::Timeout(_)
+            ));
+            // The gzip decoder's.
+            let corrupt = read(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "corrupt deflate stream",
+            ));
+            assert!(matches!(corrupt, FetchError::Decode(_)), "{corrupt:?}");
+            assert_eq!(
+                corrupt.report(),
+                "the body is not valid gzip: corrupt deflate stream"
+            );
+            // The socket's.
+            let reset = read(io::ErrorKind::ConnectionReset.into());
+            assert!(matches!(reset, FetchError::Read(_)), "{reset:?}");
+            assert_eq!(reset.outcome(), Outcome::NetworkError);
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the codemap and the data path.
 
 pub mod app;
+pub mod check_state;
 pub mod checker;
 pub mod cli;
 pub mod config;
@@ -12,13 +13,16 @@ pub mod feed;
 pub mod fetch;
 pub mod http;
 pub mod log;
+pub mod manual;
 pub mod metrics;
 pub mod model;
+pub mod percent;
 pub mod provider_sim;
 pub mod query;
 pub mod secret;
 pub mod service;
 pub mod status_page;
+pub mod stop;
 pub mod store;
 pub mod sync;
 pub mod systemd;

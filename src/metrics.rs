@@ -74,6 +74,17 @@ pub struct Metrics {
     feed_damage: Mutex<BTreeMap<(&'static str, String, String), u64>>,
     plans_searchable: AtomicU64,
     store_check: Mutex<StoreCheck>,
+    /// The store's files and their filesystem, read at each scrape.
+    store_space: Mutex<Option<StoreSpace>>,
+}
+
+/// Bytes of the store's files and of the filesystem they are on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct StoreSpace {
+    db: u64,
+    wal: u64,
+    fs_avail: u64,
+    fs_size: u64,
 }
 
 #[derive(Default)]
@@ -192,6 +203,20 @@ impl Metrics {
 
     pub fn set_plans_searchable(&self, n: u64) {
         self.plans_searchable.store(n, Relaxed);
+    }
+
+    /// Sizes of the store's database file and `-wal`, and the available
+    /// and total bytes of their filesystem; `None`: unknown (the series are
+    /// left out).
+    pub fn set_store_space(&self, space: Option<(u64, u64, u64, u64)>) {
+        if let Ok(mut s) = self.store_space.lock() {
+            *s = space.map(|(db, wal, fs_avail, fs_size)| StoreSpace {
+                db,
+                wal,
+                fs_avail,
+                fs_size,
+            });
+        }
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -360,6 +385,20 @@ impl Metrics {
             "planbox_store_damaged {}",
             u8::from(check.damage.is_some())
         );
+        if let Some(s) = self.store_space.lock().ok().and_then(|s| *s) {
+            out.push_str("# HELP planbox_store_size_bytes Size of the store's files: the database (db) and its write-ahead log (wal).\n");
+            out.push_str("# TYPE planbox_store_size_bytes gauge\n");
+            let _ = writeln!(out, "planbox_store_size_bytes{{file=\"db\"}} {}", s.db);
+            let _ = writeln!(out, "planbox_store_size_bytes{{file=\"wal\"}} {}", s.wal);
+            out.push_str("# HELP planbox_store_filesystem_avail_bytes Bytes still available to planbox on the store's filesystem.\n");
+            out.push_str("# TYPE planbox_store_filesystem_avail_bytes gauge\n");
+            let _ = writeln!(out, "planbox_store_filesystem_avail_bytes {}", s.fs_avail);
+            out.push_str(
+                "# HELP planbox_store_filesystem_size_bytes Size of the store's filesystem.\n",
+            );
+            out.push_str("# TYPE planbox_store_filesystem_size_bytes gauge\n");
+            let _ = writeln!(out, "planbox_store_filesystem_size_bytes {}", s.fs_size);
+        }
         out
     }
 }
@@ -406,6 +445,16 @@ mod tests {
         let text = m.render();
         assert!(text.contains("planbox_store_damaged 1"));
         assert!(text.contains("planbox_store_checks_total{result=\"damaged\"} 1"));
+        assert!(
+            !text.contains("planbox_store_size_bytes"),
+            "unknown: left out"
+        );
+        m.set_store_space(Some((4096, 32, 1000, 5000)));
+        let text = m.render();
+        assert!(text.contains("planbox_store_size_bytes{file=\"db\"} 4096"));
+        assert!(text.contains("planbox_store_size_bytes{file=\"wal\"} 32"));
+        assert!(text.contains("planbox_store_filesystem_avail_bytes 1000"));
+        assert!(text.contains("planbox_store_filesystem_size_bytes 5000"));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! `serve --demo` runs it with the embedded fixture feeds, so the whole real
 //! fetch path (HTTP, conditional GET, spooling, parsing) runs with no
 //! network. Integration tests script faults with [`FakeProvider::push`]:
-//! slow answers, error statuses, a dripping body, truncation, garbage, huge
-//! and gzip bodies. It answers `If-None-Match` with 304 like a good provider.
+//! slow answers, error statuses, redirects, a dripping body, truncation,
+//! garbage, huge and gzip bodies. It answers `If-None-Match` with 304 like a good provider.
 //!
 //! [`CutProvider`] is a raw-TCP sibling for the one fault tiny_http cannot
 //! produce: a connection closed in the middle of a body whose
@@ -65,11 +65,15 @@ pub enum Behaviour {
     Truncated(usize),
     /// `n` bytes of a valid-looking XML comment: an endless feed.
     Huge(u64),
+    /// A redirect: `status` (301, 302, …) with this `Location`.
+    Redirect { status: u16, location: String },
 }
 
 /// A request the provider saw.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
+    /// Path and query of the request.
+    pub url: String,
     pub user_agent: Option<String>,
     pub if_none_match: Option<String>,
     pub accept_encoding: Option<String>,
@@ -191,6 +195,7 @@ fn answer(sh: &Shared, rq: tiny_http::Request) {
             .map(|h| h.value.as_str().to_owned())
     };
     let seen = Seen {
+        url: rq.url().to_owned(),
         user_agent: get("User-Agent"),
         if_none_match: get("If-None-Match"),
         accept_encoding: get("Accept-Encoding"),
@@ -292,6 +297,8 @@ fn answer(sh: &Shared, rq: tiny_http::Request) {
                 None,
             ))
         }
+        Behaviour::Redirect { status, location } => rq
+            .respond(tiny_http::Response::empty(status).with_header(header("Location", &location))),
         Behaviour::Huge(n) => {
             let reader = io::Cursor::new(b"<?xml version=\"1.0\"?><planList><!--".to_vec())
                 .chain(io::repeat(b'x').take(n));

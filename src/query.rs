@@ -1,6 +1,6 @@
 //! Parsing of `/search` query strings into a [`Window`] (PRODUCT.md §3).
 //!
-//! Owns: strict percent-decoding, the accepted date-time forms, conversion of
+//! Owns: the accepted date-time forms, conversion of
 //! offset date-times into the provider's time zone, and the error messages
 //! that name the parameter. Pure functions only: no I/O, no store, no HTTP
 //! types.
@@ -15,6 +15,7 @@ use chrono::{NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
 use crate::model::{Position, SearchQuery, Window};
+use crate::percent::decode as percent_decode;
 
 /// What a bad query says. The message names the parameter and the accepted
 /// forms; it never echoes more than a short prefix of the input.
@@ -156,35 +157,6 @@ pub fn parse_search_query(raw: &str, tz: Tz) -> Result<Window, QueryError> {
         *slot = Some(parse_bound(&value, tz, bound).map_err(|e| bad(&key, e))?);
     }
     Ok(window)
-}
-
-/// Strict RFC 3986 percent-decoding to UTF-8. `+` stays `+` (it is not a
-/// space outside HTML forms, and it is the offset sign clients send).
-pub fn percent_decode(s: &str) -> Result<String, &'static str> {
-    if !s.contains('%') {
-        return Ok(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .ok_or("malformed percent-encoding")?;
-            let hi = (hex[0] as char).to_digit(16);
-            let lo = (hex[1] as char).to_digit(16);
-            match (hi, lo) {
-                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
-                _ => return Err("malformed percent-encoding"),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "not valid UTF-8 once percent-decoded")
 }
 
 /// Days from 1970-01-01 to the given proleptic Gregorian date.

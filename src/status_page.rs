@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 use crate::model::EventRow;
 use crate::model::FetchRun;
-use crate::query::percent_decode;
+use crate::percent;
 use crate::service::{ProviderInfo, ServiceInfo};
 use crate::store::StoreCounts;
 
@@ -87,7 +87,7 @@ fn json_link(starts_at: &str, ends_at: &str, provider: &str) -> String {
     ]
     .iter()
     .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+    .map(|(k, v)| format!("{k}={}", percent::encode(v)))
     .collect();
     if params.is_empty() {
         "/search".into()
@@ -96,24 +96,12 @@ fn json_link(starts_at: &str, ends_at: &str, provider: &str) -> String {
     }
 }
 
-fn percent_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 fn param(query: &str, name: &str) -> String {
     query
         .split('&')
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| percent_decode(&v.replace('+', " ")).ok())
+        .and_then(|(_, v)| percent::decode(&v.replace('+', " ")).ok())
         .unwrap_or_default()
 }
 
@@ -163,7 +151,7 @@ pub fn render(p: &PageInput<'_>) -> String {
                 h,
                 "<dt>Store check</dt><dd class=\"bad\">DAMAGED: {}. To do: {}.</dd>",
                 esc(d),
-                esc(crate::checker::DAMAGE_ADVICE)
+                esc(crate::check_state::DAMAGE_ADVICE)
             );
         }
         None if c.running => {

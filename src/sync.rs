@@ -14,9 +14,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -26,52 +25,8 @@ use crate::fetch::{self, FetchConfig, FetchError, Fetched, Validators};
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome, PlanCounts, RepairReason};
 use crate::service::ServiceInfo;
+use crate::stop::Stop;
 use crate::store::{FeedState, PreparedPlan, Preparer, Store, StoreError};
-
-/// A stop request shared by the loops of a process.
-#[derive(Default)]
-pub struct Stop {
-    stopped: Mutex<bool>,
-    cv: Condvar,
-    flag: AtomicBool,
-}
-
-impl Stop {
-    pub fn new() -> Arc<Stop> {
-        Arc::new(Stop::default())
-    }
-
-    pub fn stop(&self) {
-        self.flag.store(true, Relaxed);
-        if let Ok(mut s) = self.stopped.lock() {
-            *s = true;
-        }
-        self.cv.notify_all();
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.flag.load(Relaxed)
-    }
-
-    /// Sleeps up to `d`; returns `true` when stopped meanwhile.
-    pub fn wait(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
-        let Ok(mut stopped) = self.stopped.lock() else {
-            return true;
-        };
-        while !*stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.cv.wait_timeout(stopped, left) {
-                Ok((g, _)) => stopped = g,
-                Err(_) => return true,
-            }
-        }
-        true
-    }
-}
 
 /// The reader side of the body limit: errors once more than `limit` bytes
 /// were read, with a [`TooLarge`] inside the `io::Error`.
@@ -620,20 +575,9 @@ pub fn fetch_once(
         }
         Err(e) => {
             run.http_status = e.http_status();
-            run.outcome = match &e {
-                FetchError::Http {
-                    retry_after: ra, ..
-                } => {
-                    retry_after = *ra;
-                    Outcome::HttpError
-                }
-                FetchError::Timeout(_) | FetchError::ConnectTimeout(_) => Outcome::Timeout,
-                FetchError::TooLarge { .. } => Outcome::TooLarge,
-                FetchError::Network(_) | FetchError::Spool(_) | FetchError::Cancelled => {
-                    Outcome::NetworkError
-                }
-            };
-            run.error = Some(e.to_string());
+            retry_after = e.retry_after();
+            run.outcome = e.outcome();
+            run.error = Some(e.report());
         }
     }
     run.duration_ms = started.elapsed().as_millis() as u64;
@@ -983,17 +927,6 @@ mod tests {
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(err.get_ref().unwrap().is::<TooLarge>());
-    }
-
-    #[test]
-    fn stop_wakes_a_waiting_loop() {
-        let stop = Stop::new();
-        let s = stop.clone();
-        let t = std::thread::spawn(move || s.wait(Duration::from_secs(30)));
-        std::thread::sleep(Duration::from_millis(20));
-        stop.stop();
-        assert!(t.join().unwrap());
-        assert!(!Stop::new().wait(Duration::from_millis(1)));
     }
 
     mod pipeline {

@@ -16,6 +16,25 @@ use std::sync::{Arc, OnceLock};
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
+/// Why a provider's `ca=FILE` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("ca={}: cannot read it", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ca={}: not a PEM bundle", .path.display())]
+    NotPem {
+        path: PathBuf,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("ca={}: no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)", .path.display())]
+    NoCertificate { path: PathBuf },
+}
+
 /// The roots one provider's connections trust.
 #[derive(Clone)]
 pub struct TrustRoots {
@@ -75,11 +94,15 @@ fn base_roots() -> &'static [Certificate<'static>] {
 impl TrustRoots {
     /// The base roots plus every certificate in the PEM file `ca`, which
     /// must hold at least one.
-    pub fn with_ca_file(ca: Option<&Path>) -> Result<TrustRoots, String> {
+    pub fn with_ca_file(ca: Option<&Path>) -> Result<TrustRoots, CaError> {
         let Some(ca) = ca else {
             return Ok(TrustRoots::default());
         };
-        let pem = std::fs::read(ca).map_err(|e| format!("ca={}: {e}", ca.display()))?;
+        let path = || ca.to_owned();
+        let pem = std::fs::read(ca).map_err(|source| CaError::Read {
+            path: path(),
+            source,
+        })?;
         let mut certs = base_roots().to_vec();
         let mut found = 0;
         for item in ureq::tls::parse_pem(&pem) {
@@ -89,16 +112,16 @@ impl TrustRoots {
                     found += 1;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(format!("ca={}: not a PEM bundle: {e}", ca.display()));
+                Err(source) => {
+                    return Err(CaError::NotPem {
+                        path: path(),
+                        source,
+                    })
                 }
             }
         }
         if found == 0 {
-            return Err(format!(
-                "ca={}: no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)",
-                ca.display()
-            ));
+            return Err(CaError::NoCertificate { path: path() });
         }
         Ok(TrustRoots {
             certs: Arc::new(certs),

@@ -241,7 +241,7 @@ pub(crate) fn next_link(raw_query: &str, next: &crate::model::Position) -> Strin
         // Only our own, validated parameters: nothing a client made up
         // reaches the header.
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let ours = crate::query::percent_decode(key)
+        let ours = crate::percent::decode(key)
             .is_ok_and(|k| matches!(k.as_str(), "starts_at" | "ends_at" | "limit" | "provider"));
         if !ours {
             continue;
@@ -307,17 +307,49 @@ impl VersionCache {
     }
 }
 
+/// How long an HTTP cache in front may serve a `/search` answer without
+/// asking again, once it could not reach planbox (`stale-if-error`), unless
+/// the max-age is longer still: a box that is down for a night should not
+/// take the answers it gave with it.
+pub const STALE_IF_ERROR: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// `Cache-Control` of a `/search` answer (200 and 304) that may be reused
+/// for `max_age` (the fetch interval unless `--cache-max-age` says
+/// otherwise: the data changes at most once per fetch), served stale for
+/// as long again while a cache revalidates it in the background, and for
+/// [`STALE_IF_ERROR`] while planbox cannot answer. Under one second:
+/// `no-cache`, every use revalidated (`ETag` makes that a 304).
+pub fn search_cache_control(max_age: std::time::Duration) -> String {
+    let s = max_age.as_secs();
+    if s == 0 {
+        return "no-cache".into();
+    }
+    format!(
+        "public, max-age={s}, stale-while-revalidate={s}, stale-if-error={}",
+        STALE_IF_ERROR.as_secs().max(s)
+    )
+}
+
+/// The headers of a `/search` answer that a cache keys and keeps it by:
+/// also those of its `304`.
+pub(crate) fn validator_headers(etag: String, cache_control: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ETag", etag),
+        ("Vary", "Accept-Encoding".into()),
+        ("Cache-Control", cache_control.into()),
+    ]
+}
+
 /// The headers every `/search` answer carries.
 pub(crate) fn search_headers(
     etag: String,
+    cache_control: &str,
     next: Option<&crate::model::Position>,
     raw_query: &str,
 ) -> Vec<(&'static str, String)> {
     let mut h = Vec::with_capacity(6);
     h.push(("Content-Type", JSON.to_string()));
-    h.push(("ETag", etag));
-    h.push(("Vary", "Accept-Encoding".into()));
-    h.push(("Cache-Control", "no-cache".into()));
+    h.extend(validator_headers(etag, cache_control));
     if let Some(next) = next {
         h.push(("Link", next_link(raw_query, next)));
     }
@@ -326,8 +358,14 @@ pub(crate) fn search_headers(
 
 /// A cached (or small) answer: bytes, compressed as negotiated when that
 /// pays.
-pub(crate) fn whole(r: &Rendered, etag: String, enc: Encoding, raw_query: &str) -> Response {
-    let mut headers = search_headers(etag, r.next.as_ref(), raw_query);
+pub(crate) fn whole(
+    r: &Rendered,
+    etag: String,
+    cache_control: &str,
+    enc: Encoding,
+    raw_query: &str,
+) -> Response {
+    let mut headers = search_headers(etag, cache_control, r.next.as_ref(), raw_query);
     let enc = if r.body.len() < COMPRESS_MIN_BYTES {
         Encoding::Identity
     } else {
@@ -415,6 +453,25 @@ mod tests {
     use super::*;
     use crate::model::{ProviderWindow, Window};
     use chrono_tz::Tz;
+
+    #[test]
+    fn search_cache_control_follows_the_max_age_and_keeps_stale_answers_a_day() {
+        use std::time::Duration;
+        assert_eq!(
+            search_cache_control(Duration::from_secs(60)),
+            "public, max-age=60, stale-while-revalidate=60, stale-if-error=86400"
+        );
+        assert_eq!(
+            search_cache_control(Duration::from_secs(2 * 86_400)),
+            "public, max-age=172800, stale-while-revalidate=172800, stale-if-error=172800"
+        );
+        // Sub-second intervals round down; zero means "always revalidate".
+        assert_eq!(
+            search_cache_control(Duration::from_millis(1500)),
+            "public, max-age=1, stale-while-revalidate=1, stale-if-error=86400"
+        );
+        assert_eq!(search_cache_control(Duration::from_millis(500)), "no-cache");
+    }
 
     #[test]
     fn etags_vary_with_the_providers_searched_and_their_zones_only_when_there_are_parts() {

@@ -14,15 +14,17 @@ use chrono_tz::Tz;
 
 pub use super::answer::{negotiate, Encoding, VERSION_TTL, WHOLE_MAX_BYTES};
 use super::answer::{
-    search_etag, search_headers, whole, AnswerCache, Counting, Rendered, VersionCache,
-    BROTLI_STREAM_LGWIN, BROTLI_STREAM_QUALITY, CACHE_MAX_BODY,
+    search_cache_control, search_etag, search_headers, validator_headers, whole, AnswerCache,
+    Counting, Rendered, VersionCache, BROTLI_STREAM_LGWIN, BROTLI_STREAM_QUALITY, CACHE_MAX_BODY,
 };
 pub use super::events::{decode_events, for_each_event, EventRow};
 use crate::metrics::{Metrics, Route};
 use crate::model::{FetchRun, ProviderWindow, SearchQuery};
 use crate::query::{parse_search, parse_search_query};
 use crate::service::ServiceInfo;
-use crate::store::{DataVersion, MonthCount, Reader, Snapshot, StoreCounts, StoreError};
+use crate::store::{
+    DataVersion, MonthCount, Reader, Snapshot, StoreCounts, StoreError, StoreSpace,
+};
 
 /// Cheaply shareable response bytes.
 pub type Bytes = Arc<[u8]>;
@@ -64,6 +66,10 @@ pub trait Source {
     fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
         Ok(BTreeMap::new())
     }
+    /// The store's files on disk (`None`: not known here).
+    fn space(&mut self) -> Option<StoreSpace> {
+        None
+    }
 }
 
 impl Source for Reader {
@@ -91,6 +97,11 @@ impl Source for Reader {
     }
     fn provider_counts(&mut self) -> Result<BTreeMap<String, StoreCounts>, StoreError> {
         Reader::provider_counts(self)
+    }
+    fn space(&mut self) -> Option<StoreSpace> {
+        // Unreadable (a vanished directory): the series are left out, which
+        // the disk alerts' `absent()` notices.
+        StoreSpace::of(self.path()).ok()
     }
 }
 
@@ -172,7 +183,8 @@ pub fn error_response(status: u16, route: Route, code: &str, message: &str) -> R
     Response {
         status,
         route,
-        headers: vec![("Content-Type", JSON.into())],
+        // A 429 is one client's, a 503 one moment's: no cache keeps either.
+        headers: vec![("Content-Type", JSON.into()), no_store()],
         body: body.to_string().into_bytes().into(),
         stream: None,
     }
@@ -198,6 +210,14 @@ pub struct Api {
     /// Every provider a search covers, with its zone (empty: the store's
     /// plans all in `tz`, searched as one).
     providers: Vec<(String, Tz)>,
+    /// `Cache-Control` of `/search` answers and their 304s.
+    search_cache_control: String,
+}
+
+/// `Cache-Control` of what describes this moment of this process (status
+/// page, metrics, health, errors): never kept by a cache in front.
+fn no_store() -> (&'static str, String) {
+    ("Cache-Control", "no-store".into())
 }
 
 impl Api {
@@ -213,7 +233,15 @@ impl Api {
             serve_status: true,
             months: Mutex::new(None),
             providers: Vec::new(),
+            search_cache_control: search_cache_control(DEFAULT_CACHE_MAX_AGE),
         }
+    }
+
+    /// How long a cache in front may reuse a `/search` answer (see
+    /// [`super::answer::search_cache_control`]).
+    pub fn with_cache_max_age(mut self, max_age: std::time::Duration) -> Api {
+        self.search_cache_control = search_cache_control(max_age);
+        self
     }
 
     /// The providers searches cover, each with its zone. While they all
@@ -355,7 +383,7 @@ impl Api {
                         &format!(
                             "the integrity check found the store damaged (details in the log \
                              and on the status page); {}",
-                            crate::checker::DAMAGE_ADVICE
+                            crate::check_state::DAMAGE_ADVICE
                         ),
                     )
                 } else if src.ready() {
@@ -400,17 +428,13 @@ impl Api {
             return Response {
                 status: 304,
                 route,
-                headers: vec![
-                    ("ETag", etag),
-                    ("Vary", "Accept-Encoding".into()),
-                    ("Cache-Control", "no-cache".into()),
-                ],
+                headers: validator_headers(etag, &self.search_cache_control),
                 body: Bytes::from(&[][..]),
                 stream: None,
             };
         }
         if let Some(hit) = self.cache.get(version.generation, &q) {
-            return whole(&hit, etag, encoding, query);
+            return whole(&hit, etag, &self.search_cache_control, encoding, query);
         }
         Response {
             status: 200,
@@ -463,6 +487,7 @@ impl Api {
                 return Ok(send(Streamed::Whole(whole(
                     &r,
                     etag,
+                    &self.search_cache_control,
                     s.encoding,
                     &s.raw_query,
                 ))));
@@ -482,7 +507,13 @@ impl Api {
             rows.take(limit as u64 + 1).read_to_end(&mut prefix)?;
             if prefix.len() <= limit {
                 let (r, _) = self.keep(snap, &s.query, prefix);
-                return send(Streamed::Whole(whole(&r, etag, s.encoding, &s.raw_query)));
+                return send(Streamed::Whole(whole(
+                    &r,
+                    etag,
+                    &self.search_cache_control,
+                    s.encoding,
+                    &s.raw_query,
+                )));
             }
             let mut rest = Counting {
                 inner: rows,
@@ -490,7 +521,12 @@ impl Api {
                 eof: false,
             };
             let rows = &mut rest;
-            let mut headers = search_headers(etag, snap.next.as_ref(), &s.raw_query);
+            let mut headers = search_headers(
+                etag,
+                &self.search_cache_control,
+                snap.next.as_ref(),
+                &s.raw_query,
+            );
             if let Some(token) = s.encoding.token() {
                 headers.push(("Content-Encoding", token.into()));
             }
@@ -551,13 +587,18 @@ impl Api {
                     .set_provider_plans_searchable(&name, c.plans_searchable);
             }
         }
+        self.metrics
+            .set_store_space(src.space().map(|s| (s.db, s.wal, s.fs_avail, s.fs_size)));
         Response {
             status: 200,
             route,
-            headers: vec![(
-                "Content-Type",
-                "text/plain; version=0.0.4; charset=utf-8".into(),
-            )],
+            headers: vec![
+                (
+                    "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8".into(),
+                ),
+                no_store(),
+            ],
             body: self.metrics.render().into_bytes().into(),
             stream: None,
         }
@@ -643,12 +684,17 @@ impl Api {
                     "Content-Security-Policy",
                     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'".into(),
                 ),
+                no_store(),
             ],
             body: html.into_bytes().into(),
             stream: None,
         }
     }
 }
+
+/// The `--cache-max-age` of an API built without one: `serve`'s default
+/// fetch interval.
+pub const DEFAULT_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The served OpenAPI document.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.yaml");
@@ -671,7 +717,7 @@ fn json_ok(route: Route, body: &'static str) -> Response {
     Response {
         status: 200,
         route,
-        headers: vec![("Content-Type", JSON.into())],
+        headers: vec![("Content-Type", JSON.into()), no_store()],
         body: Bytes::from(body.as_bytes()),
         stream: None,
     }
@@ -689,13 +735,13 @@ fn provider_param(query: &str) -> Result<Option<String>, String> {
     let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if crate::query::percent_decode(k).ok().as_deref() != Some("provider") {
+        if crate::percent::decode(k).ok().as_deref() != Some("provider") {
             continue;
         }
         if found.is_some() {
             return Err("provider: given more than once; give one provider name".into());
         }
-        let v = crate::query::percent_decode(v)
+        let v = crate::percent::decode(v)
             .map_err(|e| format!("provider: {e}; expected a provider name"))?;
         if v.is_empty() {
             return Err("provider: empty value; expected a provider name".into());

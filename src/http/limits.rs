@@ -6,104 +6,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::{Cidr, RateLimit};
+
 /// Most clients the rate limiter tracks at once (about 40 bytes each).
 pub const RATE_LIMIT_MAX_CLIENTS: usize = 65_536;
-
-/// A request rate: `N/s` or `N/m` (a bare `N` is per second). The burst is
-/// `N` requests (at least one).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    pub per_second: f64,
-    pub burst: f64,
-}
-
-impl FromStr for RateLimit {
-    type Err = String;
-    fn from_str(s: &str) -> Result<RateLimit, String> {
-        let t = s.trim();
-        let (num, per) = match t.split_once('/') {
-            Some((n, "s")) => (n, 1.0),
-            Some((n, "m")) => (n, 60.0),
-            Some(_) => return Err(format!("`{s}`: use N/s or N/m, e.g. 100/s")),
-            None => (t, 1.0),
-        };
-        let n: u32 = num
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a rate (examples: 100/s, 30/m)"))?;
-        if n == 0 {
-            return Err(format!("`{s}`: the rate must be above zero"));
-        }
-        Ok(RateLimit {
-            per_second: f64::from(n) / per,
-            burst: f64::from(n).max(1.0),
-        })
-    }
-}
-
-/// An IP network (`10.0.0.0/8`, `::1/128`, or a bare address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
-            if prefix == 0 {
-                0
-            } else {
-                bits >> (width - prefix)
-            }
-        }
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                masked(u32::from(net).into(), self.prefix, 32)
-                    == masked(u32::from(ip).into(), self.prefix, 32)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), self.prefix, 128)
-                    == masked(u128::from(ip), self.prefix, 128)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let t = s.trim();
-        let bad =
-            || format!("`{s}` is not an IP network (examples: 10.0.0.0/8, 192.168.1.5, ::1/128)");
-        let (addr, prefix) = t.split_once('/').map_or((t, None), |(a, p)| (a, Some(p)));
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let addr = addr.to_canonical();
-        let width = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => width,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= width)
-                .ok_or_else(bad)?,
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-/// Parses `CIDR,CIDR,...` (empty items ignored).
-pub fn parse_cidrs(s: &str) -> Result<Vec<Cidr>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(str::parse)
-        .collect()
-}
 
 /// The client's address: the TCP peer, unless the peer is a trusted proxy;
 /// then the rightmost `X-Forwarded-For` hop that is not itself trusted (a
@@ -197,25 +106,10 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_cidrs;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(
-            "100/s".parse::<RateLimit>(),
-            Ok(RateLimit {
-                per_second: 100.0,
-                burst: 100.0
-            })
-        );
-        assert_eq!("30/m".parse::<RateLimit>().unwrap().per_second, 0.5);
-        assert_eq!("7".parse::<RateLimit>().unwrap().burst, 7.0);
-        for bad in ["", "0/s", "fast", "10/h", "-1/s", "1.5/s"] {
-            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -253,27 +147,6 @@ mod tests {
         l.check(c, t1).unwrap();
         assert_eq!(l.clients(), 2);
         assert!(l.check(b, t1).is_err(), "b was kept, and is still limited");
-    }
-
-    #[test]
-    fn cidrs_parse_and_match() {
-        let n: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(n.contains(ip("10.200.1.2")));
-        assert!(!n.contains(ip("11.0.0.1")));
-        assert!(n.contains(ip("::ffff:10.1.2.3")), "v4-mapped v6 peers");
-        let one: Cidr = "192.168.1.5".parse().unwrap();
-        assert!(one.contains(ip("192.168.1.5")));
-        assert!(!one.contains(ip("192.168.1.6")));
-        let v6: Cidr = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains(ip("2001:db8:1::1")));
-        assert!(!v6.contains(ip("10.0.0.1")));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(ip("8.8.8.8")));
-        for bad in ["10.0.0.0/33", "10.0.0/8", "localhost", "::1/129", ""] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
-        }
-        assert_eq!(parse_cidrs("10.0.0.0/8, ::1").unwrap().len(), 2);
-        assert!(parse_cidrs("10.0.0.0/8,nope").is_err());
     }
 
     #[test]

@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use super::limits::{
-    client_ip, parse_cidrs, Cidr, RateLimit, RateLimiter, RATE_LIMIT_MAX_CLIENTS,
-};
+pub use super::limits::{client_ip, RateLimiter, RATE_LIMIT_MAX_CLIENTS};
 pub use super::wire::MIN_STREAM_RATE;
 use super::wire::{send, write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
+use crate::config::{Cidr, RateLimit};
 use crate::metrics::Route;
 use crate::store::{Reader, StoreError};
 
@@ -713,7 +712,7 @@ impl RunningServer {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::parse_cidrs;
 
     #[test]
     fn serve_flags_reach_the_config() {

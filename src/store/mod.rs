@@ -16,13 +16,14 @@
 //! This file holds `Store` (open, migrations, errors), the counters, the
 //! journal, feed state, the clean-stop mark, checkpoint and backup. The
 //! rest, by concern: `ingest` (the write transaction of a fetch), `search`
-//! (the `/search` read and `Reader`), `providers` (several providers) and
-//! `check` (integrity checks).
+//! (the `/search` read and `Reader`), `providers` (several providers),
+//! `check` (integrity checks) and `space` (the files' sizes on disk).
 
 mod check;
 mod ingest;
 mod providers;
 mod search;
+mod space;
 #[cfg(test)]
 mod test_support;
 
@@ -30,6 +31,7 @@ pub use check::{check_integrity, record_check_passed, CheckOutcome};
 pub use ingest::{local_changes, plan_term, Ingest, PreparedPlan, Preparer, NO_END};
 pub use providers::MonthCount;
 pub use search::{Answer, Reader, Snapshot};
+pub use space::StoreSpace;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -570,7 +572,7 @@ mod tests {
         }
         let mut store = Store::open(&path).unwrap();
         store.integrity_check().unwrap();
-        // V1..V6, in order, on the old file.
+        // V1..V7, in order, on the old file.
         let applied: Vec<i64> = {
             let mut stmt = store
                 .conn
@@ -579,7 +581,7 @@ mod tests {
             let rows = stmt.query_map([], |r| r.get(0)).unwrap();
             rows.collect::<Result<_, _>>().unwrap()
         };
-        assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
         let body = store.search(&Window::default()).unwrap();
         assert_eq!(ids(&body), ["plan 2/7", "plan 1/7"]);
         // V6: the search rows, the journal and the counters name the one

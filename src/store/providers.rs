@@ -725,6 +725,88 @@ mod tests {
     }
 
     #[test]
+    fn journal_rows_of_an_earlier_planbox_are_redacted_whole_also_on_disk() {
+        let db = temp_db("v7");
+        let old = [
+            (
+                "https://u:pw@h/feed?S3cretTok",
+                "network_error",
+                Some("bad uri https://u:pw@h/feed?S3cretTok"),
+            ),
+            (
+                "https://***@h/feed?key=***&S3cretTok",
+                "http_error",
+                Some("protocol: bad location header: http://cdn/x?X-Amz-Signature=S1gnatur3"),
+            ),
+            ("http://us3r:p@ss@h:8080/x/y@z#S3cretFrag", "ok", None),
+            (
+                "http://h/plain",
+                "timeout",
+                Some("no complete answer within 30s"),
+            ),
+            (
+                "/srv/feeds/S3cretTok.xml",
+                "parse_error",
+                Some("not well-formed"),
+            ),
+        ];
+        {
+            let conn = store_at_version(&db, 6);
+            for (source, outcome, error) in old {
+                conn.execute(
+                    "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, error, provider)
+                     VALUES ('2026-01-01T00:00:00Z', 1, ?1, ?2, ?3, 'a')",
+                    params![source, outcome, error],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&db).unwrap();
+        let mut rows: Vec<(String, Option<String>)> = store
+            .runs(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.source, r.error))
+            .collect();
+        rows.reverse();
+        let removed = Some(
+            "removed: written by an earlier planbox, this text may have held credentials"
+                .to_string(),
+        );
+        assert_eq!(
+            rows,
+            [
+                ("https://***@h/feed?***".to_string(), removed.clone()),
+                ("https://***@h/feed?***".to_string(), removed.clone()),
+                ("http://***@h:8080/x/y@z#***".to_string(), None),
+                ("http://h/plain".to_string(), removed),
+                (
+                    "/srv/feeds/S3cretTok.xml".to_string(),
+                    Some("not well-formed".to_string())
+                ),
+            ]
+        );
+        let secure_delete: i64 = store
+            .conn
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(secure_delete, 0, "off again after the migration");
+        drop(store);
+        // The bytes the updates freed were zeroed, not left in free space.
+        let mut file = std::fs::read(&db).unwrap();
+        if let Ok(wal) = std::fs::read(db.with_extension("db-wal")) {
+            file.extend(wal);
+        }
+        let text = String::from_utf8_lossy(&file);
+        for secret in ["u:pw@", "p@ss", "S1gnatur3", "S3cretFrag", "feed?S3cretTok"] {
+            assert!(!text.contains(secret), "{secret} is still in the file");
+        }
+        // A second open changes nothing.
+        let again = Store::open(&db).unwrap();
+        assert_eq!(again.runs(10).unwrap().len(), 5);
+    }
+
+    #[test]
     fn providers_in_two_zones_merge_by_start_instant_then_end_instant_then_id() {
         use chrono_tz::Europe::Madrid;
         let db = temp_db("merge");

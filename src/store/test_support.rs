@@ -24,6 +24,18 @@ pub(super) fn temp_db(name: &str) -> PathBuf {
     dir.join("planbox.db")
 }
 
+/// A store as an earlier planbox left it: migrated up to `version` only.
+pub(super) fn store_at_version(path: &std::path::Path, version: i32) -> Connection {
+    let mut conn = Connection::open(path).unwrap();
+    super::embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run(&mut conn)
+        .unwrap();
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    conn
+}
+
 pub(super) fn plan(base: &str, id: &str, start: &str, end: Option<&str>, online: bool) -> FeedPlan {
     let mut prices = PriceRange::default();
     prices.add(Price::parse("10.50").unwrap());

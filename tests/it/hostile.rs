@@ -25,8 +25,9 @@ use planbox::model::{FetchRun, Outcome, SearchQuery, Window};
 use planbox::provider_sim::{Behaviour, CutProvider, FakeProvider};
 use planbox::server::{self, RunningServer, ServerConfig, SourceFactory};
 use planbox::service::ServiceInfo;
+use planbox::stop::Stop;
 use planbox::store::{DataVersion, Snapshot, Store, StoreCounts, StoreError};
-use planbox::sync::{self, Stop, SyncConfig, Tick};
+use planbox::sync::{self, SyncConfig, Tick};
 
 use crate::support::*;
 
@@ -1205,7 +1206,7 @@ fn the_rate_limit_is_per_client_and_x_forwarded_for_only_from_trusted_proxies() 
                 workers: 2,
                 // One request a minute: no refill can happen during the test.
                 rate_limit: Some("1/m".parse().unwrap()),
-                trusted_proxies: server::parse_cidrs(trusted).unwrap(),
+                trusted_proxies: planbox::config::parse_cidrs(trusted).unwrap(),
                 ..ServerConfig::default()
             },
         )

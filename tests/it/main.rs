@@ -3,6 +3,7 @@
 //! fake provider, or run the built `planbox` binary.
 
 mod answers;
+mod caching;
 mod core;
 mod hostile;
 mod ops;

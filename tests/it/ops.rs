@@ -1374,3 +1374,18 @@ fn ops_a_clean_stop_lets_the_next_start_skip_the_check() {
     let mut s = Serve::start(&t.db, &[], &[]);
     s.wait_line(|l| l.contains("store check passed"));
 }
+
+#[test]
+fn ops_metrics_show_the_store_files_and_the_room_left_beside_them() {
+    let t = temp_store();
+    let s = Serve::start(&t.db, &["--demo"], &[]);
+    let m = scrape(&s.url("/metrics"));
+    let db = value(&m, "planbox_store_size_bytes", &[("file", "db")]).unwrap();
+    // At least the header page; the file itself may grow as WAL pages are
+    // checkpointed into it.
+    assert!(db >= 4096.0, "{db}");
+    assert!(value(&m, "planbox_store_size_bytes", &[("file", "wal")]).is_some());
+    let avail = value(&m, "planbox_store_filesystem_avail_bytes", &[]).unwrap();
+    let size = value(&m, "planbox_store_filesystem_size_bytes", &[]).unwrap();
+    assert!(avail > 0.0 && avail <= size, "{avail} {size}");
+}

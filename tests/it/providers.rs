@@ -172,7 +172,18 @@ fn bad_provider_configuration_is_refused_at_start_with_a_clear_error() {
         ),
         (
             vec!["--provider", "name=Big,url=http://h/"],
-            "provider name `Big` is invalid",
+            "provider entry 1: the name is invalid",
+        ),
+        (
+            vec![
+                "--provider",
+                &*format!("name=a;url=http://u:{PASSWORD}@h/?k={TOKEN}"),
+            ],
+            "provider entry 1: the name is invalid",
+        ),
+        (
+            vec!["--provider", &*format!("http://u:{PASSWORD}@h/?{TOKEN}")],
+            "provider entry 1: expected name=NAME",
         ),
         (
             vec!["--provider", &*format!("name=a,url=ftp://{TOKEN}@h/")],
@@ -252,6 +263,16 @@ fn private_pki() -> Pki {
 /// An HTTPS provider on loopback serving `body` to every request, until the
 /// process ends.
 fn tls_provider(pki: &Pki, body: &'static [u8]) -> String {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls_server(pki, [head.as_bytes(), body].concat())
+}
+
+/// An HTTPS server on loopback answering every request with `reply` (head
+/// and body), until the process ends.
+fn tls_server(pki: &Pki, reply: Vec<u8>) -> String {
     use std::io::{BufRead, BufReader, Write};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = Arc::new(
@@ -267,7 +288,7 @@ fn tls_provider(pki: &Pki, body: &'static [u8]) -> String {
     thread::spawn(move || {
         for tcp in listener.incoming() {
             let Ok(tcp) = tcp else { continue };
-            let config = config.clone();
+            let (config, reply) = (config.clone(), reply.clone());
             thread::spawn(move || {
                 let conn = rustls::ServerConnection::new(config).unwrap();
                 let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -283,12 +304,7 @@ fn tls_provider(pki: &Pki, body: &'static [u8]) -> String {
                         Ok(_) => {}
                     }
                 }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tls.write_all(head.as_bytes());
-                let _ = tls.write_all(body);
+                let _ = tls.write_all(&reply);
                 let _ = tls.flush();
                 tls.conn.send_close_notify();
                 let _ = tls.flush();
@@ -333,6 +349,58 @@ fn tls_provider_with_a_private_ca_works_with_ca_file_and_fails_in_plain_words_wi
         planbox::sync::fetch_once(&mut store, &cfg, &planbox::metrics::Metrics::new(), None).run;
     assert_eq!(run.outcome, Outcome::Ok, "{run:?}");
     assert!(run.counts.plans_new > 0);
+}
+
+#[test]
+fn a_redirect_from_https_to_http_is_refused() {
+    let t = temp_store();
+    let pki = private_pki();
+    // Following the redirect would work: the plain-http target serves a feed.
+    let plain = FakeProvider::demo().unwrap();
+    let target = format!("{}?X-Amz-Signature={TOKEN}", plain.url());
+    let url = tls_server(
+        &pki,
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+    );
+    let ca = t.db.with_file_name("private-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let mut cfg = sync_config(&t.db, &url);
+    cfg.fetch.roots = planbox::tls::TrustRoots::with_ca_file(Some(&ca)).unwrap();
+    let mut store = Store::open(&t.db).unwrap();
+    let run =
+        planbox::sync::fetch_once(&mut store, &cfg, &planbox::metrics::Metrics::new(), None).run;
+    assert_eq!(run.outcome, Outcome::HttpError, "{run:?}");
+    assert_eq!(run.http_status, Some(302));
+    let err = run.error.clone().unwrap();
+    assert!(
+        err.contains("redirecting from https to http://127.0.0.1")
+            && err.contains("X-Amz-Signature=***")
+            && err.contains("refusing to fetch over plain http"),
+        "{err}"
+    );
+    assert_no_secret("the journal", &format!("{run:?}"));
+    assert!(plain.seen().is_empty(), "the plain-http target was asked");
+}
+
+#[test]
+fn help_never_shows_a_url_from_the_environment() {
+    let url = format!("https://user:{PASSWORD}@h/feed?api_key={TOKEN}");
+    for command in ["serve", "fetch"] {
+        for help in ["--help", "-h"] {
+            let out = run_ok(
+                planbox()
+                    .args([command, help])
+                    .env("PLANBOX_PROVIDER_URL", &url)
+                    .env("PLANBOX_PROVIDERS", format!("name=a,url={url}")),
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_no_secret(&format!("{command} {help}"), &text);
+            assert!(text.contains("PLANBOX_PROVIDER_URL"), "{text}");
+        }
+    }
 }
 
 #[test]
