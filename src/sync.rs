@@ -137,6 +137,9 @@ pub fn ingest<R: BufRead + Send>(
     let (position, repaired) = std::thread::scope(|scope| {
         let (send_raw, raw_batches) = sync_channel::<(Vec<FeedUnit>, u64)>(PARSE_AHEAD);
         let (send_ready, ready_batches) = sync_channel::<(Vec<Ready>, u64)>(PARSE_AHEAD);
+        // Understood batches go back to the tag reader, which reads the
+        // next items into their buffers.
+        let (send_spent, spent_batches) = sync_channel::<Vec<FeedUnit>>(PARSE_AHEAD);
         let parser = std::thread::Builder::new()
             .name("planbox-parse".into())
             .spawn_scoped(scope, move || -> Result<Parsed, ParseError> {
@@ -159,7 +162,14 @@ pub fn ingest<R: BufRead + Send>(
                     }
                     batch.push(unit);
                     if batch.len() == PARSE_BATCH || bytes >= PARSE_BATCH_BYTES {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(PARSE_BATCH));
+                        let next = match spent_batches.try_recv() {
+                            Ok(mut spent) => {
+                                feed.recycle(spent.drain(..));
+                                spent
+                            }
+                            Err(_) => Vec::with_capacity(PARSE_BATCH),
+                        };
+                        let full = std::mem::replace(&mut batch, next);
                         bytes = 0;
                         if send_raw.send((full, feed.position())).is_err() {
                             // The writer gave up; its error is the answer.
@@ -181,11 +191,14 @@ pub fn ingest<R: BufRead + Send>(
             .name("planbox-prepare".into())
             .spawn_scoped(scope, move || {
                 let mut repaired = BTreeMap::new();
-                for (units, position) in raw_batches {
-                    let ready = pool.install(|| prepare_batch(units, &preparer, &mut repaired));
+                for (mut units, position) in raw_batches {
+                    let ready =
+                        pool.install(|| prepare_batch(&mut units, &preparer, &mut repaired));
                     if send_ready.send((ready, position)).is_err() {
                         break;
                     }
+                    // The tag reader may not want it (then it is dropped).
+                    let _ = send_spent.try_send(units);
                 }
                 repaired
             })
@@ -316,21 +329,20 @@ fn prepare_pool() -> io::Result<&'static rayon::ThreadPool> {
 /// Understands and prepares one batch on rayon's threads, keeping document
 /// order; adds the repairs made to `repaired`.
 fn prepare_batch(
-    units: Vec<FeedUnit>,
+    units: &mut [FeedUnit],
     preparer: &Preparer,
     repaired: &mut BTreeMap<String, u64>,
 ) -> Vec<Ready> {
     type Repaired = Vec<(RepairReason, u64)>;
     let chunks: Vec<(Vec<Ready>, Repaired)> = units
-        .into_par_iter()
-        .chunks(PREPARE_CHUNK)
+        .par_chunks_mut(PREPARE_CHUNK)
         .map(|units| {
             let mut understander = Understander::new();
             let mut items = Vec::with_capacity(units.len());
             let mut failed = None;
             for unit in units {
                 match unit {
-                    FeedUnit::Raw(raw) => match understander.understand(&raw) {
+                    FeedUnit::Raw(raw) => match understander.understand(raw) {
                         Ok(understood) => items.extend(understood),
                         Err(e) => {
                             // The document's verdict: nothing after it counts.
@@ -338,7 +350,7 @@ fn prepare_batch(
                             break;
                         }
                     },
-                    FeedUnit::Items(understood) => items.extend(understood),
+                    FeedUnit::Items(understood) => items.append(understood),
                 }
             }
             // Skips keep their place among the plans, prepared together.

@@ -171,6 +171,22 @@ impl RawItem {
         raw
     }
 
+    /// The same as [`new`](Self::new), in this item's buffers.
+    fn reuse(
+        &mut self,
+        words: &'static Vocabulary,
+        group: Arc<Group>,
+        e: &BytesStart<'_>,
+        at: u64,
+    ) {
+        self.words = words;
+        self.group = group;
+        self.text.clear();
+        self.zones.clear();
+        self.decoded_from = None;
+        self.head = self.keep(e, at);
+    }
+
     fn keep(&mut self, e: &BytesStart<'_>, at: u64) -> Tag {
         let content: &str = e;
         let from = self.text.len() as u32;
@@ -293,6 +309,8 @@ pub(super) struct Document {
     group: Arc<Group>,
     /// The open plan element collecting its zones, not understood yet.
     raw: Option<RawItem>,
+    /// Raw items handed back once understood, to be filled again.
+    pub(super) spare: Vec<RawItem>,
     /// The open, valid plan element collecting its zones, understood
     /// where it is read.
     plan: Option<FeedPlan>,
@@ -441,7 +459,14 @@ impl Document {
                 (Step::Continue, Some(Level::Group))
             }
             Some(Level::Group) if name == words.item => {
-                let raw = RawItem::new(words, Arc::clone(&self.group), e, at);
+                let group = Arc::clone(&self.group);
+                let raw = match self.spare.pop() {
+                    Some(mut raw) => {
+                        raw.reuse(words, group, e, at);
+                        raw
+                    }
+                    None => RawItem::new(words, group, e, at),
+                };
                 if !self.seen_doctype && !has_content {
                     (Step::Raw(raw), None)
                 } else if !self.seen_doctype {

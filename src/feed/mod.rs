@@ -65,6 +65,10 @@ const MAX_DEPTH: usize = 256;
 /// Size of the fixed chunk the input is read through.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// Raw items [`FeedReader::recycle`] keeps, and the largest it keeps.
+pub const MAX_SPARE_ITEMS: usize = 1024;
+const MAX_SPARE_BYTES: usize = 4096;
+
 /// Longest piece of feed text quoted in an error or skip message.
 const MAX_QUOTED_CHARS: usize = 80;
 
@@ -362,6 +366,22 @@ impl<R: BufRead> FeedReader<R> {
             .get_ref()
             .encoding()
             .map(|(e, source)| (e.name(), source))
+    }
+
+    /// Takes raw items back once understood: the next items are read into
+    /// their buffers (at most [`MAX_SPARE_ITEMS`] are kept).
+    pub fn recycle(&mut self, units: impl IntoIterator<Item = FeedUnit>) {
+        for unit in units {
+            if self.doc.spare.len() >= MAX_SPARE_ITEMS {
+                return;
+            }
+            if let FeedUnit::Raw(raw) = unit {
+                // Only buffers of a typical size are kept.
+                if raw.size() <= MAX_SPARE_BYTES {
+                    self.doc.spare.push(raw);
+                }
+            }
+        }
     }
 
     /// Repairs made so far (HTML named references, lone `&`s), by reason:
