@@ -20,9 +20,15 @@
 //! `entities` (references and the internal DTD), `markup` (one tag's
 //! attributes and names, error wording).
 //!
+//! [`FeedReader::next_item`] yields understood items in document order.
+//! [`FeedReader::next_unit`] hands items out raw (their tags), to be
+//! understood on any thread by an [`Understander`]: the same items, the
+//! same repairs, the same first error.
+//!
 //! Memory is bounded whatever the feed size: no DOM, one reusable event
-//! buffer, one fixed input chunk, and a cap on every single tag or text run,
-//! on element nesting and on entity expansion.
+//! buffer, one fixed input chunk, a cap on every single tag or text run,
+//! on element nesting and on entity expansion, and on the tags one raw
+//! item holds.
 //!
 //! It must not do I/O of its own (it reads only the reader it is given), touch
 //! the store or the network, or know about fetching, time zones or identity.
