@@ -1109,6 +1109,18 @@ mod tests {
             }
         }
 
+        /// The error of reading `xml` in order.
+        fn first_error(xml: &str) -> String {
+            let mut reader = FeedReader::new(xml.as_bytes());
+            loop {
+                match reader.next_item() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the feed parsed: {xml}"),
+                    Err(e) => return e.to_string(),
+                }
+            }
+        }
+
         #[test]
         fn a_malformed_attribute_late_in_the_feed_fails_it_whole_with_the_readers_error() {
             let good = feed(1500, 0, false);
@@ -1118,14 +1130,7 @@ mod tests {
             let mut bad = good.clone();
             bad.insert_str(at + "<zone".len(), " price=\"1\"");
             bad = bad.replacen("</output></planList>", "</output></nope>", 1);
-            let mut reader = FeedReader::new(bad.as_bytes());
-            let want = loop {
-                match reader.next_item() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("the bad feed parsed"),
-                    Err(e) => break e.to_string(),
-                }
-            };
+            let want = first_error(&bad);
             assert!(want.contains("the same attribute appears twice"), "{want}");
             let dir = tempfile::tempdir().unwrap();
             let mut store = Store::open(&dir.path().join("a.db")).unwrap();
@@ -1138,14 +1143,7 @@ mod tests {
             // its next tag, too.
             let tag_end = at + bad[at..].find('>').unwrap() + 1;
             let cut = bad[..tag_end].to_owned() + "<zone <";
-            let mut reader = FeedReader::new(cut.as_bytes());
-            let want = loop {
-                match reader.next_item() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("the cut feed parsed"),
-                    Err(e) => break e.to_string(),
-                }
-            };
+            let want = first_error(&cut);
             assert!(want.contains("the same attribute appears twice"), "{want}");
             assert_eq!(
                 land_pipelined(&mut store, &cut).unwrap_err().to_string(),
