@@ -1,6 +1,6 @@
 # bench/nginx-conf.sh: the nginx anchor of the search benchmarks, sourced by
-# bench/run.sh and bench/search-scale.sh so both measure against the same
-# server settings.
+# bench/run.sh, bench/search-scale.sh, bench/pinned.sh and
+# bench/connections.sh so all measure against the same server settings.
 #
 # write_nginx_conf DIR PORT: writes DIR/nginx.conf for a foreground nginx
 # (2 workers, sendfile, long keep-alive) serving DIR/www as JSON on
@@ -31,4 +31,18 @@ http {
   }
 }
 NGX
+}
+
+# One server at a time (planbox or nginx): its PID and nginx's temp DIR,
+# stopped and removed when the script exits (trap stop_bench_servers EXIT).
+PID="" NGINX_DIR=""
+stop_bench_servers() {
+  if [[ -n $PID ]]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  if [[ -n $NGINX_DIR ]]; then rm -rf "$NGINX_DIR"; fi
+}
+
+# wait_http URL: until URL answers 2xx (15 s at most).
+wait_http() {
+  for ((i = 0; i < 300; i++)); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
+  return 1
 }

@@ -30,17 +30,8 @@ export PATH=$PATH:/usr/sbin:/sbin
 mkdir -p "$OUT"
 SUM=$OUT/pinned.txt
 : >"$SUM"
-PID="" NGINX_DIR=""
-cleanup() {
-  if [[ -n $PID ]]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  if [[ -n $NGINX_DIR ]]; then rm -rf "$NGINX_DIR"; fi
-}
-trap cleanup EXIT
+trap stop_bench_servers EXIT
 say() { echo "$*" | tee -a "$SUM"; }
-wait_http() {
-  for ((i = 0; i < 300; i++)); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
-  return 1
-}
 URL="http://127.0.0.1:$PORT/search"
 FIX=("$ROOT"/assets/fixtures/response_{1,2,3}.xml)
 for i in "${!BINS[@]}"; do

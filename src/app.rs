@@ -5,24 +5,26 @@
 //! It must not contain domain rules, SQL or HTTP handling of its own.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
 use crate::api::Api;
+use crate::check_state::CheckState;
 use crate::cli::{self, Cli, Command, LogFormat};
 use crate::config::{ProviderConfig, ServeConfig};
 use crate::fetch::FetchConfig;
 use crate::metrics::Metrics;
 use crate::model::{FetchRun, Outcome};
 use crate::provider_sim::FakeProvider;
+use crate::report;
 use crate::secret::SecretUrl;
 use crate::server::{self, RunningServer, ServerConfig};
 use crate::service::{ProviderInfo, ServiceInfo};
@@ -210,12 +212,260 @@ fn provider_loops(
     Ok(out)
 }
 
-fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
+fn serve(cfg: ServeConfig) -> Result<ExitCode> {
     // Before anything else: a SIGTERM that arrives while the store is being
     // checked or the demo feeds land must still mean a clean stop.
     let signalled = install_signal_handlers()?;
-    // With no provider configured otherwise, the systemd credential
-    // `planbox.providers` (ImportCredential= / LoadCredential=) when present.
+    let serve = Serve::setup(cfg, signalled)?;
+    let woke = serve.run();
+    Ok(serve.shutdown(woke))
+}
+
+/// A running `planbox serve`. [`Serve::setup`] opens the store and starts
+/// the check, the HTTP fronts and the fetch loops; [`Serve::run`] waits for
+/// a signal; [`Serve::shutdown`] stops everything in order and leaves the
+/// store whole (checkpointed, with its clean-stop mark when it may).
+struct Serve {
+    db: PathBuf,
+    /// The serve lock, held until the process ends.
+    _lock: File,
+    signalled: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+    check_state: Arc<CheckState>,
+    check: JoinHandle<()>,
+    /// The demo provider lives as long as `serve`.
+    demo: Option<FakeProvider>,
+    http: RunningServer,
+    /// `/metrics` and the status page on listeners of their own.
+    side_fronts: Vec<RunningServer>,
+    fetchers: Vec<JoinHandle<()>>,
+    notifier: Option<crate::systemd::Notifier>,
+}
+
+impl Serve {
+    fn setup(mut cfg: ServeConfig, signalled: Arc<AtomicBool>) -> Result<Serve> {
+        resolve_providers(&mut cfg)?;
+        let lock = lock_store(&cfg.db)?;
+        let mut store = Store::open(&cfg.db)?;
+        // No full read of the file before serving: the check runs in the
+        // background (at once, with writes waiting for it, unless the last
+        // serve stopped cleanly); see checker.rs.
+        let start = store
+            .begin_serving()
+            .context("refusing to serve a damaged store")?;
+        // Journal rows of an older planbox may hold a URL's credentials.
+        match store.redact_journal_sources(&crate::secret::redact_text) {
+            Ok(0) => {}
+            Ok(n) => crate::log::info(&format!("redacted credentials in {n} journal rows")),
+            Err(e) => crate::log::warn(&format!(
+                "cannot redact old journal rows: {}",
+                crate::log::chain(&e)
+            )),
+        }
+        let demo = if cfg.demo {
+            Some(FakeProvider::demo().context("cannot start the demo provider")?)
+        } else {
+            None
+        };
+        let loops = provider_loops(&cfg, demo.as_ref())?;
+        let known = known_providers(&store, &loops)?;
+
+        let metrics = Arc::new(Metrics::new());
+        let stop = Stop::new();
+        let check_state = Arc::new(CheckState::default());
+        let check =
+            crate::checker::spawn(cfg.db.clone(), start, check_state.clone(), stop.clone())?;
+        for name in &known {
+            metrics.register_provider(name);
+            if let Some(t) = last_success(&store.runs_of(name, 100)?) {
+                metrics.set_last_success(name, t);
+            }
+        }
+        metrics.set_plans_searchable(store.counts()?.plans_searchable);
+        let info = Arc::new(service_info(
+            &cfg,
+            &loops,
+            &known,
+            demo.is_some(),
+            &check_state,
+        ));
+        if let (Some((_, sc)), true) = (loops.first(), demo.is_some()) {
+            // Land the three sample feeds before answering, so the first
+            // search already sees the fixtures' final state.
+            if crate::checker::wait_for_first_check(&check_state, &stop) {
+                for _ in 0..crate::provider_sim::DEMO_FEEDS.len() {
+                    sync::fetch_once(&mut store, sc, &metrics, None);
+                }
+            }
+            metrics.set_plans_searchable(store.counts()?.plans_searchable);
+        }
+        // The demo has just fetched: its loops start one interval later.
+        // Known before the server answers, so the status page never shows
+        // "-" for it.
+        let first_wait = if demo.is_some() {
+            cfg.fetch_interval
+        } else {
+            Duration::ZERO
+        };
+        for (p, _) in &loops {
+            info.set_next_fetch(
+                &p.name,
+                chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
+            );
+        }
+
+        let (http, side_fronts) = start_fronts(&cfg, &known, &metrics, &info)?;
+        let fetchers = if loops.is_empty() {
+            crate::log::warn("no provider URL given: serving the store as it is, without fetching");
+            Vec::new()
+        } else {
+            let shared = LoopShared {
+                metrics,
+                info,
+                stop: stop.clone(),
+                check_state: check_state.clone(),
+                first_wait,
+            };
+            spawn_fetch_loops(store, loops, &shared)?
+        };
+        Ok(Serve {
+            db: cfg.db,
+            _lock: lock,
+            signalled,
+            stop,
+            check_state,
+            check,
+            demo,
+            http,
+            side_fronts,
+            fetchers,
+            notifier: crate::systemd::Notifier::try_from_env().unwrap_or_else(|e| {
+                // systemd will wait for READY in vain: say why.
+                crate::log::warn(&format!("cannot notify systemd: {}", crate::log::chain(&e)));
+                None
+            }),
+        })
+    }
+
+    /// Tells systemd it is ready, then blocks until SIGINT/SIGTERM or a
+    /// fetch loop's death.
+    fn run(&self) -> Wake {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.ready() {
+                crate::log::warn(&format!("cannot notify systemd: {}", crate::log::chain(&e)));
+            }
+        }
+        // A fetch thread only ends on `stop`; if one ends before, it
+        // panicked: stop pinging the watchdog and exit non-zero so a
+        // supervisor restarts planbox instead of it serving ever older data.
+        // The HTTP front must answer too (its poller turns, a worker answers).
+        let fetcher_alive = || {
+            self.fetchers.iter().all(|f| !f.is_finished())
+                && self.http.is_alive(server::FRONT_STALL)
+        };
+        let woke = wait_for_signal(
+            &self.signalled,
+            &self.stop,
+            self.notifier.as_ref(),
+            &fetcher_alive,
+        );
+        if woke == Wake::FetcherDied {
+            crate::log::error("a fetch loop or the HTTP front stopped working; shutting down");
+        } else {
+            crate::log::info("shutting down");
+        }
+        woke
+    }
+
+    /// Stops the fronts and the loops, checkpoints the store and marks a
+    /// clean stop when nothing can still be writing.
+    fn shutdown(self, woke: Wake) -> ExitCode {
+        if let Some(n) = &self.notifier {
+            let _ = n.stopping();
+        }
+        self.stop.stop();
+        // Every front stops accepting now, then gets the same grace to
+        // finish in-flight requests. The fetch loops wind down meanwhile;
+        // all of shutdown, the final checkpoint included, stays within
+        // 12 s, under the unit's TimeoutStopSec=15.
+        let fetch_deadline = Instant::now() + Duration::from_secs(10);
+        let grace = Duration::from_secs(5);
+        let side_threads: Vec<_> = self
+            .side_fronts
+            .into_iter()
+            .map(|m| thread::spawn(move || m.shutdown(grace)))
+            .collect();
+        self.http.shutdown(grace);
+        for t in side_threads {
+            let _ = t.join();
+        }
+        // A running ingest stops at its next checkpoint and rolls back, or
+        // commits first; either way the store stays whole.
+        let fetchers = self.fetchers;
+        while fetchers.iter().any(|f| !f.is_finished()) && Instant::now() < fetch_deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if fetchers.iter().any(|f| !f.is_finished()) {
+            // Typically a download from a slow provider (it is not
+            // interruptible). Leaving it is safe: nothing of it is in the
+            // store yet, and SQLite discards an unfinished transaction.
+            crate::log::warn("the fetch in progress did not finish in time; abandoning it");
+        }
+        let fetch_done = fetchers.iter().all(|f| f.is_finished());
+        // The finished loops have dropped their handles on the writer.
+        for f in fetchers {
+            if f.is_finished() {
+                let _ = f.join();
+            }
+        }
+        let _ = self.check.join();
+        drop(self.demo);
+        // With the workers' readers and every fetch loop's writer closed:
+        // the store file alone must hold everything, so that a copy of
+        // `planbox.db` without its `-wal` (the usual ad-hoc backup) is whole.
+        let db = &self.db;
+        match Store::checkpoint(db, Duration::from_secs(2)) {
+            Ok(true) => {}
+            Ok(false) => crate::log::warn(
+                "a connection was still busy: part of the store stays in its -wal file until the next start",
+            ),
+            Err(e) => crate::log::warn(&format!("cannot checkpoint the store: {}", crate::log::chain(&e))),
+        }
+        // The clean-stop mark lets the next start skip the check; only when
+        // nothing can still be writing and the store was not found damaged.
+        // Checkpointed last too, so `planbox.db` alone carries it. A reader
+        // stuck since before the mark (a client not reading its answer past
+        // the grace) can keep the mark, and only the mark, in the `-wal`: a
+        // copy of the file alone is then checked at its first start, the
+        // safe side, so that is no reason to wait.
+        if woke == Wake::Stop && fetch_done && !self.check_state.damaged() {
+            match Store::open(db).and_then(|mut s| s.mark_clean()) {
+                Ok(()) => {
+                    if let Ok(false) = Store::checkpoint(db, Duration::ZERO) {
+                        crate::log::info(
+                            "a reader still open kept the clean-stop mark in the -wal file; a copy of planbox.db alone is checked at its first start",
+                        );
+                    }
+                }
+                Err(e) => crate::log::warn(&format!(
+                    "cannot mark the store as cleanly stopped: {}",
+                    crate::log::chain(&e)
+                )),
+            }
+        }
+        crate::log::info("stopped");
+        if woke == Wake::FetcherDied {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// With no provider configured otherwise, the systemd credential
+/// `planbox.providers` (ImportCredential= / LoadCredential=) when present;
+/// then `--providers-file`.
+fn resolve_providers(cfg: &mut ServeConfig) -> Result<()> {
     let unconfigured = cfg.providers.len() == 1 && cfg.providers[0].url.is_none();
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let cred = Path::new(&dir).join("planbox.providers");
@@ -232,34 +482,12 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     if let Some(file) = &cfg.providers_file {
         cfg.providers = read_providers_file(file, &cfg.provider_defaults)?;
     }
-    // The zone of the first provider: searches over providers that all
-    // share it read one window; otherwise each provider's in its own zone.
-    let zone = cfg.providers[0].timezone;
-    let _lock = lock_store(&cfg.db)?;
-    let mut store = Store::open(&cfg.db)?;
-    // No full read of the file before serving: the check runs in the
-    // background (at once, with writes waiting for it, unless the last
-    // serve stopped cleanly); see checker.rs.
-    let start = store
-        .begin_serving()
-        .context("refusing to serve a damaged store")?;
-    // Journal rows of an older planbox may hold a URL's credentials.
-    match store.redact_journal_sources(&crate::secret::redact_text) {
-        Ok(0) => {}
-        Ok(n) => crate::log::info(&format!("redacted credentials in {n} journal rows")),
-        Err(e) => crate::log::warn(&format!("cannot redact old journal rows: {e}")),
-    }
+    Ok(())
+}
 
-    // The demo provider lives as long as `serve`.
-    let demo = if cfg.demo {
-        Some(FakeProvider::demo().context("cannot start the demo provider")?)
-    } else {
-        None
-    };
-    let loops = provider_loops(&cfg, demo.as_ref())?;
-
-    // The providers fetched here, then those only the journal knows (served
-    // from the store, not fetched by this process).
+/// The providers fetched here, then those only the journal or the store
+/// knows (served from the store, not fetched by this process).
+fn known_providers(store: &Store, loops: &[(ProviderConfig, SyncConfig)]) -> Result<Vec<String>> {
     let mut known: Vec<String> = loops.iter().map(|(p, _)| p.name.clone()).collect();
     let journal = store.runs(200)?.into_iter().map(|r| r.provider);
     for name in journal.chain(store.providers()?) {
@@ -267,35 +495,23 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
             known.push(name);
         }
     }
-    // Every provider a search covers, with its zone: those fetched here in
-    // theirs, the others (only in the store) in the default zone.
-    let search_zones: Vec<(String, chrono_tz::Tz)> = known
-        .iter()
-        .map(|name| {
-            let tz = cfg
-                .providers
-                .iter()
-                .find(|p| &p.name == name)
-                .map_or(cfg.provider_defaults.timezone, |p| p.timezone);
-            (name.clone(), tz)
-        })
-        .collect();
-    let metrics = Arc::new(Metrics::new());
-    let stop = Stop::new();
-    let check = crate::checker::spawn(cfg.db.clone(), start, metrics.clone(), stop.clone())?;
-    for name in &known {
-        metrics.register_provider(name);
-        if let Some(t) = last_success(&store.runs_of(name, 100)?) {
-            metrics.set_last_success(name, t);
-        }
-    }
-    metrics.set_plans_searchable(store.counts()?.plans_searchable);
+    Ok(known)
+}
 
+/// What the status page and the API show of the service: the providers
+/// fetched here (URL redacted), then those only in the store.
+fn service_info(
+    cfg: &ServeConfig,
+    loops: &[(ProviderConfig, SyncConfig)],
+    known: &[String],
+    demo: bool,
+    check_state: &Arc<CheckState>,
+) -> ServiceInfo {
     let mut providers: Vec<ProviderInfo> = loops
         .iter()
         .map(|(p, sc)| ProviderInfo {
             name: p.name.clone(),
-            url: if demo.is_some() {
+            url: if demo {
                 format!("{} (built-in demo feeds)", sc.fetch.url)
             } else {
                 sc.fetch.url.to_string()
@@ -309,34 +525,39 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
         timezone: cfg.provider_defaults.timezone.name().to_owned(),
         ..ProviderInfo::default()
     }));
-    let info = Arc::new(ServiceInfo {
+    ServiceInfo {
         version: env!("CARGO_PKG_VERSION"),
         providers,
-    });
-    if let (Some((_, sc)), true) = (loops.first(), demo.is_some()) {
-        // Land the three sample feeds before answering, so the first search
-        // already sees the fixtures' final state.
-        if crate::checker::wait_for_first_check(&metrics, &stop) {
-            for _ in 0..crate::provider_sim::DEMO_FEEDS.len() {
-                sync::fetch_once(&mut store, sc, &metrics, None);
-            }
-        }
-        metrics.set_plans_searchable(store.counts()?.plans_searchable);
+        store_check: check_state.clone(),
     }
-    // The demo has just fetched: its loop starts one interval later. Known
-    // before the server answers, so the status page never shows "-" for it.
-    let first_wait = if demo.is_some() {
-        cfg.fetch_interval
-    } else {
-        Duration::ZERO
-    };
-    for (p, _) in &loops {
-        info.set_next_fetch(
-            &p.name,
-            chrono::Utc::now().timestamp() + first_wait.as_secs() as i64,
-        );
-    }
+}
 
+/// Starts the main HTTP front and, when asked, `/metrics` and the status
+/// page on listeners of their own (one when both name the same address):
+/// a second front with one worker and an API that answers nothing else,
+/// over the same counters and store.
+fn start_fronts(
+    cfg: &ServeConfig,
+    known: &[String],
+    metrics: &Arc<Metrics>,
+    info: &Arc<ServiceInfo>,
+) -> Result<(RunningServer, Vec<RunningServer>)> {
+    // The zone of the first provider: searches over providers that all
+    // share it read one window; otherwise each provider's in its own zone.
+    let zone = cfg.providers[0].timezone;
+    // Every provider a search covers, with its zone: those fetched here in
+    // theirs, the others (only in the store) in the default zone.
+    let search_zones: Vec<(String, chrono_tz::Tz)> = known
+        .iter()
+        .map(|name| {
+            let tz = cfg
+                .providers
+                .iter()
+                .find(|p| &p.name == name)
+                .map_or(cfg.provider_defaults.timezone, |p| p.timezone);
+            (name.clone(), tz)
+        })
+        .collect();
     let mut api = Api::new(zone, metrics.clone(), info.clone())
         .with_providers(search_zones.clone())
         .with_cache_max_age(cfg.cache_max_age);
@@ -348,15 +569,13 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     }
     let server_cfg = ServerConfig {
         workers: cfg.workers,
+        max_connections: cfg.max_connections,
         rate_limit: cfg.rate_limit,
         trusted_proxies: cfg.trusted_proxies.clone(),
         ..ServerConfig::default()
     };
-    let listener = server::bind(cfg.listen, server_cfg.idle_timeout)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    // `/metrics` and the status page on their own listeners (one when both
-    // name the same address): a second front with one worker and an API
-    // that answers nothing else, over the same counters and store.
+    let listener =
+        server::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let mut side_fronts: Vec<(RunningServer, &str)> = Vec::new();
     let side = [
         (cfg.metrics_listen, true, false, "--metrics-listen"),
@@ -377,8 +596,7 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
             workers: 1,
             ..ServerConfig::default()
         };
-        let l = server::bind(addr, mcfg.idle_timeout)
-            .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+        let l = server::bind(addr).with_context(|| format!("cannot listen on {addr} ({flag})"))?;
         let side_api = Api::side(
             zone,
             metrics.clone(),
@@ -410,135 +628,65 @@ fn serve(mut cfg: ServeConfig) -> Result<ExitCode> {
     for (m, what) in &side_fronts {
         crate::log::log(crate::log::Level::Info, what, &[("addr", &m.local_addr())]);
     }
+    Ok((http, side_fronts.into_iter().map(|(m, _)| m).collect()))
+}
 
+/// What every fetch loop of a `serve` shares.
+struct LoopShared {
+    metrics: Arc<Metrics>,
+    info: Arc<ServiceInfo>,
+    stop: Arc<Stop>,
+    check_state: Arc<CheckState>,
+    /// How long the loops wait before their first fetch.
+    first_wait: Duration,
+}
+
+/// One fetch loop per provider around the single writer, each on its own
+/// thread at a lower priority; none writes before the first store check
+/// passed, and none ever writes to a store found damaged.
+fn spawn_fetch_loops(
+    store: Store,
+    loops: Vec<(ProviderConfig, SyncConfig)>,
+    shared: &LoopShared,
+) -> Result<Vec<JoinHandle<()>>> {
+    let writer = Arc::new(std::sync::Mutex::new(store));
     let mut fetchers = Vec::new();
-    if loops.is_empty() {
-        crate::log::warn("no provider URL given: serving the store as it is, without fetching");
-        drop(store);
-    } else {
-        // One fetch loop per provider around the single writer.
-        let writer = Arc::new(std::sync::Mutex::new(store));
-        for (p, sc) in loops {
-            let (m, i, s, w) = (metrics.clone(), info.clone(), stop.clone(), writer.clone());
-            crate::log::log(
-                crate::log::Level::Info,
-                "fetching",
-                &[
-                    ("provider", &p.name),
-                    ("url", &sc.fetch.url),
-                    ("timezone", &p.timezone.name()),
-                ],
-            );
-            fetchers.push(
-                thread::Builder::new()
-                    .name(format!("planbox-fetch-{}", p.name))
-                    .spawn(move || {
-                        lower_thread_priority();
-                        if !s.wait(first_wait) {
-                            if crate::checker::wait_for_first_check(&m, &s) {
-                                sync::run_loop(w, sc, m, i, s);
-                            } else {
-                                // Damaged: never written again; serve on
-                                // (with /ready failing) until stopped.
-                                drop(w);
-                                while !s.wait(Duration::from_secs(3600)) {}
-                            }
+    for (p, sc) in loops {
+        let (m, i, s, w) = (
+            shared.metrics.clone(),
+            shared.info.clone(),
+            shared.stop.clone(),
+            writer.clone(),
+        );
+        let (c, first_wait) = (shared.check_state.clone(), shared.first_wait);
+        crate::log::log(
+            crate::log::Level::Info,
+            "fetching",
+            &[
+                ("provider", &p.name),
+                ("url", &sc.fetch.url),
+                ("timezone", &p.timezone.name()),
+            ],
+        );
+        fetchers.push(
+            thread::Builder::new()
+                .name(format!("planbox-fetch-{}", p.name))
+                .spawn(move || {
+                    lower_thread_priority();
+                    if !s.wait(first_wait) {
+                        if crate::checker::wait_for_first_check(&c, &s) {
+                            sync::run_loop(w, sc, m, i, s);
+                        } else {
+                            // Damaged: never written again; serve on
+                            // (with /ready failing) until stopped.
+                            drop(w);
+                            while !s.wait(Duration::from_secs(3600)) {}
                         }
-                    })?,
-            );
-        }
+                    }
+                })?,
+        );
     }
-
-    let notifier = crate::systemd::Notifier::from_env();
-    if let Some(n) = &notifier {
-        if let Err(e) = n.ready() {
-            crate::log::warn(&format!("cannot notify systemd: {e}"));
-        }
-    }
-    // A fetch thread only ends on `stop`; if one ends before, it panicked:
-    // stop pinging the watchdog and exit non-zero so a supervisor restarts
-    // planbox instead of it serving ever older data.
-    let fetcher_alive = || fetchers.iter().all(|f| !f.is_finished());
-    let woke = wait_for_signal(&signalled, &stop, notifier.as_ref(), &fetcher_alive);
-    if woke == Wake::FetcherDied {
-        crate::log::error("a fetch loop ended unexpectedly; shutting down");
-    } else {
-        crate::log::info("shutting down");
-    }
-    if let Some(n) = &notifier {
-        let _ = n.stopping();
-    }
-    stop.stop();
-    // Every front stops accepting now, then gets the same grace to finish
-    // in-flight requests.
-    // The fetch loops wind down meanwhile; all of shutdown, the final
-    // checkpoint included, stays within 12 s, under the unit's
-    // TimeoutStopSec=15.
-    let fetch_deadline = Instant::now() + Duration::from_secs(10);
-    let grace = Duration::from_secs(5);
-    let side_threads: Vec<_> = side_fronts
-        .into_iter()
-        .map(|(m, _)| thread::spawn(move || m.shutdown(grace)))
-        .collect();
-    http.shutdown(grace);
-    for t in side_threads {
-        let _ = t.join();
-    }
-    // A running ingest stops at its next checkpoint and rolls back, or
-    // commits first; either way the store stays whole.
-    while fetchers.iter().any(|f| !f.is_finished()) && Instant::now() < fetch_deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if fetchers.iter().any(|f| !f.is_finished()) {
-        // Typically a download from a slow provider (it is not
-        // interruptible). Leaving it is safe: nothing of it is in the
-        // store yet, and SQLite discards an unfinished transaction.
-        crate::log::warn("the fetch in progress did not finish in time; abandoning it");
-    }
-    let fetch_done = fetchers.iter().all(|f| f.is_finished());
-    // The finished loops have dropped their handles on the writer.
-    for f in fetchers {
-        if f.is_finished() {
-            let _ = f.join();
-        }
-    }
-    let _ = check.join();
-    drop(demo);
-    // With the workers' readers and every fetch loop's writer closed: the
-    // store file alone must hold everything, so that a copy of
-    // `planbox.db` without its `-wal` (the usual ad-hoc backup) is whole.
-    match Store::checkpoint(&cfg.db, Duration::from_secs(2)) {
-        Ok(true) => {}
-        Ok(false) => crate::log::warn(
-            "a connection was still busy: part of the store stays in its -wal file until the next start",
-        ),
-        Err(e) => crate::log::warn(&format!("cannot checkpoint the store: {e}")),
-    }
-    // The clean-stop mark lets the next start skip the check; only when
-    // nothing can still be writing and the store was not found damaged.
-    // Checkpointed last too, so `planbox.db` alone carries it. A reader
-    // stuck since before the mark (a client not reading its answer past
-    // the grace) can keep the mark, and only the mark, in the `-wal`: a
-    // copy of the file alone is then checked at its first start, the safe
-    // side, so that is no reason to wait.
-    if woke == Wake::Stop && fetch_done && metrics.store_check().damage.is_none() {
-        match Store::open(&cfg.db).and_then(|mut s| s.mark_clean()) {
-            Ok(()) => {
-                if let Ok(false) = Store::checkpoint(&cfg.db, Duration::ZERO) {
-                    crate::log::info(
-                        "a reader still open kept the clean-stop mark in the -wal file; a copy of planbox.db alone is checked at its first start",
-                    );
-                }
-            }
-            Err(e) => crate::log::warn(&format!("cannot mark the store as cleanly stopped: {e}")),
-        }
-    }
-    crate::log::info("stopped");
-    Ok(if woke == Wake::FetcherDied {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(fetchers)
 }
 
 /// Why [`wait_for_signal`] returned.
@@ -613,7 +761,7 @@ fn wait_for_signal(
                     crate::log::log(
                         crate::log::Level::Debug,
                         "cannot ping the systemd watchdog",
-                        &[("error", &e)],
+                        &[("error", &crate::log::chain(&e))],
                     );
                 }
                 last_ping = Instant::now();
@@ -621,34 +769,6 @@ fn wait_for_signal(
         }
     }
     Wake::Stop
-}
-
-fn print_run(run: &FetchRun, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(run).unwrap_or_default());
-        return;
-    }
-    let skipped = run.skipped_total();
-    println!(
-        "{}: {} (HTTP {}) {} bytes in {} ms: {} seen, {} new, {} updated, {} unchanged, {} skipped{}",
-        run.source,
-        run.outcome,
-        run.http_status_text(),
-        run.bytes,
-        run.duration_ms,
-        run.counts.plans_seen,
-        run.counts.plans_new,
-        run.counts.plans_updated,
-        run.counts.plans_unchanged,
-        skipped,
-        run.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-    );
-    for (reason, n) in &run.skipped {
-        println!("  skipped {reason}: {n}");
-    }
-    for (reason, n) in &run.repaired {
-        println!("  repaired {reason}: {n}");
-    }
 }
 
 fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
@@ -660,66 +780,12 @@ fn fetch(args: cli::FetchArgs) -> Result<ExitCode> {
     let cfg = sync_config(&provider, url, &args.db.db, one_minute, one_minute)?;
     let mut store = open_store(&args.db)?;
     let attempt = sync::fetch_once(&mut store, &cfg, &Metrics::new(), None);
-    print_run(&attempt.run, args.json);
+    report::run(&mut std::io::stdout().lock(), &attempt.run, args.json)?;
     Ok(if attempt.run.outcome.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A progress line on a terminal: bytes, rate and ETA, at most 10 per second.
-struct Progress {
-    enabled: bool,
-    name: String,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(name: &str) -> Progress {
-        Progress {
-            enabled: std::io::stderr().is_terminal(),
-            name: name.to_owned(),
-            started: Instant::now(),
-            last: Instant::now() - Duration::from_secs(1),
-        }
-    }
-
-    fn update(&mut self, pos: u64, total: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(100) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = pos as f64 / secs;
-        let eta = if rate > 0.0 && total > pos {
-            format!("{:.0}s", (total - pos) as f64 / rate)
-        } else {
-            "-".into()
-        };
-        let pct = if total > 0 {
-            pos as f64 * 100.0 / total as f64
-        } else {
-            0.0
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K{}: {:.1}/{:.1} MB ({pct:.0}%)  {:.1} MB/s  ETA {eta}",
-            self.name,
-            pos as f64 / 1e6,
-            total as f64 / 1e6,
-            rate / 1e6
-        );
-        let _ = err.flush();
-    }
-
-    fn done(&self) {
-        if self.enabled {
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
-        }
-    }
 }
 
 fn import(args: cli::ImportArgs) -> Result<ExitCode> {
@@ -730,7 +796,7 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
         if !file.is_file() {
             bail!("{}: no such file", file.display());
         }
-        let mut progress = Progress::new(&file.display().to_string());
+        let mut progress = report::Progress::new(&file.display().to_string());
         let result = sync::import_file(
             &mut store,
             &args.provider_name,
@@ -742,13 +808,14 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
         );
         progress.done();
         match result {
-            Ok(run) => print_run(&run, false),
+            Ok(run) => report::run(&mut std::io::stdout().lock(), &run, false)?,
             Err(e) => {
                 failed = true;
                 let outcome = e.outcome();
                 eprintln!(
-                    "planbox: {}: {outcome}: {e}; nothing from this file was stored",
-                    file.display()
+                    "planbox: {}: {outcome}: {}; nothing from this file was stored",
+                    file.display(),
+                    crate::log::chain(&e)
                 );
                 if outcome != Outcome::ParseError && outcome != Outcome::TooLarge {
                     break;
@@ -803,24 +870,9 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
         })??;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  title",
-        "id", "start", "end", "min", "max"
-    )?;
+    report::event_header(&mut out)?;
     let n = store.stream(&query, |_, body| {
-        crate::api::for_each_event(body, &mut |e| {
-            writeln!(
-                out,
-                "{:<36}  {:<19}  {:<19}  {:>9}  {:>9}  {}",
-                e.id,
-                e.start(),
-                e.end(),
-                crate::model::EventRow::price(&e.min_price),
-                crate::model::EventRow::price(&e.max_price),
-                e.title
-            )
-        })
+        crate::api::for_each_event(body, &mut |e| report::event_row(&mut out, &e))
     })??;
     writeln!(out, "{n} plan(s)")?;
     out.flush()?;
@@ -841,49 +893,14 @@ fn status(args: cli::StatusArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let c = store.counts()?;
-    println!(
-        "{}: {} plans stored, {} searchable, data generation {}",
-        store.path().display(),
-        c.plans_stored,
-        c.plans_searchable,
-        store.generation()?
-    );
-    println!(
-        "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  error",
-        "provider",
-        "started_at",
-        "outcome",
-        "http",
-        "bytes",
-        "ms",
-        "seen",
-        "new",
-        "updated",
-        "skipped",
-        "repaired"
-    );
-    for r in &runs {
-        println!(
-            "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  {}",
-            if r.provider.is_empty() {
-                "-"
-            } else {
-                &r.provider
-            },
-            r.started_at,
-            r.outcome.as_str(),
-            r.http_status_text(),
-            r.bytes,
-            r.duration_ms,
-            r.counts.plans_seen,
-            r.counts.plans_new,
-            r.counts.plans_updated,
-            r.skipped_total(),
-            r.repaired_total(),
-            r.error.as_deref().unwrap_or("")
-        );
-    }
+    let stdout = std::io::stdout();
+    report::status(
+        &mut stdout.lock(),
+        store.path(),
+        &store.counts()?,
+        store.generation()?,
+        &runs,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

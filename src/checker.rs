@@ -12,7 +12,7 @@
 //!
 //! A check runs `integrity_check` on its own read-only connection, throttled
 //! to about half of one core's time, interruptible at shutdown. Its state is
-//! in `Metrics` (`/metrics`, the status page) and the log; a damaged store
+//! in `check_state::CheckState` (`/metrics`, the status page) and the log; a damaged store
 //! makes `/ready` fail with what to do. This module must not write plans or
 //! hold the writer.
 
@@ -21,9 +21,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::check_state::DAMAGE_ADVICE;
+use crate::check_state::{CheckState, DAMAGE_ADVICE};
 use crate::log::{log, Level};
-use crate::metrics::Metrics;
 use crate::stop::Stop;
 use crate::store::{self, CheckOutcome, StartState};
 
@@ -47,7 +46,7 @@ fn now_unix() -> i64 {
 pub fn spawn(
     db: PathBuf,
     start: StartState,
-    metrics: Arc<Metrics>,
+    state: Arc<CheckState>,
     stop: Arc<Stop>,
 ) -> std::io::Result<JoinHandle<()>> {
     let now = now_unix();
@@ -55,22 +54,22 @@ pub fn spawn(
         (true, Some(at)) => at.saturating_add(CHECK_INTERVAL.as_secs() as i64),
         _ => now,
     };
-    metrics.update_store_check(|c| {
+    state.update(|c| {
         c.blocking = !start.was_clean;
         c.last_passed = start.checked_at.unwrap_or(0);
     });
     thread::Builder::new()
         .name("planbox-check".into())
-        .spawn(move || run(db, first_due, metrics, stop))
+        .spawn(move || run(db, first_due, state, stop))
 }
 
-fn run(db: PathBuf, mut due: i64, metrics: Arc<Metrics>, stop: Arc<Stop>) {
+fn run(db: PathBuf, mut due: i64, state: Arc<CheckState>, stop: Arc<Stop>) {
     loop {
         let wait = Duration::from_secs(due.saturating_sub(now_unix()).max(0) as u64);
         if stop.wait(wait) {
             return;
         }
-        metrics.update_store_check(|c| c.running = true);
+        state.update(|c| c.running = true);
         let started = Instant::now();
         let s = stop.clone();
         let mut slice = Instant::now();
@@ -94,9 +93,12 @@ fn run(db: PathBuf, mut due: i64, metrics: Arc<Metrics>, stop: Arc<Stop>) {
         match result {
             Ok(CheckOutcome::Sound) => {
                 if let Err(e) = store::record_check_passed(&db, at) {
-                    crate::log::warn(&format!("cannot record the passed store check: {e}"));
+                    crate::log::warn(&format!(
+                        "cannot record the passed store check: {}",
+                        crate::log::chain(&e)
+                    ));
                 }
-                metrics.update_store_check(|c| {
+                state.update(|c| {
                     c.running = false;
                     c.blocking = false;
                     c.passed += 1;
@@ -109,7 +111,7 @@ fn run(db: PathBuf, mut due: i64, metrics: Arc<Metrics>, stop: Arc<Stop>) {
                 let detail = brief(&detail);
                 // State first, then the log line: whoever reads the line
                 // finds /ready and /metrics already saying so.
-                metrics.update_store_check(|c| {
+                state.update(|c| {
                     c.running = false;
                     c.damaged += 1;
                     c.damage = Some(detail.clone());
@@ -127,12 +129,15 @@ fn run(db: PathBuf, mut due: i64, metrics: Arc<Metrics>, stop: Arc<Stop>) {
                 return;
             }
             Ok(CheckOutcome::Interrupted) => {
-                metrics.update_store_check(|c| c.running = false);
+                state.update(|c| c.running = false);
                 return;
             }
             Err(e) => {
-                crate::log::warn(&format!("the store check could not run: {e}"));
-                metrics.update_store_check(|c| {
+                crate::log::warn(&format!(
+                    "the store check could not run: {}",
+                    crate::log::chain(&e)
+                ));
+                state.update(|c| {
                     c.running = false;
                     c.blocking = false;
                     c.failed += 1;
@@ -159,9 +164,9 @@ fn brief(detail: &str) -> String {
 
 /// Blocks until no check is blocking writes (or `stop`). True when the
 /// store may be written: not found damaged.
-pub fn wait_for_first_check(metrics: &Metrics, stop: &Stop) -> bool {
+pub fn wait_for_first_check(state: &CheckState, stop: &Stop) -> bool {
     loop {
-        let c = metrics.store_check();
+        let c = state.get();
         if c.damage.is_some() {
             return false;
         }
@@ -192,12 +197,12 @@ mod tests {
                 checked_at: None
             }
         );
-        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(CheckState::default());
         let stop = Stop::new();
-        let t = spawn(db.clone(), start, metrics.clone(), stop.clone()).unwrap();
-        assert!(metrics.store_check().blocking);
-        assert!(wait_for_first_check(&metrics, &stop));
-        let c = metrics.store_check();
+        let t = spawn(db.clone(), start, state.clone(), stop.clone()).unwrap();
+        assert!(state.get().blocking);
+        assert!(wait_for_first_check(&state, &stop));
+        let c = state.get();
         assert_eq!((c.passed, c.damaged, c.failed), (1, 0, 0));
         stop.stop();
         t.join().unwrap();
@@ -253,16 +258,16 @@ mod tests {
             *b = (i * 7 + 13) as u8;
         }
         std::fs::write(&db, &bytes).unwrap();
-        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(CheckState::default());
         let stop = Stop::new();
         let start = StartState {
             was_clean: false,
             checked_at: None,
         };
-        let t = spawn(db.clone(), start, metrics.clone(), stop.clone()).unwrap();
-        assert!(!wait_for_first_check(&metrics, &stop));
+        let t = spawn(db.clone(), start, state.clone(), stop.clone()).unwrap();
+        assert!(!wait_for_first_check(&state, &stop));
         t.join().unwrap();
-        let c = metrics.store_check();
+        let c = state.get();
         assert_eq!(c.damaged, 1);
         assert!(c.damage.is_some());
         assert!(std::fs::read(&db).unwrap() == bytes, "left untouched");

@@ -212,6 +212,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PLANBOX_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Open client connections at most; beyond, the longest-idle one is
+    /// closed, or the new one gets 503 [default: 16384, lowered to fit the
+    /// open-files limit].
+    #[arg(long, env = "PLANBOX_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
     /// Serve the built-in sample feeds through an in-process provider (no network).
     #[arg(long, env = "PLANBOX_DEMO")]
     pub demo: bool,
@@ -258,6 +264,12 @@ impl ServeArgs {
         if !(1..=1024).contains(&workers) {
             return Err(ConfigError::Workers);
         }
+        let max_connections = self
+            .max_connections
+            .unwrap_or(crate::server::DEFAULT_MAX_CONNECTIONS);
+        if !(1..=1 << 20).contains(&max_connections) {
+            return Err(ConfigError::MaxConnections);
+        }
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -276,6 +288,7 @@ impl ServeArgs {
             cache_max_age: self.cache_max_age.unwrap_or(self.fetch_interval),
             max_backoff: self.max_backoff.max(self.fetch_interval),
             workers,
+            max_connections,
             demo: self.demo,
             rate_limit: self.rate_limit,
             trusted_proxies: self.trusted_proxies.clone().unwrap_or_default(),
@@ -308,7 +321,7 @@ pub struct ImportArgs {
     /// (`ISO-8859-1`, `windows-1252`, `UTF-16`): it wins over an XML
     /// declaration, a byte order mark still wins over it. Without it, a file
     /// is read as its BOM or declaration says, else as UTF-8.
-    #[arg(long, value_name = "LABEL")]
+    #[arg(long, value_name = "LABEL", value_parser = crate::feed::parse_charset)]
     pub charset: Option<String>,
     /// Feed files, ingested in this order.
     #[arg(required = true)]

@@ -71,6 +71,8 @@ pub enum ConfigError {
     ZeroInterval,
     #[error("--workers must be between 1 and 1024")]
     Workers,
+    #[error("--max-connections must be between 1 and 1048576")]
+    MaxConnections,
 }
 
 /// Which provider entry an error is about: its name once that is known to
@@ -276,6 +278,9 @@ pub struct ServeConfig {
     pub cache_max_age: Duration,
     pub max_backoff: Duration,
     pub workers: usize,
+    /// Open client connections on the main listener (see
+    /// `server::ServerConfig::max_connections`).
+    pub max_connections: usize,
     pub demo: bool,
     pub rate_limit: Option<RateLimit>,
     pub trusted_proxies: Vec<Cidr>,
@@ -455,13 +460,7 @@ mod tests {
 
     /// The message with its causes, as `planbox` prints it.
     fn chain(e: &ConfigError) -> String {
-        let mut out = e.to_string();
-        let mut cause = std::error::Error::source(e);
-        while let Some(c) = cause {
-            out.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        out
+        crate::log::chain(e)
     }
 
     #[test]

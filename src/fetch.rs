@@ -207,14 +207,7 @@ impl FetchError {
     /// The message followed by its causes (`a: b: c`), for the journal and
     /// the log.
     pub fn report(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            out.push_str(": ");
-            out.push_str(&c.to_string());
-            cause = c.source();
-        }
-        out
+        crate::log::chain(self)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod model;
 pub mod percent;
 pub mod provider_sim;
 pub mod query;
+pub mod report;
 pub mod secret;
 pub mod service;
 pub mod status_page;

@@ -7,6 +7,11 @@
 //!
 //! Deliberately tiny: no global registry, no macros, no allocation when a
 //! level is off. It must not block on anything but stderr.
+//!
+//! Tests: lines go through `eprint!` instead (always in unit tests, after
+//! [`to_test_output`] in integration tests), which the test harness
+//! captures per test, also from the threads a test spawns, and shows only
+//! when the test fails.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
@@ -53,6 +58,14 @@ impl Level {
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static JSON: AtomicBool = AtomicBool::new(false);
 static JOURNAL: AtomicBool = AtomicBool::new(false);
+static TEST_OUTPUT: AtomicBool = AtomicBool::new(cfg!(test));
+
+/// Sends log lines through `eprint!`, which the test harness captures per
+/// test: a test's server logs stay quiet unless it fails. For tests only
+/// (`eprint!` panics when stderr fails; a served process must not).
+pub fn to_test_output() {
+    TEST_OUTPUT.store(true, Relaxed);
+}
 
 /// Sets the level and format for the whole process, and whether stderr is
 /// the journal.
@@ -112,11 +125,29 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         }
         s
     };
-    let mut err = std::io::stderr().lock();
-    if JOURNAL.load(Relaxed) {
-        let _ = write!(err, "<{}>", level.syslog_priority());
+    let priority = if JOURNAL.load(Relaxed) {
+        format!("<{}>", level.syslog_priority())
+    } else {
+        String::new()
+    };
+    if TEST_OUTPUT.load(Relaxed) {
+        eprintln!("{priority}{line}");
+        return;
     }
-    let _ = writeln!(err, "{line}");
+    let _ = writeln!(std::io::stderr().lock(), "{priority}{line}");
+}
+
+/// An error and its sources joined by `: ` (the text of the error alone
+/// when it has none): for a log line, the journal, or a message to people.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 pub fn error(msg: &str) {
@@ -154,5 +185,15 @@ mod tests {
         assert_eq!(Level::parse(" WARNING "), Some(Level::Warn));
         assert_eq!(Level::parse("trace"), Some(Level::Debug));
         assert_eq!(Level::parse("loud"), None);
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(chain(&e), "outer: inner");
+        assert_eq!(chain(&std::io::Error::other("alone")), "alone");
     }
 }

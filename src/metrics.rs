@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::check_state::StoreCheck;
 use crate::model::{FetchRun, Outcome};
 
 /// The routes planbox serves, as metric labels.
@@ -73,7 +74,6 @@ pub struct Metrics {
     /// runs.
     feed_damage: Mutex<BTreeMap<(&'static str, String, String), u64>>,
     plans_searchable: AtomicU64,
-    store_check: Mutex<StoreCheck>,
     /// The store's files and their filesystem, read at each scrape.
     store_space: Mutex<Option<StoreSpace>>,
 }
@@ -93,24 +93,6 @@ struct ProviderCounters {
     /// Unix seconds of the last successful fetch; 0 = never.
     last_success: i64,
     plans_searchable: u64,
-}
-
-/// The background store check's state (see `checker.rs`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StoreCheck {
-    /// A check is running now.
-    pub running: bool,
-    /// Writes wait for this check: the store was not stopped cleanly.
-    pub blocking: bool,
-    pub passed: u64,
-    pub damaged: u64,
-    /// Checks that could not run to the end (I/O error, store busy).
-    pub failed: u64,
-    /// Unix seconds of the last check that passed (this run or recorded
-    /// in the store); 0 = none.
-    pub last_passed: i64,
-    /// What the check found, once the store was found damaged.
-    pub damage: Option<String>,
 }
 
 impl Metrics {
@@ -186,19 +168,6 @@ impl Metrics {
     pub fn last_success(&self, provider: &str) -> Option<i64> {
         let map = self.providers.lock().ok()?;
         map.get(provider).map(|c| c.last_success).filter(|t| *t > 0)
-    }
-
-    pub fn store_check(&self) -> StoreCheck {
-        self.store_check
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn update_store_check(&self, f: impl FnOnce(&mut StoreCheck)) {
-        if let Ok(mut c) = self.store_check.lock() {
-            f(&mut c);
-        }
     }
 
     pub fn set_plans_searchable(&self, n: u64) {
@@ -307,7 +276,7 @@ impl Metrics {
                 ),
                 (
                     "repaired",
-                    "Feed values repaired since start (HTML entities, lone &), by provider and reason.",
+                    "Feed values repaired since start (HTML entities, lone &, forbidden characters, a contradicted charset), by provider and reason.",
                 ),
             ] {
                 let name = format!("planbox_feed_{kind}_total");
@@ -350,41 +319,6 @@ impl Metrics {
                 "planbox_provider_plans_searchable{{provider=\"{p}\"}} {n}"
             );
         }
-        let check = self.store_check();
-        out.push_str("# HELP planbox_store_checks_total Integrity checks of the store since start, by result.\n");
-        out.push_str("# TYPE planbox_store_checks_total counter\n");
-        for (result, n) in [
-            ("passed", check.passed),
-            ("damaged", check.damaged),
-            ("failed", check.failed),
-        ] {
-            let _ = writeln!(out, "planbox_store_checks_total{{result=\"{result}\"}} {n}");
-        }
-        out.push_str(
-            "# HELP planbox_store_check_running 1 while an integrity check of the store runs.\n",
-        );
-        out.push_str("# TYPE planbox_store_check_running gauge\n");
-        let _ = writeln!(
-            out,
-            "planbox_store_check_running {}",
-            u8::from(check.running)
-        );
-        out.push_str("# HELP planbox_store_last_check_passed_timestamp_seconds Unix time of the last integrity check that passed (0: none known).\n");
-        out.push_str("# TYPE planbox_store_last_check_passed_timestamp_seconds gauge\n");
-        let _ = writeln!(
-            out,
-            "planbox_store_last_check_passed_timestamp_seconds {}",
-            check.last_passed
-        );
-        out.push_str(
-            "# HELP planbox_store_damaged 1 once a check found the store damaged (/ready fails).\n",
-        );
-        out.push_str("# TYPE planbox_store_damaged gauge\n");
-        let _ = writeln!(
-            out,
-            "planbox_store_damaged {}",
-            u8::from(check.damage.is_some())
-        );
         if let Some(s) = self.store_space.lock().ok().and_then(|s| *s) {
             out.push_str("# HELP planbox_store_size_bytes Size of the store's files: the database (db) and its write-ahead log (wal).\n");
             out.push_str("# TYPE planbox_store_size_bytes gauge\n");
@@ -401,6 +335,47 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The store check's state (held by `check_state`, not here) in the same
+/// format, appended to `out`.
+pub fn render_store_check(out: &mut String, check: &StoreCheck) {
+    out.push_str(
+        "# HELP planbox_store_checks_total Integrity checks of the store since start, by result.\n",
+    );
+    out.push_str("# TYPE planbox_store_checks_total counter\n");
+    for (result, n) in [
+        ("passed", check.passed),
+        ("damaged", check.damaged),
+        ("failed", check.failed),
+    ] {
+        let _ = writeln!(out, "planbox_store_checks_total{{result=\"{result}\"}} {n}");
+    }
+    out.push_str(
+        "# HELP planbox_store_check_running 1 while an integrity check of the store runs.\n",
+    );
+    out.push_str("# TYPE planbox_store_check_running gauge\n");
+    let _ = writeln!(
+        out,
+        "planbox_store_check_running {}",
+        u8::from(check.running)
+    );
+    out.push_str("# HELP planbox_store_last_check_passed_timestamp_seconds Unix time of the last integrity check that passed (0: none known).\n");
+    out.push_str("# TYPE planbox_store_last_check_passed_timestamp_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "planbox_store_last_check_passed_timestamp_seconds {}",
+        check.last_passed
+    );
+    out.push_str(
+        "# HELP planbox_store_damaged 1 once a check found the store damaged (/ready fails).\n",
+    );
+    out.push_str("# TYPE planbox_store_damaged gauge\n");
+    let _ = writeln!(
+        out,
+        "planbox_store_damaged {}",
+        u8::from(check.damage.is_some())
+    );
 }
 
 /// A Prometheus label value: `\`, `"` and newlines escaped.
@@ -423,7 +398,8 @@ mod tests {
         m.observe_fetch("a", Outcome::Timeout, 10);
         m.observe_fetch("a", Outcome::Ok, 20);
         m.register_provider("b");
-        let text = m.render();
+        let mut text = m.render();
+        render_store_check(&mut text, &StoreCheck::default());
         assert!(text.contains("planbox_http_requests_total{route=\"/search\",status=\"200\"} 2"));
         assert!(text.contains("planbox_http_requests_total{route=\"/search\",status=\"400\"} 1"));
         assert!(text.contains(
@@ -438,11 +414,15 @@ mod tests {
         assert!(text.contains("planbox_last_fetch_success_timestamp_seconds{provider=\"b\"} 0"));
         assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert!(text.contains("planbox_store_damaged 0"));
-        m.update_store_check(|c| {
-            c.damaged += 1;
-            c.damage = Some("page 7: corrupt".into());
-        });
-        let text = m.render();
+        let mut text = m.render();
+        render_store_check(
+            &mut text,
+            &StoreCheck {
+                damaged: 1,
+                damage: Some("page 7: corrupt".into()),
+                ..StoreCheck::default()
+            },
+        );
         assert!(text.contains("planbox_store_damaged 1"));
         assert!(text.contains("planbox_store_checks_total{result=\"damaged\"} 1"));
         assert!(

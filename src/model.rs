@@ -228,10 +228,13 @@ pub enum SkipReason {
     /// reference to a character XML forbids, or an expansion over the
     /// bounds.
     UnresolvedReference,
+    /// A value of the item (or of its base plan), or text inside the
+    /// item, holds bytes that do not decode in the document's encoding.
+    UndecodableText,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
         SkipReason::MissingId,
         SkipReason::MissingStart,
         SkipReason::InvalidStart,
@@ -239,6 +242,7 @@ impl SkipReason {
         SkipReason::EndBeforeStart,
         SkipReason::ZoneInvalidPrice,
         SkipReason::UnresolvedReference,
+        SkipReason::UndecodableText,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -250,6 +254,7 @@ impl SkipReason {
             SkipReason::EndBeforeStart => "end_before_start",
             SkipReason::ZoneInvalidPrice => "zone_invalid_price",
             SkipReason::UnresolvedReference => "unresolved_reference",
+            SkipReason::UndecodableText => "undecodable_text",
         }
     }
 }
@@ -263,15 +268,30 @@ pub enum RepairReason {
     HtmlEntity,
     /// A `&` that starts no reference (`Tom & Jerry`), kept as `&`.
     BareAmpersand,
+    /// A character XML forbids (a C0 control such as U+000B or U+001B,
+    /// U+FFFE, U+FFFF), dropped from a value.
+    ControlCharacter,
+    /// The `Content-Type` charset did not describe the body (an unknown
+    /// label, or bytes that contradict it): the document was read in the
+    /// encoding its own byte order mark or declaration names. Once per
+    /// document.
+    CharsetMismatch,
 }
 
 impl RepairReason {
-    pub const ALL: [RepairReason; 2] = [RepairReason::HtmlEntity, RepairReason::BareAmpersand];
+    pub const ALL: [RepairReason; 4] = [
+        RepairReason::HtmlEntity,
+        RepairReason::BareAmpersand,
+        RepairReason::ControlCharacter,
+        RepairReason::CharsetMismatch,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RepairReason::HtmlEntity => "html_entity",
             RepairReason::BareAmpersand => "bare_ampersand",
+            RepairReason::ControlCharacter => "control_character",
+            RepairReason::CharsetMismatch => "charset_mismatch",
         }
     }
 }
@@ -317,7 +337,7 @@ impl Window {
 pub struct Position {
     pub start: i64,
     pub end: Option<i64>,
-    pub id: String,
+    pub id: Uuid,
 }
 
 /// What `/search` asks: a window, and optionally a page of it.

@@ -35,6 +35,12 @@ pub fn decode(s: &str) -> Result<String, &'static str> {
     String::from_utf8(out).map_err(|_| "not valid UTF-8 once percent-decoded")
 }
 
+/// A form value (`application/x-www-form-urlencoded`): `+` is a space,
+/// then strict percent-decoding as [`decode`].
+pub fn decode_form(s: &str) -> Result<String, &'static str> {
+    decode(&s.replace('+', " "))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters and `:`
 /// (kept readable in date-times), for a query value.
 pub fn encode(v: &str) -> String {
@@ -60,6 +66,12 @@ mod tests {
         assert!(decode("%4").is_err());
         assert!(decode("%zz").is_err());
         assert!(decode("%ff").is_err());
+    }
+
+    #[test]
+    fn a_form_value_reads_plus_as_a_space() {
+        assert_eq!(decode_form("a+b%2Bc").unwrap(), "a b+c");
+        assert!(decode_form("a+%").is_err());
     }
 
     #[test]

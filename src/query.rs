@@ -69,7 +69,9 @@ pub fn parse_search(raw: &str, tz: Tz) -> Result<SearchQuery, QueryError> {
             });
         }
         *seen = true;
-        let value = percent_decode(v).unwrap_or_default();
+        let value = percent_decode(v).map_err(|e| QueryError {
+            message: format!("{key}: {e}"),
+        })?;
         if key == "limit" {
             q.limit = Some(
                 value
@@ -99,8 +101,7 @@ pub fn parse_search(raw: &str, tz: Tz) -> Result<SearchQuery, QueryError> {
 /// or malformed values (400); an edited cursor that keeps the shape is
 /// another position, which the keyset walk handles like any other.
 pub fn encode_cursor(p: &Position) -> String {
-    let id = uuid::Uuid::parse_str(&p.id).unwrap_or_default();
-    debug_assert!(!id.is_nil(), "plan ids are UUIDs: {}", p.id);
+    let id = p.id;
     match p.end {
         Some(end) => format!("{:016x}1{:016x}{}", p.start as u64, end as u64, id.simple()),
         None => format!("{:016x}0{:016x}{}", p.start as u64, 0, id.simple()),
@@ -121,11 +122,10 @@ fn decode_cursor(s: &str) -> Option<Position> {
         b'1' => Some(int(17..33)?),
         _ => return None,
     };
-    let id = uuid::Uuid::parse_str(&s[33..]).ok()?;
     Some(Position {
         start: int(0..16)?,
         end,
-        id: id.hyphenated().to_string(),
+        id: uuid::Uuid::parse_str(&s[33..]).ok()?,
     })
 }
 
@@ -273,12 +273,12 @@ mod tests {
             Position {
                 start: -62_135_596_800,
                 end: None,
-                id: "7b9c1a6e-0000-5000-8000-000000000001".into(),
+                id: uuid::Uuid::parse_str("7b9c1a6e-0000-5000-8000-000000000001").unwrap(),
             },
             Position {
                 start: 1_625_000_000,
                 end: Some(-1),
-                id: "ffffffff-ffff-5fff-bfff-ffffffffffff".into(),
+                id: uuid::Uuid::parse_str("ffffffff-ffff-5fff-bfff-ffffffffffff").unwrap(),
             },
         ] {
             let c = encode_cursor(&p);
@@ -294,7 +294,7 @@ mod tests {
         let good = encode_cursor(&Position {
             start: 5,
             end: Some(6),
-            id: "7b9c1a6e-0000-5000-8000-000000000001".into(),
+            id: uuid::Uuid::parse_str("7b9c1a6e-0000-5000-8000-000000000001").unwrap(),
         });
         let flag2 = format!("{}2{}", &good[..16], &good[17..]);
         let upper = good.to_uppercase();
@@ -328,6 +328,13 @@ mod tests {
         ] {
             let e = parse_search(bad, Tz::UTC).unwrap_err();
             assert!(e.message.starts_with("limit:"), "{bad}: {}", e.message);
+        }
+        // A value that does not decode says so, not that it is no number.
+        for (bad, said) in [
+            ("limit=1%", "limit: malformed percent-encoding"),
+            ("after=%ff", "after: not valid UTF-8 once percent-decoded"),
+        ] {
+            assert_eq!(parse_search(bad, Tz::UTC).unwrap_err().message, said);
         }
     }
     use crate::model::{local_seconds, parse_feed_datetime};

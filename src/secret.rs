@@ -202,7 +202,7 @@ impl fmt::Debug for SecretUrl {
 /// `s` percent-decoded, `+` read as a space as in a query (a form value);
 /// `s` itself when it does not decode.
 fn decode(s: &str) -> String {
-    crate::percent::decode(&s.replace('+', " ")).unwrap_or_else(|_| s.to_owned())
+    crate::percent::decode_form(s).unwrap_or_else(|_| s.to_owned())
 }
 
 fn redact(u: &url::Url) -> String {

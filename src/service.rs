@@ -1,10 +1,13 @@
 //! Facts about the running service that the fetch loops write and the API
 //! and the status page read: each provider as shown (its URL redacted), its
-//! zone, and its next scheduled fetch.
+//! zone, and its next scheduled fetch; and the store check's state.
 //!
 //! Plain shared values: it must not do I/O or know HTTP or the store.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::check_state::CheckState;
 
 /// Facts about the running service shown on the status page.
 #[derive(Debug, Default)]
@@ -12,6 +15,8 @@ pub struct ServiceInfo {
     pub version: &'static str,
     /// In configuration order; empty when nothing is fetched.
     pub providers: Vec<ProviderInfo>,
+    /// The background store check's state (written by `checker.rs`).
+    pub store_check: Arc<CheckState>,
 }
 
 /// One provider as people may see it.

@@ -22,8 +22,9 @@ pub struct PageInput<'a> {
     /// One panel per configured provider, in configuration order.
     pub providers: Vec<ProviderPanel<'a>>,
     pub counts: Option<StoreCounts>,
-    /// The newest runs of all providers.
-    pub runs: Vec<FetchRun>,
+    /// The newest runs of all providers; `None`: the store could not be
+    /// read (not the same as no fetch yet).
+    pub runs: Option<Vec<FetchRun>>,
     /// The raw query string, to refill the form.
     pub query: &'a str,
     /// The search answer (JSON envelope) or the error message, when the form
@@ -31,7 +32,7 @@ pub struct PageInput<'a> {
     pub search: Option<Result<std::sync::Arc<[u8]>, String>>,
     /// Whether `/metrics` is served on this listener (link it).
     pub metrics_here: bool,
-    pub store_check: crate::metrics::StoreCheck,
+    pub store_check: crate::check_state::StoreCheck,
     /// Whether `/search` is served on this listener (link it).
     pub search_here: bool,
 }
@@ -42,10 +43,11 @@ pub struct ProviderPanel<'a> {
     pub last_success: Option<i64>,
     /// Its plans stored and searchable, when the store counts them.
     pub counts: Option<StoreCounts>,
-    /// Its newest runs, newest first.
-    pub runs: Vec<FetchRun>,
-    /// Searchable plans by month of their local start (`YYYY-MM`), in order.
-    pub months: Vec<(String, u64)>,
+    /// Its newest runs, newest first; `None`: the store could not be read.
+    pub runs: Option<Vec<FetchRun>>,
+    /// Searchable plans by month of their local start (`YYYY-MM`), in
+    /// order; `None`: the store could not be read.
+    pub months: Option<Vec<(String, u64)>>,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -101,7 +103,7 @@ fn param(query: &str, name: &str) -> String {
         .split('&')
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| percent::decode(&v.replace('+', " ")).ok())
+        .and_then(|(_, v)| percent::decode_form(v).ok())
         .unwrap_or_default()
 }
 
@@ -212,35 +214,10 @@ pub fn render(p: &PageInput<'_>) -> String {
     }
 
     h.push_str("<h2>Recent fetches</h2>");
-    if p.runs.is_empty() {
-        h.push_str("<p class=\"muted\">No fetch yet.</p>");
-    } else {
-        h.push_str(
-            "<table><thead><tr><th>Provider</th><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
-             <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
-             <th>Skipped</th><th>Repaired</th><th>Error</th></tr></thead><tbody>",
-        );
-        for r in &p.runs {
-            let class = if r.outcome.is_success() { "ok" } else { "bad" };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td></tr>",
-                esc(if r.provider.is_empty() { "-" } else { &r.provider }),
-                esc(&journal_time(&r.started_at)),
-                r.outcome,
-                r.http_status_text(),
-                r.bytes,
-                r.duration_ms,
-                r.counts.plans_seen,
-                r.counts.plans_new,
-                r.counts.plans_updated,
-                count_cell(r.skipped_total(), &r.skipped),
-                count_cell(r.repaired_total(), &r.repaired),
-                esc(r.error.as_deref().unwrap_or(""))
-            );
-        }
-        h.push_str("</tbody></table>");
+    match p.runs.as_deref() {
+        None => h.push_str(UNREADABLE),
+        Some([]) => h.push_str("<p class=\"muted\">No fetch yet.</p>"),
+        Some(runs) => render_runs(&mut h, runs),
     }
     let _ = write!(
         h,
@@ -254,6 +231,39 @@ pub fn render(p: &PageInput<'_>) -> String {
     );
     h
 }
+
+/// The recent fetches as a table.
+fn render_runs(h: &mut String, runs: &[FetchRun]) {
+    h.push_str(
+        "<table><thead><tr><th>Provider</th><th>Started (UTC)</th><th>Outcome</th><th>HTTP</th>\
+         <th>Bytes</th><th>ms</th><th>Seen</th><th>New</th><th>Updated</th>\
+         <th>Skipped</th><th>Repaired</th><th>Error</th></tr></thead><tbody>",
+    );
+    for r in runs {
+        let class = if r.outcome.is_success() { "ok" } else { "bad" };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td></tr>",
+            esc(if r.provider.is_empty() { "-" } else { &r.provider }),
+            esc(&journal_time(&r.started_at)),
+            r.outcome,
+            r.http_status_text(),
+            r.bytes,
+            r.duration_ms,
+            r.counts.plans_seen,
+            r.counts.plans_new,
+            r.counts.plans_updated,
+            count_cell(r.skipped_total(), &r.skipped),
+            count_cell(r.repaired_total(), &r.repaired),
+            esc(r.error.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// Said where the store could not be read (the error is in the log).
+const UNREADABLE: &str = "<p class=\"bad\">The store cannot be read right now.</p>";
 
 fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
     let i = p.info;
@@ -277,8 +287,24 @@ fn render_provider(h: &mut String, p: &ProviderPanel<'_>) {
         )),
     );
     h.push_str("<div class=\"pics\">");
-    render_timeline(h, &p.runs);
-    render_months(h, &p.months);
+    match &p.runs {
+        Some(runs) => render_timeline(h, runs),
+        None => {
+            let _ = write!(
+                h,
+                "<figure><figcaption>Last fetches</figcaption>{UNREADABLE}</figure>"
+            );
+        }
+    }
+    match &p.months {
+        Some(months) => render_months(h, months),
+        None => {
+            let _ = write!(
+                h,
+                "<figure><figcaption>Searchable plans by month of start</figcaption>{UNREADABLE}</figure>"
+            );
+        }
+    }
     h.push_str("</div>");
 }
 
@@ -460,7 +486,17 @@ fn render_months(h: &mut String, months: &[(String, u64)]) {
 }
 
 fn render_results(h: &mut String, body: &[u8]) {
-    let events = crate::model::decode_events(body).unwrap_or_default();
+    let events = match crate::model::decode_events(body) {
+        Ok(events) => events,
+        Err(e) => {
+            let _ = write!(
+                h,
+                "<p class=\"bad\">The answer could not be read: {}</p>",
+                esc(&e.to_string())
+            );
+            return;
+        }
+    };
     // The page asks for at most 1001: enough to know there are more.
     if events.len() > 1000 {
         h.push_str("<p>More than 1000 plans</p>");
@@ -505,6 +541,7 @@ mod tests {
                 url: "http://x/<script>".into(),
                 ..ProviderInfo::default()
             }],
+            ..ServiceInfo::default()
         };
         let body = br#"{"data":{"events":[{"id":"a","title":"<b>Camela</b>","start_date":"2021-06-30","start_time":"21:00:00","end_date":null,"end_time":null,"min_price":15.00,"max_price":30.00}]},"error":null}"#;
         let html = render(&PageInput {
@@ -513,16 +550,16 @@ mod tests {
                 info: &info.providers[0],
                 last_success: None,
                 counts: None,
-                runs: vec![],
-                months: vec![],
+                runs: Some(vec![]),
+                months: Some(vec![]),
             }],
             counts: Some(StoreCounts::default()),
-            runs: vec![],
+            runs: Some(vec![]),
             query: "starts_at=%3Cx%3E",
             search: Some(Ok(body[..].into())),
             metrics_here: false,
             search_here: true,
-            store_check: crate::metrics::StoreCheck {
+            store_check: crate::check_state::StoreCheck {
                 damage: Some("page <7>".into()),
                 ..Default::default()
             },
@@ -549,6 +586,7 @@ mod tests {
         let info = ServiceInfo {
             version: "1",
             providers: vec![],
+            ..ServiceInfo::default()
         };
         let run = FetchRun {
             provider: "a".into(),
@@ -571,7 +609,7 @@ mod tests {
             info: &info,
             providers: vec![],
             counts: None,
-            runs: vec![run],
+            runs: Some(vec![run]),
             query: "",
             search: None,
             metrics_here: false,
@@ -600,12 +638,13 @@ mod tests {
                     ..ProviderInfo::default()
                 })
                 .collect(),
+            ..ServiceInfo::default()
         };
         let html = render(&PageInput {
             info: &info,
             providers: vec![],
             counts: None,
-            runs: vec![],
+            runs: Some(vec![]),
             query: "starts_at=2021-01-01T00%3A00%3A00Z&provider=b",
             search: None,
             metrics_here: true,
@@ -674,6 +713,14 @@ mod tests {
         let mut e = String::new();
         render_months(&mut e, &[]);
         assert!(e.contains("No searchable plan."));
+    }
+
+    #[test]
+    fn an_answer_that_does_not_decode_is_said_not_shown_as_no_plans() {
+        let mut h = String::new();
+        render_results(&mut h, br#"{"data":{"events":[{"id":1"#);
+        assert!(h.contains("The answer could not be read: "), "{h}");
+        assert!(!h.contains("0 plan(s)"), "{h}");
     }
 
     #[test]

@@ -66,9 +66,9 @@ impl<R: Read> Read for Limited<R> {
 /// Why an ingest did not land.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] ParseError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("interrupted by shutdown before commit")]
     Interrupted,
@@ -470,7 +470,10 @@ impl WithStore for Arc<Mutex<Store>> {
 fn finish(store: &mut impl WithStore, run: &FetchRun, journaled: bool, metrics: &Metrics) {
     if !journaled {
         if let Err(e) = store.with(|s| s.record_run(run)) {
-            crate::log::error(&format!("cannot journal the fetch run: {e}"));
+            crate::log::error(&format!(
+                "cannot journal the fetch run: {}",
+                crate::log::chain(&e)
+            ));
         }
     }
     metrics.observe_fetch(&run.provider, run.outcome, chrono::Utc::now().timestamp());
@@ -522,7 +525,15 @@ pub fn fetch_once(
     let mut retry_after = None;
     let state = store
         .with(|s| s.feed_state(&cfg.provider))
-        .unwrap_or_default();
+        .unwrap_or_else(|e| {
+            // The fetch goes on unconditional; the ingest then meets the
+            // same store and journals what it finds.
+            crate::log::warn(&format!(
+                "cannot read the feed validators; fetching without them: {}",
+                crate::log::chain(&e)
+            ));
+            FeedState::default()
+        });
     let validators = Validators {
         etag: state.etag.clone(),
         last_modified: state.last_modified.clone(),
@@ -563,7 +574,10 @@ pub fn fetch_once(
                 // touched at all.
                 if new_state != state {
                     if let Err(e) = store.with(|s| s.set_validators(&cfg.provider, &new_state)) {
-                        crate::log::error(&format!("cannot record the feed validators: {e}"));
+                        crate::log::error(&format!(
+                            "cannot record the feed validators: {}",
+                            crate::log::chain(&e)
+                        ));
                     }
                 }
             } else {
@@ -589,7 +603,7 @@ pub fn fetch_once(
                                 run.counts = PlanCounts::default();
                                 run.skipped.clear();
                                 run.repaired.clear();
-                                run.error = Some(e.to_string());
+                                run.error = Some(crate::log::chain(&e));
                             }
                         }
                     }
@@ -781,7 +795,7 @@ pub fn import_file(
         }
         Err(e) => {
             run.outcome = e.outcome();
-            run.error = Some(e.to_string());
+            run.error = Some(crate::log::chain(&e));
             run.counts = PlanCounts::default();
             run.skipped.clear();
             run.repaired.clear();
@@ -837,7 +851,10 @@ fn ingest_file(
         body_hash: Some(digest.hex()),
     };
     if let Err(e) = store.set_validators(provider, &state) {
-        crate::log::error(&format!("cannot record the imported feed's digest: {e}"));
+        crate::log::error(&format!(
+            "cannot record the imported feed's digest: {}",
+            crate::log::chain(&e)
+        ));
     }
     Ok(())
 }

@@ -50,18 +50,18 @@ pub enum NotifyError {
     UnsupportedAddress(String),
     /// The address has the right shape but the OS rejects it (for example a
     /// path longer than `sun_path`, or an abstract name on a non-Linux OS).
-    #[error("NOTIFY_SOCKET={addr:?} is not a usable socket address: {source}")]
+    #[error("NOTIFY_SOCKET={addr:?} is not a usable socket address")]
     InvalidAddress {
         addr: String,
         #[source]
         source: io::Error,
     },
     /// The local, unbound datagram socket could not be created or configured.
-    #[error("cannot create the sd_notify socket: {0}")]
+    #[error("cannot create the sd_notify socket")]
     Socket(#[source] io::Error),
     /// Sending one notification failed (service manager gone, socket removed,
     /// queue full for longer than [`SEND_TIMEOUT`], ...).
-    #[error("cannot send {what} to NOTIFY_SOCKET={addr:?}: {source}")]
+    #[error("cannot send {what} to NOTIFY_SOCKET={addr:?}")]
     Send {
         what: &'static str,
         addr: String,
@@ -425,6 +425,9 @@ mod tests {
             }
         ));
         assert!(err.to_string().contains("nobody-listens.sock"));
+        // The OS's reason once, as the source.
+        let text = crate::log::chain(&err);
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
     }
 
     fn os(s: &str) -> Option<&OsStr> {

@@ -1,6 +1,6 @@
 //! Which character encoding a feed document is written in.
 //!
-//! Decided once, from the first bytes of the document and the charset of the
+//! Decided from the first bytes of the document and the charset of the
 //! HTTP `Content-Type` (when the feed was fetched), in this order:
 //!
 //! 1. a byte order mark (UTF-8, UTF-16 LE, UTF-16 BE): it cannot be mistaken,
@@ -11,6 +11,19 @@
 //!    appendix F);
 //! 4. the `encoding` of the XML declaration;
 //! 5. UTF-8.
+//!
+//! Servers often send a `charset` that does not describe the body (a
+//! default the server adds to every response). The document's *own*
+//! encoding (3 to 5, or its BOM) is then used instead, and the mismatch
+//! counted (`charset_mismatch`): when the charset is a label planbox does
+//! not know, names UTF-16 over bytes that are not, or names an
+//! ASCII-compatible encoding over UTF-16 recognised by its first
+//! character; and when the charset and the XML declaration name two
+//! encodings that both read ASCII as ASCII, the first byte beyond ASCII
+//! decides (`input.rs`): the charset's encoding
+//! unless it cannot decode that character and the document's own can, or
+//! the document's own is UTF-8 and the character is valid UTF-8 beyond
+//! ASCII.
 //!
 //! Labels are resolved by `encoding_rs` as the WHATWG Encoding Standard
 //! says (so `ISO-8859-1` and `US-ASCII` read as windows-1252, a superset
@@ -61,42 +74,99 @@ pub(super) struct Detected {
     /// Length of the byte order mark to skip.
     pub bom_len: usize,
     pub source: EncodingSource,
+    /// The document's own encoding, when it differs from the charset's
+    /// (`encoding`) and the first byte beyond ASCII is to decide.
+    pub alternative: Option<(&'static Encoding, EncodingSource)>,
+    /// The charset did not describe the document (already decided).
+    pub mismatch: bool,
+}
+
+impl Detected {
+    fn new(encoding: &'static Encoding, source: EncodingSource) -> Detected {
+        Detected {
+            encoding,
+            bom_len: 0,
+            source,
+            alternative: None,
+            mismatch: false,
+        }
+    }
+
+    fn mismatched(self) -> Detected {
+        Detected {
+            mismatch: true,
+            ..self
+        }
+    }
 }
 
 /// Decides the encoding of a document that starts with `head` (at least
 /// [`SNIFF_BYTES`] bytes unless the document is shorter).
 pub(super) fn detect(head: &[u8], charset: Option<&str>) -> Result<Detected, ParseError> {
+    let own = own_encoding(head);
+    let Some(label) = charset.map(str::trim).filter(|l| !l.is_empty()) else {
+        return own;
+    };
+    let named = lookup(label, EncodingSource::ContentType);
+    if let Ok(o) = &own {
+        if o.source == EncodingSource::ByteOrderMark {
+            let agrees = named
+                .as_ref()
+                .is_ok_and(|e| *e == o.encoding || (is_utf16(e) && is_utf16(o.encoding)));
+            return Ok(if agrees { *o } else { o.mismatched() });
+        }
+    }
+    let Ok(encoding) = named else {
+        // A label nobody knows says nothing about the bytes.
+        return own.map(Detected::mismatched);
+    };
+    let sniffed = own
+        .as_ref()
+        .is_ok_and(|o| o.source == EncodingSource::Sniffed);
+    if is_utf16(encoding) {
+        // `charset=utf-16` says nothing of the byte order: the first
+        // character does; without a `<` as a 16-bit unit, the bytes are
+        // not UTF-16.
+        return match own {
+            Ok(o) if sniffed => Ok(Detected::new(o.encoding, EncodingSource::ContentType)),
+            own => own.map(Detected::mismatched),
+        };
+    }
+    if sniffed {
+        // `<` as a 16-bit unit: U+0000 in an ASCII-compatible encoding,
+        // which XML does not allow.
+        return own.map(Detected::mismatched);
+    }
+    let mut detected = Detected::new(encoding, EncodingSource::ContentType);
+    if let Ok(o) = own {
+        // Only a declaration is evidence enough to question the charset:
+        // without one, UTF-8 is only a default.
+        if o.source == EncodingSource::Declaration
+            && o.encoding != encoding
+            && o.encoding.is_ascii_compatible()
+            && encoding.is_ascii_compatible()
+        {
+            detected.alternative = Some((o.encoding, o.source));
+        }
+    }
+    Ok(detected)
+}
+
+/// The encoding the document itself says it is in: its BOM, UTF-16
+/// recognised from its first character, its declaration, else UTF-8.
+fn own_encoding(head: &[u8]) -> Result<Detected, ParseError> {
     if let Some((encoding, bom_len)) = Encoding::for_bom(head) {
         return Ok(Detected {
-            encoding,
             bom_len,
-            source: EncodingSource::ByteOrderMark,
+            ..Detected::new(encoding, EncodingSource::ByteOrderMark)
         });
     }
-    let found = |encoding, source| {
-        Ok(Detected {
-            encoding,
-            bom_len: 0,
-            source,
-        })
-    };
+    let found = |encoding, source| Ok(Detected::new(encoding, source));
     let sniffed_utf16 = match head {
         [b'<', 0, ..] => Some(UTF_16LE),
         [0, b'<', ..] => Some(UTF_16BE),
         _ => None,
     };
-    if let Some(label) = charset.map(str::trim).filter(|l| !l.is_empty()) {
-        let encoding = lookup(label, EncodingSource::ContentType)?;
-        if is_utf16(encoding) {
-            // `charset=utf-16` says nothing of the byte order: the first
-            // character does.
-            return match sniffed_utf16 {
-                Some(e) => found(e, EncodingSource::ContentType),
-                None => Err(lying(encoding, EncodingSource::ContentType)),
-            };
-        }
-        return found(encoding, EncodingSource::ContentType);
-    }
     if let Some(encoding) = sniffed_utf16 {
         return found(encoding, EncodingSource::Sniffed);
     }
@@ -112,6 +182,11 @@ pub(super) fn detect(head: &[u8], charset: Option<&str>) -> Result<Detected, Par
         }
         None => found(UTF_8, EncodingSource::Default),
     }
+}
+
+/// `label` when it names an encoding planbox can read.
+pub(super) fn known_label(label: &str) -> Result<&str, ParseError> {
+    lookup(label.trim(), EncodingSource::ContentType).map(|_| label)
 }
 
 fn is_utf16(e: &'static Encoding) -> bool {
@@ -195,18 +270,77 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_lying_labels_are_errors_that_name_them() {
+    fn unknown_or_lying_declarations_are_errors_that_name_them() {
         let e = detect(b"<?xml version=\"1.0\" encoding=\"EBCDIC-X\"?>", None).unwrap_err();
         assert!(e.to_string().contains("EBCDIC-X"), "{e}");
-        let e = detect(b"<planList/>", Some("klingon")).unwrap_err();
-        assert!(
-            e.to_string().contains("klingon") && e.to_string().contains("Content-Type"),
-            "{e}"
-        );
-        // Labels the Encoding Standard maps to the replacement decoder.
-        assert!(detect(b"<a/>", Some("iso-2022-kr")).is_err());
         let e = detect(b"<?xml version=\"1.0\" encoding=\"UTF-16\"?><a/>", None).unwrap_err();
         assert!(e.to_string().contains("UTF-16"), "{e}");
-        assert!(detect(b"<a/>", Some("utf-16")).is_err());
+        // Nor does a charset that cannot describe the bytes help them.
+        let e = detect(
+            b"<?xml version=\"1.0\" encoding=\"UTF-16\"?><a/>",
+            Some("utf-16"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("UTF-16"), "{e}");
+    }
+
+    fn decided(head: &[u8], charset: &str) -> Detected {
+        detect(head, Some(charset)).unwrap()
+    }
+
+    #[test]
+    fn a_charset_that_cannot_describe_the_body_gives_way_to_the_documents_own() {
+        use EncodingSource::*;
+        let latin = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><planList/>";
+        // Unknown labels (and those the Encoding Standard maps to the
+        // replacement decoder) say nothing about the bytes.
+        for label in ["klingon", "iso-2022-kr", "utf8mb4"] {
+            let d = decided(latin, label);
+            assert_eq!(
+                (d.encoding, d.source, d.mismatch),
+                (WINDOWS_1252, Declaration, true)
+            );
+            let d = decided(b"<planList/>", label);
+            assert_eq!((d.encoding, d.source, d.mismatch), (UTF_8, Default, true));
+        }
+        // UTF-16 named over bytes that are not.
+        let d = decided(b"<a/>", "utf-16");
+        assert_eq!((d.encoding, d.mismatch), (UTF_8, true));
+        let d = decided(latin, "UTF-16BE");
+        assert_eq!((d.encoding, d.mismatch), (WINDOWS_1252, true));
+        // UTF-16 recognised by its first character under an 8-bit charset.
+        let d = decided(b"<\0p\0", "utf-8");
+        assert_eq!(
+            (d.encoding, d.source, d.mismatch),
+            (UTF_16LE, Sniffed, true)
+        );
+        // A BOM that contradicts the charset wins, counted; one that
+        // agrees with it is not a mismatch.
+        let d = decided(b"\xFF\xFE<\0", "iso-8859-1");
+        assert_eq!((d.encoding, d.bom_len, d.mismatch), (UTF_16LE, 2, true));
+        assert!(!decided(b"\xFE\xFF\0<", "utf-16").mismatch);
+        assert!(!decided(b"\xEF\xBB\xBF<a/>", "UTF-8").mismatch);
+        assert!(decided(b"\xEF\xBB\xBF<a/>", "windows-1252").mismatch);
+    }
+
+    #[test]
+    fn an_ascii_compatible_charset_over_another_declaration_leaves_the_choice_to_the_bytes() {
+        use EncodingSource::*;
+        let latin = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><planList/>";
+        let d = decided(latin, "utf-8");
+        assert_eq!((d.encoding, d.source), (UTF_8, ContentType));
+        assert_eq!(d.alternative, Some((WINDOWS_1252, Declaration)));
+        assert!(!d.mismatch);
+        let d = decided(
+            b"<?xml version='1.0' encoding='utf-8'?><a/>",
+            "windows-1252",
+        );
+        assert_eq!(d.alternative, Some((UTF_8, Declaration)));
+        // Without a declaration, UTF-8 is only a default: the charset is
+        // read as it is.
+        assert_eq!(decided(b"<planList/>", "windows-1252").alternative, None);
+        // The same encoding under two labels: nothing to choose.
+        assert_eq!(decided(latin, "latin1").alternative, None);
+        assert_eq!(decided(b"<planList/>", "utf8").alternative, None);
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use quick_xml::events::{BytesStart, Event};
 
 use super::entities::{Entities, Repairs, Unresolved};
+use super::input::{Undecodable, SUBSTITUTE};
 use super::markup::{
     check_attributes, for_each_attribute, is_blank, is_xml_name, is_xml_space, quoted, xml_at,
 };
@@ -112,6 +113,9 @@ struct Group {
     /// Why a value of the base plan could not be read: each of its plans
     /// is skipped with it.
     unresolved: Option<String>,
+    /// Undecodable bytes in the base plan's tag: each of its plans is
+    /// skipped for them.
+    undecodable: Option<String>,
 }
 
 /// What handling one event produced.
@@ -132,6 +136,8 @@ struct Tag {
     to: u32,
     name_len: u32,
     at: u64,
+    /// Its attribute values hold undecodable bytes: only checked.
+    damaged: bool,
 }
 
 /// One item element as the tag reader saw it: its start tag and those of
@@ -145,6 +151,12 @@ pub struct RawItem {
     head: Tag,
     /// The zones' tags, in document order.
     zones: Vec<Tag>,
+    /// Undecodable bytes in the start tag (what they are): the item is
+    /// skipped for them.
+    head_damage: Option<String>,
+    /// The first undecodable bytes inside the element: a valid plan is
+    /// skipped for them.
+    inner_damage: Option<String>,
     /// The encoding the document was decoded from, when not UTF-8
     /// (positions in errors count the decoded text: see `FeedReader`).
     pub(super) decoded_from: Option<&'static str>,
@@ -163,8 +175,11 @@ impl RawItem {
                 to: 0,
                 name_len: 0,
                 at,
+                damaged: false,
             },
             zones: Vec::with_capacity(4),
+            head_damage: None,
+            inner_damage: None,
             decoded_from: None,
         };
         raw.head = raw.keep(e, at);
@@ -183,6 +198,8 @@ impl RawItem {
         self.group = group;
         self.text.clear();
         self.zones.clear();
+        self.head_damage = None;
+        self.inner_damage = None;
         self.decoded_from = None;
         self.head = self.keep(e, at);
     }
@@ -196,6 +213,7 @@ impl RawItem {
             to: self.text.len() as u32,
             name_len: e.name().into_inner().len() as u32,
             at,
+            damaged: false,
         }
     }
 
@@ -216,26 +234,69 @@ impl RawItem {
         &self,
         reading: &mut Reading<'_>,
     ) -> Result<Vec<FeedItem>, ParseError> {
+        let mut open = self.understand_open(reading)?;
+        if let Some(plan) = open.plan {
+            open.items.push(match open.damage {
+                Some(why) => FeedItem::Skipped(Skip {
+                    reason: SkipReason::UndecodableText,
+                    base_plan_id: plan.base_plan_id,
+                    plan_id: plan.plan_id,
+                    detail: why,
+                }),
+                None => FeedItem::Plan(plan),
+            });
+        }
+        Ok(open.items)
+    }
+
+    /// [`understand`](Self::understand), with the plan (when valid) and the
+    /// undecodable bytes inside it kept apart: the reader goes on with them
+    /// when the item is not complete yet.
+    fn understand_open(&self, reading: &mut Reading<'_>) -> Result<OpenItem, ParseError> {
         let head = self.tag(self.head);
-        let [id, start, end] = item_values(&head, self.head.at, self.words)?;
-        match reading.head(self, [id, start, end]) {
+        let read = match &self.head_damage {
+            None => {
+                let values = item_values(&head, self.head.at, self.words)?;
+                reading.head(self, values)
+            }
+            // Nothing is read from a damaged tag.
+            Some(what) => Err(Skip {
+                reason: SkipReason::UndecodableText,
+                base_plan_id: self.group.id.clone().unwrap_or_default(),
+                plan_id: raw_attribute(&head, self.head.at, self.words.item_id)?
+                    .unwrap_or_default(),
+                detail: format!("its {what}"),
+            }),
+        };
+        match read {
             Err(skip) => {
                 for &zone in &self.zones {
                     check_attributes(&self.tag(zone), zone.at)?;
                 }
-                Ok(vec![FeedItem::Skipped(skip)])
+                Ok(OpenItem {
+                    items: vec![FeedItem::Skipped(skip)],
+                    plan: None,
+                    damage: None,
+                })
             }
             Ok(mut plan) => {
                 let mut items = Vec::new();
                 for &zone in &self.zones {
                     let tag = self.tag(zone);
+                    if zone.damaged {
+                        check_attributes(&tag, zone.at)?;
+                        continue;
+                    }
                     let [zone_id, price] = zone_values(&tag, zone.at)?;
                     if let Some(skip) = reading.zone(&mut plan, zone_id, price) {
                         items.push(FeedItem::Skipped(skip));
                     }
                 }
-                items.push(FeedItem::Plan(plan));
-                Ok(items)
+                Ok(OpenItem {
+                    items,
+                    plan: Some(plan),
+                    damage: self.inner_damage.clone(),
+                })
             }
         }
     }
@@ -248,6 +309,14 @@ impl RawItem {
         }
         Ok(())
     }
+}
+
+/// An item understood so far: what to hand out now, the valid plan still
+/// open, and the undecodable bytes found inside it.
+struct OpenItem {
+    items: Vec<FeedItem>,
+    plan: Option<FeedPlan>,
+    damage: Option<String>,
 }
 
 /// The item id, start and end attributes of an item's start tag, raw.
@@ -317,6 +386,13 @@ pub(super) struct Document {
     /// General entities of the internal DTD subset.
     pub(super) entities: Entities,
     pub(super) repairs: Repairs,
+    /// Set by the reader before an event whose attribute values or text
+    /// hold undecodable bytes; taken by that event.
+    pub(super) damage: Option<Undecodable>,
+    /// Depth of the open item element (read or skipped), if any.
+    item_from: Option<usize>,
+    /// Undecodable bytes inside the open plan: it is skipped at its end.
+    plan_damage: Option<String>,
 }
 
 impl Document {
@@ -335,8 +411,30 @@ impl Document {
         }
     }
 
+    /// Charges undecodable bytes in data to the item being read: that
+    /// item is skipped. Outside any item, they reject the document.
+    fn charge(&mut self, damage: Undecodable) -> Result<(), ParseError> {
+        if self.item_from.is_none() {
+            return Err(damage.error());
+        }
+        if let Some(raw) = self.raw.as_mut() {
+            // Decided once the item is understood (if its head is valid).
+            raw.inner_damage
+                .get_or_insert_with(|| format!("inside it, {}", damage.what()));
+        } else if self.plan.is_some() && self.plan_damage.is_none() {
+            self.plan_damage = Some(format!("inside it, {}", damage.what()));
+        }
+        Ok(())
+    }
+
     pub(super) fn on_event(&mut self, event: Event<'_>, at: u64) -> Result<Step, ParseError> {
         let in_root = matches!(self.phase, Phase::Root);
+        if let Some(damage) = self.damage.take() {
+            match event {
+                Event::Start(_) | Event::Empty(_) => self.damage = Some(damage),
+                _ => self.charge(damage)?,
+            }
+        }
         match event {
             Event::Start(e) => self.on_start(&e, at, true),
             Event::Empty(e) => self.on_start(&e, at, false),
@@ -427,7 +525,11 @@ impl Document {
             }
         }
 
+        let damage = self.damage.take();
         if matches!(self.phase, Phase::Prolog) {
+            if let Some(damage) = damage {
+                return Err(damage.error());
+            }
             let dialect = Dialect::from_root(name).ok_or_else(|| ParseError::NotAFeed {
                 root: quoted(name).into_owned(),
             })?;
@@ -444,29 +546,40 @@ impl Document {
 
         if self.ignore_from.is_some() {
             check_attributes(e, at)?;
+            if let Some(damage) = damage {
+                self.charge(damage)?;
+            }
             return Ok(Step::Continue);
         }
 
         let words = self.vocabulary();
         let top = self.levels.last().copied();
         let (step, opened) = match top {
-            Some(Level::Root) if name == OUTPUT => {
-                check_attributes(e, at)?;
-                (Step::Continue, Some(Level::Output))
-            }
             Some(Level::Root | Level::Output) if name == words.group => {
-                self.read_group(e, at)?;
+                let repairs = self.repairs;
+                let mut group = self.read_group(e, at)?;
+                if let Some(damage) = damage {
+                    // Nothing read from a damaged tag counts.
+                    self.repairs = repairs;
+                    group.id = raw_attribute(e, at, words.group_id)?;
+                    group.undecodable = Some(format!("its base plan's {}", damage.what()));
+                }
+                self.group = Arc::new(group);
                 (Step::Continue, Some(Level::Group))
             }
             Some(Level::Group) if name == words.item => {
+                if has_content {
+                    self.item_from = Some(self.depth);
+                }
                 let group = Arc::clone(&self.group);
-                let raw = match self.spare.pop() {
+                let mut raw = match self.spare.pop() {
                     Some(mut raw) => {
                         raw.reuse(words, group, e, at);
                         raw
                     }
                     None => RawItem::new(words, group, e, at),
                 };
+                raw.head_damage = damage.map(|d| d.what());
                 if !self.seen_doctype && !has_content {
                     (Step::Raw(raw), None)
                 } else if !self.seen_doctype {
@@ -477,7 +590,7 @@ impl Document {
                     self.raw = Some(raw);
                     let mut items = self.settle()?;
                     if !has_content {
-                        items.extend(self.plan.take().map(FeedItem::Plan));
+                        items.extend(self.end_plan());
                     }
                     (Step::Items(items), has_content.then_some(Level::Item))
                 }
@@ -490,8 +603,16 @@ impl Document {
                     items = self.settle()?;
                 }
                 if let Some(raw) = self.raw.as_mut() {
-                    let zone = raw.keep(e, at);
+                    let mut zone = raw.keep(e, at);
+                    if let Some(damage) = damage {
+                        zone.damaged = true;
+                        raw.inner_damage
+                            .get_or_insert_with(|| format!("inside it, {}", damage.what()));
+                    }
                     raw.zones.push(zone);
+                } else if let Some(damage) = damage {
+                    check_attributes(e, at)?;
+                    self.charge(damage)?;
                 } else {
                     let [zone_id, price] = zone_values(e, at)?;
                     if let Some(mut plan) = self.plan.take() {
@@ -512,7 +633,11 @@ impl Document {
             }
             _ => {
                 check_attributes(e, at)?;
-                (Step::Continue, None)
+                if let Some(damage) = damage {
+                    self.charge(damage)?;
+                }
+                let opened = (top == Some(Level::Root) && name == OUTPUT).then_some(Level::Output);
+                (Step::Continue, opened)
             }
         };
         if has_content {
@@ -530,6 +655,9 @@ impl Document {
         let depth = self.depth;
         self.depth = depth.saturating_sub(1);
         self.open_name_bytes = self.open_name_bytes.saturating_sub(name.len());
+        if self.item_from == Some(depth) {
+            self.item_from = None;
+        }
         if let Some(from) = self.ignore_from {
             if depth == from {
                 self.ignore_from = None;
@@ -537,10 +665,12 @@ impl Document {
             return Step::Continue;
         }
         match self.levels.pop() {
-            Some(Level::Item) => match (self.raw.take(), self.plan.take()) {
-                (Some(raw), _) => Step::Raw(raw),
-                (None, Some(plan)) => Step::Items(vec![FeedItem::Plan(plan)]),
-                (None, None) => Step::Continue,
+            Some(Level::Item) => match self.raw.take() {
+                Some(raw) => Step::Raw(raw),
+                None => match self.end_plan() {
+                    Some(item) => Step::Items(vec![item]),
+                    None => Step::Continue,
+                },
             },
             Some(Level::Group) => {
                 self.group = Arc::default();
@@ -561,11 +691,25 @@ impl Document {
         let Some(raw) = self.raw.take() else {
             return Ok(Vec::new());
         };
-        let mut items = raw.understand(&mut self.reading())?;
-        if let Some(FeedItem::Plan(plan)) = items.pop_if(|i| matches!(i, FeedItem::Plan(_))) {
-            self.plan = Some(plan);
-        }
-        Ok(items)
+        let open = raw.understand_open(&mut self.reading())?;
+        self.plan = open.plan;
+        self.plan_damage = open.damage;
+        Ok(open.items)
+    }
+
+    /// The open plan, understood here, at its end: itself, or why it is
+    /// skipped.
+    fn end_plan(&mut self) -> Option<FeedItem> {
+        let plan = self.plan.take()?;
+        Some(match self.plan_damage.take() {
+            Some(why) => FeedItem::Skipped(Skip {
+                reason: SkipReason::UndecodableText,
+                base_plan_id: plan.base_plan_id,
+                plan_id: plan.plan_id,
+                detail: why,
+            }),
+            None => FeedItem::Plan(plan),
+        })
     }
 
     /// The first malformed attribute of the open item not understood yet:
@@ -574,7 +718,7 @@ impl Document {
         self.raw.take().and_then(|raw| raw.check().err())
     }
 
-    fn read_group(&mut self, e: &BytesStart<'_>, at: u64) -> Result<(), ParseError> {
+    fn read_group(&mut self, e: &BytesStart<'_>, at: u64) -> Result<Group, ParseError> {
         let words = self.vocabulary();
         let (mut id, mut mode, mut title) = (None, None, None);
         for_each_attribute(e, at, |key, value| {
@@ -613,8 +757,7 @@ impl Document {
                 unresolved.join("; ")
             ));
         }
-        self.group = Arc::new(group);
-        Ok(())
+        Ok(group)
     }
 }
 
@@ -687,6 +830,9 @@ impl Reading<'_> {
             plan_id: id.clone().unwrap_or_default(),
             detail,
         };
+        if let Some(why) = &group.undecodable {
+            return Err(skip(SkipReason::UndecodableText, why.clone()));
+        }
         if let Some(why) = &group.unresolved {
             return Err(skip(SkipReason::UnresolvedReference, why.clone()));
         }
@@ -783,4 +929,17 @@ impl Reading<'_> {
             detail,
         })
     }
+}
+
+/// The raw value of attribute `name` of a tag whose values hold
+/// undecodable bytes, for messages: references not expanded, the
+/// substitutes shown as U+FFFD (never stored).
+fn raw_attribute(e: &BytesStart<'_>, at: u64, name: &str) -> Result<Option<String>, ParseError> {
+    let mut found = None;
+    for_each_attribute(e, at, |key, value| {
+        if key == name {
+            found = Some(value.replace(char::from(SUBSTITUTE), "\u{FFFD}"));
+        }
+    })?;
+    Ok(found)
 }

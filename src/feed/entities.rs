@@ -11,13 +11,22 @@
 //! cannot be resolved is an [`Unresolved`]: the caller skips the item that
 //! holds the value.
 //!
+//! Characters XML forbids (C0 controls other than tab, line feed and
+//! carriage return; U+FFFE, U+FFFF) written raw in a value are dropped and
+//! counted (`control_character`): they are never meant as text, and would
+//! otherwise reach terminals through `search` and `status`.
+//!
 //! Safety: external and unparsed entities (`SYSTEM`, `PUBLIC`, `NDATA`) are
 //! recorded as such and never read; every internal entity's expanded size
-//! is computed once, when the DTD is read (memoised, so a billion-laughs
-//! DTD costs one pass over its declarations), and one over
-//! [`MAX_VALUE_BYTES`], nested deeper than [`MAX_DEPTH`] or recursive is
-//! unusable; all expansions of one document together are bounded by
-//! [`MAX_DOCUMENT_EXPANSION`]. This module must not do I/O.
+//! and the number of entity references its expansion follows are computed
+//! once, when the DTD is read (memoised, so a billion-laughs DTD costs one
+//! pass over its declarations), and one over [`MAX_VALUE_BYTES`] or
+//! [`MAX_VALUE_REFERENCES`], nested deeper than [`MAX_DEPTH`] or recursive
+//! is unusable; a value is charged per byte produced and per entity
+//! reference expanded (so entities that expand to nothing cost their
+//! references), and all expansions of one document together are bounded by
+//! [`MAX_DOCUMENT_EXPANSION`] bytes and [`MAX_DOCUMENT_REFERENCES`]
+//! references. This module must not do I/O.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,6 +40,12 @@ pub(super) const MAX_DEPTH: usize = 16;
 pub(super) const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Bound on the text all entity expansions of one document produce.
 pub(super) const MAX_DOCUMENT_EXPANSION: u64 = 256 << 20;
+/// Most references to DTD entities one value may expand, nested ones
+/// included (an entity that expands to nothing still costs its lookup).
+pub(super) const MAX_VALUE_REFERENCES: u64 = 64 * 1024;
+/// Bound on the references to DTD entities all values of one document
+/// expand, nested ones included.
+pub(super) const MAX_DOCUMENT_REFERENCES: u64 = 16 << 20;
 /// Most general entities one DTD may declare; later ones are ignored.
 const MAX_ENTITIES: usize = 10_000;
 /// Longest entity name looked at.
@@ -68,7 +83,7 @@ impl fmt::Display for Unresolved {
             ),
             Unresolved::TooLarge(n) => write!(
                 f,
-                "expanding `&{n};` goes over the bounds ({MAX_VALUE_BYTES} bytes a value, {MAX_DEPTH} levels, {MAX_DOCUMENT_EXPANSION} bytes a document)"
+                "expanding `&{n};` goes over the bounds ({MAX_VALUE_BYTES} bytes and {MAX_VALUE_REFERENCES} entity references a value, {MAX_DEPTH} levels, {MAX_DOCUMENT_EXPANSION} bytes and {MAX_DOCUMENT_REFERENCES} references a document)"
             ),
             Unresolved::Markup(n) => write!(
                 f,
@@ -90,6 +105,7 @@ impl fmt::Display for Unresolved {
 pub(super) struct Repairs {
     pub html_entity: u64,
     pub bare_ampersand: u64,
+    pub control_character: u64,
 }
 
 impl Repairs {
@@ -97,6 +113,7 @@ impl Repairs {
         [
             (RepairReason::HtmlEntity, self.html_entity),
             (RepairReason::BareAmpersand, self.bare_ampersand),
+            (RepairReason::ControlCharacter, self.control_character),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -104,15 +121,34 @@ impl Repairs {
 }
 
 enum Def {
-    /// Replacement text (character references already replaced) and its
-    /// expanded size, or why it cannot be expanded.
+    /// Replacement text (character references already replaced) and what
+    /// expanding it costs, or why it cannot be expanded.
     Internal {
         text: String,
-        size: Result<usize, Unresolved>,
+        cost: Result<Cost, Unresolved>,
     },
     External,
     Unparsed,
     ParameterEntity,
+}
+
+/// What expanding one entity costs, computed once per DTD.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cost {
+    /// Expanded size in bytes (an upper bound: white space counts as
+    /// written).
+    size: usize,
+    /// Nesting height (1: no entity inside).
+    height: usize,
+    /// References to DTD entities its expansion follows, all levels.
+    references: u64,
+}
+
+/// What expansions charged: the document's totals, or one value's.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spent {
+    bytes: u64,
+    references: u64,
 }
 
 /// The general entities of one document, the attribute defaults its DTD
@@ -122,7 +158,7 @@ pub(super) struct Entities {
     defs: HashMap<String, Def>,
     /// (element, attribute) -> raw default value (`<!ATTLIST>`).
     defaults: HashMap<(String, String), String>,
-    spent: u64,
+    spent: Spent,
 }
 
 impl Entities {
@@ -143,16 +179,20 @@ impl Entities {
         raw: &'a str,
         repairs: &mut Repairs,
     ) -> Result<Cow<'a, str>, Unresolved> {
-        if !raw
-            .bytes()
-            .any(|b| matches!(b, b'&' | b'\t' | b'\r' | b'\n'))
-        {
+        // References, white space to normalize (all below 0x20) and
+        // characters XML forbids (C0 controls; U+FFFE and U+FFFF start with
+        // 0xEF) need work; most values have none of them.
+        if !raw.bytes().any(|b| b < 0x20 || b == b'&' || b == 0xEF) {
             return Ok(Cow::Borrowed(raw));
         }
         let mut out = String::with_capacity(raw.len());
-        let mut spent = self.spent;
-        self.expand_into(raw, &mut out, repairs, &mut spent, 0)?;
-        self.spent = spent;
+        let mut value = Spent::default();
+        let result = self.expand_into(raw, &mut out, repairs, &mut value, 0);
+        // Charged whether or not the value could be read: a value that
+        // fails late did the work all the same.
+        self.spent.bytes += value.bytes;
+        self.spent.references += value.references;
+        result?;
         Ok(Cow::Owned(out))
     }
 
@@ -161,7 +201,7 @@ impl Entities {
         text: &str,
         out: &mut String,
         repairs: &mut Repairs,
-        spent: &mut u64,
+        value: &mut Spent,
         depth: usize,
     ) -> Result<(), Unresolved> {
         let bytes = text.as_bytes();
@@ -177,7 +217,7 @@ impl Entities {
                             return Err(Unresolved::InvalidChar(text[i + 1..i + len - 1].into()))
                         }
                         Reference::Named(name) => {
-                            self.named(name, out, repairs, spent, depth)?;
+                            self.named(name, out, repairs, value, depth)?;
                         }
                         Reference::None => {
                             out.push('&');
@@ -198,6 +238,19 @@ impl Entities {
                     };
                     literal = i;
                 }
+                b if b < 0x20 => {
+                    out.push_str(&text[literal..i]);
+                    repairs.control_character += 1;
+                    i += 1;
+                    literal = i;
+                }
+                // U+FFFE and U+FFFF: EF BF BE, EF BF BF.
+                0xEF if matches!(bytes.get(i + 1..i + 3), Some([0xBF, 0xBE | 0xBF])) => {
+                    out.push_str(&text[literal..i]);
+                    repairs.control_character += 1;
+                    i += 3;
+                    literal = i;
+                }
                 _ => i += 1,
             }
         }
@@ -213,7 +266,7 @@ impl Entities {
         name: &str,
         out: &mut String,
         repairs: &mut Repairs,
-        spent: &mut u64,
+        value: &mut Spent,
         depth: usize,
     ) -> Result<(), Unresolved> {
         if let Some(c) = predefined(name) {
@@ -221,16 +274,24 @@ impl Entities {
             return Ok(());
         }
         match self.defs.get(name) {
-            Some(Def::Internal { text, size }) => {
-                let size = size.clone()?;
-                *spent += size as u64;
+            Some(Def::Internal { text, cost }) => {
+                let cost = cost.clone()?;
+                // A reference written in the value pays for its whole
+                // expansion, nested references included, before any of
+                // it is done; the nested ones are then paid for.
+                if depth == 0 {
+                    value.bytes += cost.size as u64;
+                    value.references += 1 + cost.references;
+                }
                 if depth >= MAX_DEPTH
-                    || out.len() + size > MAX_VALUE_BYTES
-                    || *spent > MAX_DOCUMENT_EXPANSION
+                    || out.len() + cost.size > MAX_VALUE_BYTES
+                    || value.references > MAX_VALUE_REFERENCES
+                    || self.spent.bytes + value.bytes > MAX_DOCUMENT_EXPANSION
+                    || self.spent.references + value.references > MAX_DOCUMENT_REFERENCES
                 {
                     return Err(Unresolved::TooLarge(name.into()));
                 }
-                self.expand_into(text, out, repairs, spent, depth + 1)
+                self.expand_into(text, out, repairs, value, depth + 1)
             }
             Some(Def::External) => Err(Unresolved::External(name.into())),
             Some(Def::Unparsed) => Err(Unresolved::Unparsed(name.into())),
@@ -343,7 +404,7 @@ impl Entities {
                 } else {
                     Def::Internal {
                         text: replace_char_refs(literal),
-                        size: Ok(0),
+                        cost: Ok(Cost::default()),
                     }
                 }
             }
@@ -353,13 +414,12 @@ impl Entities {
         self.defs.insert(name.to_owned(), def);
     }
 
-    /// Computes every internal entity's expanded size (an upper bound:
-    /// white space counts as written) and nesting height once, children
-    /// first, without recursion: each entity is visited once however often
-    /// it is referred to, so the cost is one pass over the DTD. An entity
-    /// that refers to itself, nests deeper than [`MAX_DEPTH`], expands past
-    /// [`MAX_VALUE_BYTES`] or refers to one that cannot be expanded is
-    /// unusable.
+    /// Computes every internal entity's [`Cost`] once, children first,
+    /// without recursion: each entity is visited once however often it is
+    /// referred to, so the cost is one pass over the DTD. An entity that
+    /// refers to itself, nests deeper than [`MAX_DEPTH`], expands past
+    /// [`MAX_VALUE_BYTES`] or [`MAX_VALUE_REFERENCES`] or refers to one that
+    /// cannot be expanded is unusable.
     fn compute_sizes(&mut self) {
         let mut names: Vec<&String> = self
             .defs
@@ -375,8 +435,7 @@ impl Entities {
                 _ => None,
             })
             .collect();
-        // name -> (size, height)
-        let mut done: HashMap<&str, Result<(usize, usize), Unresolved>> = HashMap::new();
+        let mut done: HashMap<&str, Result<Cost, Unresolved>> = HashMap::new();
         let mut open: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for root in &names {
             if done.contains_key(root.as_str()) {
@@ -413,13 +472,11 @@ impl Entities {
                 done.insert(name, result);
             }
         }
-        let done: HashMap<String, Result<usize, Unresolved>> = done
-            .into_iter()
-            .map(|(n, r)| (n.to_owned(), r.map(|(size, _)| size)))
-            .collect();
+        let done: HashMap<String, Result<Cost, Unresolved>> =
+            done.into_iter().map(|(n, r)| (n.to_owned(), r)).collect();
         for (name, def) in self.defs.iter_mut() {
-            if let Def::Internal { size, .. } = def {
-                *size = done
+            if let Def::Internal { cost, .. } = def {
+                *cost = done
                     .get(name)
                     .cloned()
                     .unwrap_or_else(|| Err(Unresolved::Undeclared(name.clone())));
@@ -427,20 +484,28 @@ impl Entities {
         }
     }
 
-    /// Size and height of `name` from its scan and its (finished) children.
+    /// The cost of `name` from its scan and its (finished) children.
     fn combine(
         &self,
         name: &str,
         scan: &Scan,
-        done: &HashMap<&str, Result<(usize, usize), Unresolved>>,
-    ) -> Result<(usize, usize), Unresolved> {
+        done: &HashMap<&str, Result<Cost, Unresolved>>,
+    ) -> Result<Cost, Unresolved> {
         if let Some(e) = &scan.error {
             return Err(e.clone());
         }
-        let (mut size, mut height) = (scan.base, 1);
+        let mut cost = Cost {
+            size: scan.base,
+            height: 1,
+            references: 0,
+        };
         for child in &scan.refs {
-            let (child_size, child_height) = match done.get(child.as_str()) {
-                Some(result) => result.clone()?,
+            let child_cost = match done.get(child.as_str()) {
+                Some(result) => {
+                    let c = result.clone()?;
+                    cost.references = cost.references.saturating_add(1 + c.references);
+                    c
+                }
                 None => match self.defs.get(child) {
                     Some(Def::External) => return Err(Unresolved::External(child.clone())),
                     Some(Def::Unparsed) => return Err(Unresolved::Unparsed(child.clone())),
@@ -450,18 +515,25 @@ impl Entities {
                     // Still open: a cycle through an ancestor.
                     Some(Def::Internal { .. }) => return Err(Unresolved::Recursive(child.clone())),
                     None => match html_entity(child) {
-                        Some(v) => (v.len(), 0),
+                        Some(v) => Cost {
+                            size: v.len(),
+                            height: 0,
+                            references: 0,
+                        },
                         None => return Err(Unresolved::Undeclared(child.clone())),
                     },
                 },
             };
-            size = size.saturating_add(child_size);
-            height = height.max(child_height + 1);
-            if size > MAX_VALUE_BYTES || height > MAX_DEPTH {
+            cost.size = cost.size.saturating_add(child_cost.size);
+            cost.height = cost.height.max(child_cost.height + 1);
+            if cost.size > MAX_VALUE_BYTES
+                || cost.height > MAX_DEPTH
+                || cost.references > MAX_VALUE_REFERENCES
+            {
                 return Err(Unresolved::TooLarge(name.to_owned()));
             }
         }
-        Ok((size, height))
+        Ok(cost)
     }
 }
 
@@ -838,6 +910,76 @@ mod tests {
             Err(Unresolved::TooLarge(_))
         ));
         assert_eq!(expand(&mut e, "&lol1;").0.unwrap(), "lol".repeat(10));
+    }
+
+    /// `e0` is empty, each `e{i}` refers to `e{i-1}` `fan` times.
+    fn empty_tower(levels: usize, fan: usize) -> Entities {
+        let mut dtd = String::from("d [ <!ENTITY e0 \"\">");
+        for i in 1..=levels {
+            let refs = format!("&e{};", i - 1).repeat(fan);
+            dtd += &format!("<!ENTITY e{i} \"{refs}\">");
+        }
+        Entities::from_doctype(&(dtd + "]"))
+    }
+
+    #[test]
+    fn entities_that_expand_to_nothing_are_charged_per_reference() {
+        // 10 levels of 10 references each: 10^10 lookups producing no
+        // byte. Refused when the DTD is read, not after the lookups.
+        let mut e = empty_tower(10, 10);
+        assert!(matches!(
+            expand(&mut e, "&e10;").0,
+            Err(Unresolved::TooLarge(_))
+        ));
+        // Just over the bound a value may follow: 11^5 references.
+        let mut e = empty_tower(5, 11);
+        assert!(matches!(
+            expand(&mut e, "&e5;").0,
+            Err(Unresolved::TooLarge(_))
+        ));
+        // Small towers still expand (to nothing).
+        assert_eq!(expand(&mut e, "a&e3;b").0.unwrap(), "ab");
+    }
+
+    #[test]
+    fn many_references_to_a_tiny_entity_are_bounded_per_value_and_document() {
+        let mut e = Entities::from_doctype("d [ <!ENTITY t \"\"> <!ENTITY x \"x\"> ]");
+        let per_value = MAX_VALUE_REFERENCES as usize;
+        assert_eq!(expand(&mut e, &"&t;".repeat(per_value)).0.unwrap(), "");
+        assert!(matches!(
+            expand(&mut e, &"&t;".repeat(per_value + 1)).0,
+            Err(Unresolved::TooLarge(_))
+        ));
+        // A value that fails is charged all the same.
+        assert_eq!(e.spent.references, 2 * MAX_VALUE_REFERENCES + 1);
+        // The document's budget refuses values once it is spent.
+        e.spent.references = MAX_DOCUMENT_REFERENCES - 10;
+        assert!(expand(&mut e, &"&t;".repeat(9)).0.is_ok());
+        assert!(expand(&mut e, "&x;").0.is_ok());
+        assert!(matches!(
+            expand(&mut e, "&x;").0,
+            Err(Unresolved::TooLarge(_))
+        ));
+        // References without entities cost nothing.
+        assert_eq!(expand(&mut e, "&amp;&#65;").0.unwrap(), "&A");
+    }
+
+    #[test]
+    fn characters_xml_forbids_are_dropped_and_counted() {
+        let mut none = Entities::default();
+        let (v, r) = expand(&mut none, "Ca\u{b}fé\u{1b}[31m \u{fffe}x\u{ffff}\u{7}");
+        assert_eq!(v.unwrap(), "Café[31m x");
+        assert_eq!(r.control_character, 5);
+        // Tab, line feed and carriage return are white space, and
+        // characters XML allows stay, U+FFFD and U+FFFC included.
+        let (v, r) = expand(&mut none, "a\tb\u{fffd}\u{fffc}\u{ef}");
+        assert_eq!(v.unwrap(), "a b\u{fffd}\u{fffc}\u{ef}");
+        assert_eq!(r, Repairs::default());
+        // In an entity's replacement text too.
+        let mut e = Entities::from_doctype("d [ <!ENTITY v \"x\u{b}y\"> ]");
+        let (v, r) = expand(&mut e, "&v;");
+        assert_eq!(v.unwrap(), "xy");
+        assert_eq!(r.control_character, 1);
     }
 
     #[test]

@@ -1,12 +1,79 @@
 //! The text the XML reader reads: the document's bytes decoded to UTF-8 as
 //! they stream by, every event bounded in size, a byte order mark stripped.
+//!
+//! Bytes that do not decode are not an error here: each is replaced by
+//! one [`SUBSTITUTE`] byte and its place recorded as a [`Damage`], so that
+//! the reader can charge it to the item whose value or text holds it, or
+//! reject the document when it lies in markup. The substitute is never
+//! text: the reader never lets a value that covers a recorded place out.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
 use encoding_rs::{Decoder, DecoderResult, Encoding, UTF_8};
 
 use super::decode::{detect, EncodingSource, SNIFF_BYTES};
 use super::{ParseError, CHUNK_BYTES, MAX_EVENT_BYTES};
+
+/// What replaces each undecodable byte sequence in the text (one byte per
+/// byte in UTF-8, so positions stay those of the document; one per
+/// sequence otherwise): ASCII SUB, which is no XML delimiter, so the
+/// parser's reading of the markup around it is unchanged, and which XML
+/// forbids, so it is never text.
+pub(super) const SUBSTITUTE: u8 = 0x1A;
+
+/// Recorded places not yet passed by the reader; beyond this many, a new
+/// one is merged into the last (a coarser place, which can only make the
+/// verdict stricter).
+const MAX_PENDING_DAMAGE: usize = 4096;
+
+/// Where bytes that do not decode were substituted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Damage {
+    /// Offset of the first substitute in the text handed out (the space of
+    /// [`BoundedInput::consumed`]).
+    pub at: u64,
+    /// Substitutes in a row (at least 1).
+    pub len: u64,
+    /// Offset of the first undecodable byte in the document.
+    pub raw: u64,
+}
+
+/// Undecodable bytes in data (an attribute value, text), handed to the
+/// document so that it charges them to the item that holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Undecodable {
+    /// The attribute whose value holds them; `None` for text.
+    pub attribute: Option<String>,
+    pub encoding: &'static str,
+    pub from: EncodingSource,
+    /// Offset of the first undecodable byte in the document.
+    pub position: u64,
+}
+
+impl Undecodable {
+    /// The verdict when no item can be charged: the document is rejected.
+    pub(super) fn error(&self) -> ParseError {
+        ParseError::Undecodable {
+            encoding: self.encoding,
+            from: self.from,
+            position: self.position,
+        }
+    }
+
+    /// For a skip's detail: "`title` holds bytes …" (after "its") or
+    /// "text holds bytes …".
+    pub(super) fn what(&self) -> String {
+        let place = match &self.attribute {
+            Some(name) => format!("`{}`", super::markup::quoted(name)),
+            None => "text".to_owned(),
+        };
+        format!(
+            "{place} holds bytes that do not decode as {} (at byte {})",
+            self.encoding, self.position
+        )
+    }
+}
 
 /// Why [`BoundedInput`] stopped handing out bytes.
 pub(super) enum Failure {
@@ -22,6 +89,14 @@ pub(super) enum Failure {
 enum Decoding {
     /// Not decided yet: the first [`SNIFF_BYTES`] are being collected.
     Undecided,
+    /// The `Content-Type` charset and the document's own encoding differ,
+    /// and both read ASCII as ASCII: ASCII bytes are handed on as they are
+    /// (the same text in both) and the first other byte decides which of
+    /// the two the document is in (see [`prefer_alternative`]).
+    Ascii {
+        alternative: &'static Encoding,
+        source: EncodingSource,
+    },
     /// UTF-8: bytes are checked in place and handed on unchanged.
     Utf8,
     /// Anything else: `encoding_rs` streams them into UTF-8.
@@ -33,8 +108,8 @@ enum Decoding {
 /// * decides the document's encoding from its first bytes and the
 ///   `Content-Type` charset (see `decode.rs`) and decodes the document into
 ///   UTF-8 a chunk at a time (valid UTF-8 is only checked, not copied
-///   twice); bytes that do not decode stop the input with an error naming
-///   the encoding and the byte offset: nothing is ever replaced;
+///   twice); bytes that do not decode are substituted and recorded (see
+///   the module header);
 /// * bounds every event: the parser calls [`start_event`](Self::start_event)
 ///   before each event, and once that event has consumed
 ///   [`MAX_EVENT_BYTES`] the input fails instead of letting the parser's
@@ -69,6 +144,10 @@ pub(super) struct BoundedInput<R> {
     /// Bytes consumed by the current event.
     event_bytes: usize,
     pub(super) failure: Option<Failure>,
+    /// Substituted places the reader has not passed yet, in order.
+    damage: VecDeque<Damage>,
+    /// The `Content-Type` charset did not describe the document.
+    pub(super) charset_mismatch: bool,
 }
 
 impl<R: BufRead> BoundedInput<R> {
@@ -91,6 +170,47 @@ impl<R: BufRead> BoundedInput<R> {
             raw_decoded: 0,
             event_bytes: 0,
             failure: None,
+            damage: VecDeque::new(),
+            charset_mismatch: false,
+        }
+    }
+
+    /// Removes and returns the recorded places that start before `end`
+    /// (the end of the event just read); a place that runs past it keeps
+    /// its rest.
+    pub(super) fn take_damage(&mut self, end: u64) -> Vec<Damage> {
+        let mut taken = Vec::new();
+        while let Some(d) = self.damage.front_mut() {
+            if d.at >= end {
+                break;
+            }
+            if d.at + d.len > end {
+                let inside = end - d.at;
+                taken.push(Damage { len: inside, ..*d });
+                d.at = end;
+                d.len -= inside;
+                d.raw += inside;
+                break;
+            }
+            taken.extend(self.damage.pop_front());
+        }
+        taken
+    }
+
+    /// Whether a recorded place starts before `end`: the check made after
+    /// every event, so it must be cheap.
+    #[inline]
+    pub(super) fn damaged_before(&self, end: u64) -> bool {
+        self.damage.front().is_some_and(|d| d.at < end)
+    }
+
+    /// The bytes at `damage` as a verdict on the whole document.
+    pub(super) fn undecodable(&self, damage: &Damage, attribute: Option<String>) -> Undecodable {
+        Undecodable {
+            attribute,
+            encoding: self.encoding.name(),
+            from: self.source,
+            position: damage.raw,
         }
     }
 
@@ -157,8 +277,17 @@ impl<R: BufRead> BoundedInput<R> {
         self.source = detected.source;
         self.bom_len = detected.bom_len as u64;
         self.consumed = self.bom_len;
+        self.charset_mismatch = detected.mismatch;
         head.drain(..detected.bom_len);
-        if detected.encoding == UTF_8 {
+        if let Some((alternative, source)) = detected.alternative {
+            self.decoding = Decoding::Ascii {
+                alternative,
+                source,
+            };
+            self.chunk[..head.len()].copy_from_slice(&head);
+            self.end = 0;
+            self.held = head.len();
+        } else if detected.encoding == UTF_8 {
             self.decoding = Decoding::Utf8;
             // The head becomes the first held bytes of the chunk.
             self.chunk[..head.len()].copy_from_slice(&head);
@@ -179,53 +308,139 @@ impl<R: BufRead> BoundedInput<R> {
         if matches!(self.decoding, Decoding::Undecided) {
             self.decide()?;
         }
-        if matches!(self.decoding, Decoding::Utf8) {
-            self.refill_utf8()
-        } else {
-            self.refill_transcoded()
+        match self.decoding {
+            Decoding::Utf8 => self.refill_utf8(),
+            Decoding::Ascii { .. } => self.refill_ascii(),
+            _ => self.refill_transcoded(),
         }
     }
 
-    fn refill_utf8(&mut self) -> io::Result<()> {
+    /// Hands on the ASCII bytes before the first other one; there, decides
+    /// between the charset's encoding and the document's own, and goes on
+    /// in the one chosen.
+    fn refill_ascii(&mut self) -> io::Result<()> {
+        /// Bytes looked at to decide (the longest character in UTF-8 or
+        /// GB18030).
+        const LOOKAHEAD: usize = 4;
+        let Decoding::Ascii {
+            alternative,
+            source,
+        } = self.decoding
+        else {
+            return Ok(());
+        };
+        let mut len = self.restart_chunk();
+        loop {
+            let ascii = self.chunk[..len]
+                .iter()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(len);
+            if ascii > 0 {
+                self.end = ascii;
+                self.held = len - ascii;
+                return Ok(());
+            }
+            if len >= LOOKAHEAD || (self.inner_done && len > 0) {
+                break;
+            }
+            if self.inner_done {
+                return Ok(());
+            }
+            if let Some(more) = self.read_more(len)? {
+                len = more;
+            }
+        }
+        let first = &self.chunk[..len];
+        if prefer_alternative(self.encoding, alternative, first, self.inner_done) {
+            self.encoding = alternative;
+            self.source = source;
+            self.charset_mismatch = true;
+        }
+        // Everything handed on so far was ASCII and consumed: the chosen
+        // decoding starts here, with these bytes.
+        if self.encoding == UTF_8 {
+            self.decoding = Decoding::Utf8;
+            self.held = len;
+        } else {
+            self.decoding =
+                Decoding::Transcode(Box::new(self.encoding.new_decoder_without_bom_handling()));
+            self.raw_decoded = self.consumed - self.bom_len;
+            self.pending = first.to_vec();
+            self.pending_at = 0;
+        }
+        self.refill()
+    }
+
+    /// Moves the held bytes to the front of the chunk, which is then
+    /// empty of bytes to hand out; returns how many were held.
+    fn restart_chunk(&mut self) -> usize {
         let held = self.held;
         self.chunk.copy_within(self.end..self.end + held, 0);
-        let mut len = held;
         self.start = 0;
         self.end = 0;
         self.held = 0;
+        held
+    }
+
+    /// Reads more of the document into `chunk[len..]` (never full: at
+    /// most a few bytes are held between rounds); returns the new length,
+    /// or `None` at the end of the document.
+    fn read_more(&mut self, len: usize) -> io::Result<Option<usize>> {
+        let available = match fill(&mut self.inner) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(self.stop(Failure::Io(e))),
+        };
+        if available.is_empty() {
+            self.inner_done = true;
+            return Ok(None);
+        }
+        let n = available.len().min(self.chunk.len() - len);
+        self.chunk[len..len + n].copy_from_slice(&available[..n]);
+        self.inner.consume(n);
+        Ok(Some(len + n))
+    }
+
+    fn refill_utf8(&mut self) -> io::Result<()> {
+        let mut len = self.restart_chunk();
         // Offset of chunk[0] in the document.
         let chunk_at = self.consumed;
         while !self.inner_done {
-            let room = self.chunk.len() - len;
-            let available = match fill(&mut self.inner) {
-                Ok(bytes) => bytes,
-                Err(e) => return Err(self.stop(Failure::Io(e))),
-            };
-            if available.is_empty() {
-                self.inner_done = true;
+            let Some(more) = self.read_more(len)? else {
                 break;
-            }
-            // Never zero: at most 3 bytes are held between rounds.
-            let n = available.len().min(room);
-            self.chunk[len..len + n].copy_from_slice(&available[..n]);
-            self.inner.consume(n);
-            len += n;
-            match utf8_prefix(&self.chunk[..len], false) {
-                Ok(0) => continue,
-                Ok(ready) => {
-                    self.end = ready;
-                    self.held = len - ready;
-                    return Ok(());
-                }
-                Err(bad) => return Err(self.undecodable(chunk_at + bad as u64)),
+            };
+            len = more;
+            let ready = self.check_utf8(chunk_at, len, false);
+            if ready > 0 {
+                self.end = ready;
+                self.held = len - ready;
+                return Ok(());
             }
         }
-        match utf8_prefix(&self.chunk[..len], true) {
-            Ok(ready) => {
-                self.end = ready;
-                Ok(())
-            }
-            Err(bad) => Err(self.undecodable(chunk_at + bad as u64)),
+        self.end = self.check_utf8(chunk_at, len, true);
+        Ok(())
+    }
+
+    /// Checks `chunk[..len]` (at `chunk_at` in the document) as UTF-8,
+    /// substituting and recording what does not decode, and returns how
+    /// many leading bytes are ready: all of them, but for an incomplete
+    /// sequence at the very end, left for the next round unless `at_end`.
+    fn check_utf8(&mut self, chunk_at: u64, len: usize, at_end: bool) -> usize {
+        let mut from = 0;
+        loop {
+            let error = match std::str::from_utf8(&self.chunk[from..len]) {
+                Ok(_) => return len,
+                Err(e) => e,
+            };
+            let bad = from + error.valid_up_to();
+            let bad_len = match error.error_len() {
+                Some(n) => n,
+                None if !at_end => return bad,
+                None => len - bad,
+            };
+            self.chunk[bad..bad + bad_len].fill(SUBSTITUTE);
+            let at = chunk_at + bad as u64;
+            record(&mut self.damage, at, bad_len as u64, at);
+            from = bad + bad_len;
         }
     }
 
@@ -236,7 +451,12 @@ impl<R: BufRead> BoundedInput<R> {
         let Decoding::Transcode(decoder) = &mut self.decoding else {
             return Ok(());
         };
+        // One byte is kept free for a substitute.
+        let room = self.chunk.len() - 1;
         let stopped_by = loop {
+            if written >= room {
+                break None;
+            }
             let from_pending = self.pending_at < self.pending.len();
             let src: &[u8] = if from_pending {
                 &self.pending[self.pending_at..]
@@ -249,8 +469,11 @@ impl<R: BufRead> BoundedInput<R> {
                 }
             };
             let last = src.is_empty();
-            let (result, read, out) =
-                decoder.decode_to_utf8_without_replacement(src, &mut self.chunk[written..], last);
+            let (result, read, out) = decoder.decode_to_utf8_without_replacement(
+                src,
+                &mut self.chunk[written..room],
+                last,
+            );
             if from_pending {
                 self.pending_at += read;
             } else if !last {
@@ -261,12 +484,11 @@ impl<R: BufRead> BoundedInput<R> {
             written += out;
             match result {
                 DecoderResult::Malformed(bad, after) => {
-                    let at = decoded_before + read as u64 - u64::from(bad) - u64::from(after);
-                    break Some(Failure::Encoding(ParseError::Undecodable {
-                        encoding: self.encoding.name(),
-                        from: self.source,
-                        position: self.bom_len + at,
-                    }));
+                    let raw = decoded_before + read as u64 - u64::from(bad) - u64::from(after);
+                    self.chunk[written] = SUBSTITUTE;
+                    let at = self.consumed + written as u64;
+                    written += 1;
+                    record(&mut self.damage, at, 1, self.bom_len + raw);
                 }
                 DecoderResult::OutputFull => break None,
                 DecoderResult::InputEmpty if last => {
@@ -287,14 +509,45 @@ impl<R: BufRead> BoundedInput<R> {
             None => Ok(()),
         }
     }
+}
 
-    fn undecodable(&mut self, position: u64) -> io::Error {
-        self.stop(Failure::Encoding(ParseError::Undecodable {
-            encoding: self.encoding.name(),
-            from: self.source,
-            position,
-        }))
+/// Records substitutes at `at` (`len` of them, for the bytes at `raw` in
+/// the document): joined to the last place when they follow it, or when
+/// [`MAX_PENDING_DAMAGE`] places are pending.
+fn record(damage: &mut VecDeque<Damage>, at: u64, len: u64, raw: u64) {
+    let full = damage.len() >= MAX_PENDING_DAMAGE;
+    if let Some(last) = damage.back_mut() {
+        if last.at + last.len == at || full {
+            last.len = at + len - last.at;
+            return;
+        }
     }
+    damage.push_back(Damage { at, len, raw });
+}
+
+/// Whether a document whose first byte beyond ASCII starts `first` is in
+/// `alternative` (its own encoding) rather than `charset`'s encoding: when
+/// the charset's cannot decode that character and its own can, or when its
+/// own is UTF-8 and the character is UTF-8 beyond ASCII (text in another
+/// encoding practically never is).
+fn prefer_alternative(
+    charset: &'static Encoding,
+    alternative: &'static Encoding,
+    first: &[u8],
+    at_end: bool,
+) -> bool {
+    let decodes = |encoding: &'static Encoding| {
+        let window = &first[..first.len().min(4)];
+        let mut decoder = encoding.new_decoder_without_bom_handling();
+        let mut out = [0u8; 16];
+        let (result, _, written) = decoder.decode_to_utf8_without_replacement(
+            window,
+            &mut out,
+            at_end && window.len() == first.len(),
+        );
+        written > 0 || matches!(result, DecoderResult::OutputFull)
+    };
+    decodes(alternative) && (alternative == UTF_8 || !decodes(charset))
 }
 
 /// `inner.fill_buf()`, retried while interrupted.
@@ -310,19 +563,6 @@ fn fill<R: BufRead>(inner: &mut R) -> io::Result<&[u8]> {
 
 fn stopped() -> io::Error {
     io::Error::other("feed input stopped")
-}
-
-/// How many leading bytes of `bytes` are complete, valid UTF-8, or the
-/// offset of the first byte that is not. Unless `at_end`, an incomplete
-/// sequence at the very end is left for the next round (not counted).
-fn utf8_prefix(bytes: &[u8], at_end: bool) -> Result<usize, usize> {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => Ok(bytes.len()),
-        Err(e) => match e.error_len() {
-            None if !at_end => Ok(e.valid_up_to()),
-            _ => Err(e.valid_up_to()),
-        },
-    }
 }
 
 impl<R: BufRead> BufRead for BoundedInput<R> {

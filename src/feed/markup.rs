@@ -2,6 +2,8 @@
 //! well-formedness errors.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::hash::Hash;
 
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::BytesStart;
@@ -26,15 +28,13 @@ pub(super) fn for_each_attribute<'a>(
     // attributes: three allocator calls per zone). Same verdict and
     // position; only a duplicate that is also malformed (`a="1" a=2`) is
     // reported as malformed rather than as a duplicate.
-    let mut seen: [&str; 16] = [""; 16];
-    let mut seen_len = 0;
-    let mut more_seen: Vec<&str> = Vec::new();
+    let mut seen = SeenNames::new();
     let mut attributes = e.attributes();
     attributes.with_checks(false);
     for attr in attributes {
         let attr = attr.map_err(|err| attribute_error(&err, at, element))?;
         let key = attr.key.into_inner();
-        if seen[..seen_len].contains(&key) || more_seen.contains(&key) {
+        if !seen.insert(key) {
             let offset = (key.as_ptr() as usize).wrapping_sub(tag.as_ptr() as usize);
             let prev = 0;
             return Err(attribute_error(
@@ -42,12 +42,6 @@ pub(super) fn for_each_attribute<'a>(
                 at,
                 element,
             ));
-        }
-        if seen_len < seen.len() {
-            seen[seen_len] = key;
-            seen_len += 1;
-        } else {
-            more_seen.push(key);
         }
         if !is_xml_name(key) {
             return Err(xml_at(
@@ -88,6 +82,69 @@ pub(super) fn for_each_attribute<'a>(
         f(key, attr.value.clone());
     }
     Ok(())
+}
+
+/// The attribute names of one tag seen so far: the first
+/// [`INLINE_NAMES`] in an array (ordinary tags allocate nothing), any
+/// further ones in a hash set, so that checking a tag for duplicates costs
+/// time linear in its attributes (a 1 MiB tag holds 120k of them).
+struct SeenNames<K> {
+    first: [K; INLINE_NAMES],
+    len: usize,
+    rest: Option<HashSet<K>>,
+}
+
+const INLINE_NAMES: usize = 16;
+
+impl<K: Copy + Default + Eq + Hash> SeenNames<K> {
+    fn new() -> Self {
+        SeenNames {
+            first: [K::default(); INLINE_NAMES],
+            len: 0,
+            rest: None,
+        }
+    }
+
+    /// Adds `name`; false when it was already there.
+    fn insert(&mut self, name: K) -> bool {
+        if self.first[..self.len].contains(&name) {
+            return false;
+        }
+        if self.len < INLINE_NAMES {
+            self.first[self.len] = name;
+            self.len += 1;
+            return true;
+        }
+        self.rest.get_or_insert_with(HashSet::new).insert(name)
+    }
+}
+
+/// The name of the attribute whose quoted value holds `tag[offset]`
+/// (`tag`: a start tag's text between `<` and `>`), or `None` when that
+/// byte is markup (a name, `=`, white space between attributes).
+pub(super) fn attribute_at(tag: &[u8], offset: usize) -> Option<&str> {
+    let mut quote = None;
+    let mut value_from = 0;
+    for (i, &b) in tag.iter().enumerate().take(offset) {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => {
+                quote = Some(b);
+                value_from = i;
+            }
+            None => {}
+        }
+    }
+    quote?;
+    // The name before `=` before the opening quote.
+    let before = tag[..value_from].trim_ascii_end().strip_suffix(b"=")?;
+    let before = before.trim_ascii_end();
+    let start = before
+        .iter()
+        .rposition(|&b| is_xml_space(b))
+        .map_or(0, |i| i + 1);
+    std::str::from_utf8(&before[start..]).ok()
 }
 
 /// A raw attribute value byte that no well-formed value holds.
@@ -166,4 +223,51 @@ fn attribute_error(err: &AttrError, at: u64, element: &str) -> ParseError {
         at + 1 + *offset as u64,
         format!("in <{}>: {what}", quoted(element)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    thread_local! {
+        static COMPARISONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// A name that counts how often it is compared.
+    #[derive(Clone, Copy, Debug, Default, Eq)]
+    struct Counted(u32);
+
+    impl Hash for Counted {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    impl PartialEq for Counted {
+        fn eq(&self, other: &Self) -> bool {
+            COMPARISONS.with(|c| c.set(c.get() + 1));
+            self.0 == other.0
+        }
+    }
+
+    #[test]
+    fn the_duplicate_check_is_linear_in_the_attributes() {
+        let n = 20_000;
+        let mut seen = SeenNames::new();
+        COMPARISONS.with(|c| c.set(0));
+        for i in 0..n {
+            assert!(seen.insert(Counted(i)));
+        }
+        assert!(!seen.insert(Counted(3)));
+        assert!(!seen.insert(Counted(n - 1)));
+        let comparisons = COMPARISONS.with(Cell::get);
+        // At most the inline names for each insert, plus hash collisions:
+        // a quadratic check would compare n^2/2 = 2e8 times.
+        assert!(
+            comparisons < u64::from(n) * (INLINE_NAMES as u64 + 2),
+            "{comparisons} comparisons for {n} names"
+        );
+    }
 }

@@ -6,14 +6,23 @@
 //! * **per item**: turn each plan element into a [`FeedPlan`], or into a
 //!   counted [`Skip`] when it cannot be understood (no id, no or impossible
 //!   start, end before start, unusable zone price, a reference that cannot
-//!   be resolved), and count the values it repaired (HTML named references,
-//!   lone `&`s);
+//!   be resolved, bytes inside it that do not decode), and count the values
+//!   it repaired (HTML named references, lone `&`s, characters XML
+//!   forbids) and a `Content-Type` charset that did not describe the body;
 //! * **per document**: whether the bytes are an acceptable feed at all. Any
 //!   `Err` from [`FeedReader::next_item`] means "reject the whole document"
-//!   (an unknown encoding or bytes that do not decode in it, not
-//!   well-formed, truncated, unknown root, a tag or text run over
-//!   [`MAX_EVENT_BYTES`], or the reader failed). `Ok(None)` is returned only
-//!   at the well-formed end of a complete document.
+//!   (an unknown encoding, bytes that do not decode in markup or outside
+//!   any item, not well-formed, truncated, unknown root, a tag or text run
+//!   over [`MAX_EVENT_BYTES`], or the reader failed). `Ok(None)` is
+//!   returned only at the well-formed end of a complete document.
+//!
+//! Bytes that do not decode are substituted by `input` and their places
+//! recorded; after each event the reader looks for places inside it
+//! (one comparison when there are none). A place in an attribute value or
+//! in text is handed to the document, which skips the item that holds it
+//! (`undecodable_text`) or, outside any item, rejects the document; a
+//! place anywhere else in markup rejects the document. So no value that
+//! holds a substitute is ever read.
 //!
 //! Parts: `decode` (which encoding), `input` (the document streamed into
 //! UTF-8, bounded per event), `dialect` (the document state machine),
@@ -48,6 +57,7 @@ use std::fmt;
 use std::io::{self, BufRead};
 
 use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
+use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 
 use crate::model::{FeedPlan, RepairReason, SkipReason};
@@ -56,8 +66,8 @@ pub use decode::EncodingSource;
 pub use dialect::RawItem;
 use dialect::{Document, Phase, Reading, Step, Vocabulary, EVENTS, PLANS};
 use entities::{Entities, Repairs};
-use input::{BoundedInput, Failure};
-use markup::{quoted, shown_id};
+use input::{BoundedInput, Damage, Failure, Undecodable};
+use markup::{attribute_at, quoted, shown_id};
 
 /// Bound on any single tag (with all its attributes) or text run, in bytes.
 /// A document with a longer one is rejected with [`ParseError::TooLarge`]
@@ -262,6 +272,18 @@ impl ParseError {
     }
 }
 
+/// Checks an encoding label given by a person (`import --charset`): one
+/// planbox can read, or an error that says so. (A `Content-Type` charset
+/// planbox does not know is passed over instead: see `decode.rs`.)
+pub fn parse_charset(label: &str) -> Result<String, String> {
+    match decode::known_label(label) {
+        Ok(label) => Ok(label.to_owned()),
+        Err(_) => Err(format!(
+            "\"{label}\" is not an encoding planbox can read (a label of the WHATWG Encoding Standard: UTF-8, ISO-8859-1, windows-1252, UTF-16, Shift_JIS, ...)"
+        )),
+    }
+}
+
 /// Pull parser over one feed document.
 ///
 /// Call [`next_item`](Self::next_item) until it returns `Ok(None)` (complete,
@@ -390,10 +412,14 @@ impl<R: BufRead> FeedReader<R> {
         }
     }
 
-    /// Repairs made so far (HTML named references, lone `&`s), by reason:
+    /// Repairs made so far (HTML named references, lone `&`s, characters
+    /// XML forbids, a charset that did not describe the body), by reason:
     /// by this reader (with [`next_item`](Self::next_item), all of them).
     pub fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> + '_ {
-        self.doc.repairs()
+        let mismatch = self.xml.get_ref().charset_mismatch;
+        self.doc
+            .repairs()
+            .chain(mismatch.then_some((RepairReason::CharsetMismatch, 1)))
     }
 
     /// Positions in a transcoded document count its text decoded to UTF-8;
@@ -430,6 +456,11 @@ impl<R: BufRead> FeedReader<R> {
                 Ok(event) => event,
                 Err(e) => return Err(reader_error(&mut self.xml, e)),
             };
+            let input = self.xml.get_mut();
+            if input.damaged_before(input.consumed) {
+                let damage = input.take_damage(input.consumed);
+                self.doc.damage = Some(undecodable_data(input, &event, at, &damage)?);
+            }
             match self.doc.on_event(event, at)? {
                 Step::Continue => {}
                 Step::Raw(raw) => return Ok(Some(FeedUnit::Raw(raw))),
@@ -455,6 +486,43 @@ fn in_decoded_terms(e: ParseError, from: Option<&str>) -> ParseError {
     }
 }
 
+/// The undecodable bytes `damage` inside `event` (which starts at `at`):
+/// data for the document to charge to an item when they all lie in
+/// attribute values or text, else the verdict on the document.
+fn undecodable_data<R: BufRead>(
+    input: &BoundedInput<R>,
+    event: &Event<'_>,
+    at: u64,
+    damage: &[Damage],
+) -> Result<Undecodable, ParseError> {
+    let first = &damage[0];
+    let attribute = match event {
+        Event::Text(_) | Event::CData(_) | Event::Comment(_) | Event::GeneralRef(_) => None,
+        Event::Start(e) | Event::Empty(e) => {
+            // The tag's text starts after its `<`.
+            let tag = e.as_bytes();
+            let mut first_name = None;
+            for d in damage {
+                let value = (d.at.checked_sub(at + 1))
+                    .map(|o| (o as usize, o as usize + d.len as usize))
+                    .filter(|&(from, to)| {
+                        to <= tag.len() && !tag[from..to].iter().any(|b| matches!(b, b'"' | b'\''))
+                    })
+                    .and_then(|(from, _)| attribute_at(tag, from));
+                match value {
+                    Some(name) => {
+                        first_name.get_or_insert(name);
+                    }
+                    None => return Err(input.undecodable(d, None).error()),
+                }
+            }
+            first_name.map(str::to_owned)
+        }
+        _ => return Err(input.undecodable(first, None).error()),
+    };
+    Ok(input.undecodable(first, attribute))
+}
+
 /// Maps an error of the XML reader to the document-level verdict.
 fn reader_error<R: BufRead>(xml: &mut Reader<BoundedInput<R>>, err: XmlError) -> ParseError {
     let input = xml.get_mut();
@@ -467,6 +535,11 @@ fn reader_error<R: BufRead>(xml: &mut Reader<BoundedInput<R>>, err: XmlError) ->
             },
             Failure::Encoding(e) => e,
         };
+    }
+    // Undecodable bytes in the event that failed (or the byte the parser
+    // looked at next) are the cause.
+    if let Some(d) = input.take_damage(input.consumed + 1).first() {
+        return input.undecodable(d, None).error();
     }
     let at_eof = input.exhausted();
     let position = xml.error_position() + xml.get_ref().bom_len;

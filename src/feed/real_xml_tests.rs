@@ -104,27 +104,118 @@ fn the_content_type_charset_reads_an_undeclared_latin1_document() {
         let r = read(bytes, Some("ISO-8859-1"));
         assert_eq!(titles(&r.items), ["Ópera para el Niño", "Control"]);
         assert_eq!(r.encoding.1, EncodingSource::ContentType);
-        // Without it the bytes are not UTF-8: rejected, naming the
-        // encoding and the offset of the first byte that is not.
+        assert!(r.repairs.is_empty());
+        // Without it the bytes are not UTF-8: the plan whose title holds
+        // them is skipped, naming the encoding and the offset of the
+        // first byte that is not; the rest of the feed is read.
         let first = bytes.iter().position(|b| *b >= 0x80).unwrap() as u64;
-        match read_with(bytes, None, 4096) {
-            Err(ParseError::Undecodable {
-                encoding: "UTF-8",
-                position,
-                ..
-            }) => assert_eq!(position, first),
-            Err(e) => panic!("{e}"),
-            Ok(r) => panic!("accepted: {:?}", titles(&r.items)),
+        let r = read(bytes, None);
+        assert_eq!(titles(&r.items), ["Control"]);
+        let skip = the_skip(&r.items);
+        assert_eq!(skip.reason, SkipReason::UndecodableText);
+        assert!(
+            skip.detail.contains("UTF-8") && skip.detail.contains(&format!("byte {first}")),
+            "{skip}"
+        );
+        // The same under a charset that names UTF-8, as the document does.
+        assert_eq!(read(bytes, Some("utf-8")).items, r.items);
+    }
+}
+
+#[test]
+fn a_content_type_charset_the_body_contradicts_gives_way_to_its_declaration() {
+    // The Latin-1 a document declares, served as UTF-8 (a server default).
+    for bytes in fixture!("latin1-declared") {
+        let r = read(bytes, Some("utf-8"));
+        assert_eq!(titles(&r.items), ["Ópera para el Niño", "Control"]);
+        assert_eq!(r.encoding, ("windows-1252", EncodingSource::Declaration));
+        assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
+    }
+    // The other way round: UTF-8 declared, served as Latin-1.
+    for bytes in fixture!("dtd-entity") {
+        for charset in ["ISO-8859-1", "windows-1252", "ISO-8859-15"] {
+            let r = read(bytes, Some(charset));
+            assert_eq!(
+                titles(&r.items),
+                ["Ópera\u{a0}Real", "Control"],
+                "{charset}"
+            );
+            assert_eq!(r.encoding, ("UTF-8", EncodingSource::Declaration));
+            assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
         }
     }
-    // The charset wins over a declaration that says otherwise.
-    for bytes in fixture!("latin1-declared") {
-        let e = read_with(bytes, Some("utf-8"), 4096).err().unwrap();
-        assert!(
-            e.to_string().contains("UTF-8 (named by the Content-Type"),
-            "{e}"
-        );
+    // UTF-16 with a byte order mark under an 8-bit charset, and an 8-bit
+    // document under a UTF-16 charset.
+    for bytes in fixture!("utf16le-bom")
+        .into_iter()
+        .chain(fixture!("utf16be-bom"))
+    {
+        for charset in ["utf-8", "iso-8859-1"] {
+            let r = read(bytes, Some(charset));
+            assert_eq!(titles(&r.items), ["Ópera “Año” 😀", "Control"]);
+            assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
+        }
+        assert!(read(bytes, Some("utf-16")).repairs.is_empty());
     }
+    for bytes in fixture!("latin1-declared") {
+        let r = read(bytes, Some("utf-16"));
+        assert_eq!(titles(&r.items), ["Ópera para el Niño", "Control"]);
+        assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
+    }
+    // UTF-16 without a BOM, recognised by its first character.
+    let text = String::from_utf8(fixture!("dtd-entity")[0].to_vec())
+        .unwrap()
+        .replace("encoding=\"UTF-8\"", "encoding=\"UTF-16\"");
+    let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let r = read(&utf16, Some("utf-8"));
+    assert_eq!(titles(&r.items), ["Ópera\u{a0}Real", "Control"]);
+    assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
+    // A label nobody knows is no reason to stop.
+    for bytes in fixture!("latin1-declared") {
+        let r = read(bytes, Some("x-klingon"));
+        assert_eq!(titles(&r.items), ["Ópera para el Niño", "Control"]);
+        assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
+    }
+}
+
+#[test]
+fn a_charset_the_body_agrees_with_is_kept_and_nothing_is_counted() {
+    // Latin-1 bytes declared UTF-8 but served as Latin-1: the server is
+    // right and the declaration wrong; the first byte beyond ASCII says so.
+    let declared = String::from_utf8(fixture!("latin1-undeclared")[0].to_vec())
+        .err()
+        .map(|e| e.into_bytes())
+        .unwrap();
+    let bytes = [
+        &b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"[..],
+        &declared,
+    ]
+    .concat();
+    let r = read(&bytes, Some("ISO-8859-1"));
+    assert_eq!(titles(&r.items), ["Ópera para el Niño", "Control"]);
+    assert_eq!(r.encoding, ("windows-1252", EncodingSource::ContentType));
+    assert!(r.repairs.is_empty());
+    // All ASCII: both read the same, nothing to count.
+    for bytes in fixture!("bare-ampersand") {
+        let latin = String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .replace("UTF-8", "ISO-8859-1");
+        let r = read(latin.as_bytes(), Some("utf-8"));
+        assert_eq!(r.repairs, [(RepairReason::BareAmpersand, 1)]);
+    }
+    // A UTF-8 feed with one bad byte after real UTF-8, served as Latin-1
+    // while declaring UTF-8: UTF-8, and the bad byte costs its plan.
+    let text = String::from_utf8(fixture!("dtd-entity")[0].to_vec()).unwrap();
+    let bytes = text
+        .replacen("Control", "Contr\u{0}l", 1)
+        .replace('\u{0}', "\u{1}");
+    let mut bytes = bytes.into_bytes();
+    let at = bytes.iter().position(|b| *b == 1).unwrap();
+    bytes[at] = 0xF3;
+    let r = read(&bytes, Some("iso-8859-1"));
+    assert_eq!(titles(&r.items), ["Ópera\u{a0}Real"]);
+    assert_eq!(the_skip(&r.items).reason, SkipReason::UndecodableText);
+    assert_eq!(r.repairs, [(RepairReason::CharsetMismatch, 1)]);
 }
 
 #[test]
@@ -224,14 +315,21 @@ fn unknown_and_lying_encodings_reject_the_document_naming_them() {
     .unwrap();
     assert!(matches!(e, ParseError::UnknownEncoding { .. }), "{e}");
     assert!(e.to_string().contains("x-klingon"), "{e}");
-    let e = read_with(b"<planList/>", Some("utf-16"), 64).err().unwrap();
+    let e = read_with(
+        b"<?xml version=\"1.0\" encoding=\"UTF-16\"?><planList/>",
+        Some("utf-16"),
+        64,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("UTF-16"), "{e}");
-    // UTF-16 cut in the middle of a character.
+    // UTF-16 cut in the middle of a character, after the root: outside
+    // any item.
     let mut odd = fixture!("utf16le-bom")[0].to_vec();
     odd.push(b'x');
     assert!(matches!(
         read_with(&odd, None, 64),
-        Err(ParseError::Undecodable { .. }) | Err(ParseError::Xml { .. })
+        Err(ParseError::Undecodable { .. })
     ));
 }
 
@@ -348,6 +446,65 @@ proptest! {
         let r = read_with(&bytes, Some("windows-1252"), capacity)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(titles(&r.items), vec![title.as_str()]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn arbitrary_title_bytes_cost_at_most_their_plan_and_never_reach_a_value(
+        title in proptest::collection::vec(any::<u8>().prop_filter("no markup", |b| !matches!(b, b'"' | b'<' | b'&' | 0)), 0..24),
+        capacity in 1usize..16,
+    ) {
+        let doc = document("@", "UTF-8");
+        let at = doc.find('@').unwrap();
+        let mut bytes = doc.into_bytes();
+        bytes.splice(at..at + 1, title.iter().copied());
+        let r = read_with(&bytes, None, capacity).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match std::str::from_utf8(&title) {
+            Ok(text) => {
+                let expected: String = text
+                    .replace("\r\n", " ")
+                    .chars()
+                    .filter(|c| !matches!(*c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'))
+                    .map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c })
+                    .collect();
+                prop_assert_eq!(titles(&r.items), vec![expected.as_str()]);
+            }
+            Err(_) => {
+                prop_assert!(titles(&r.items).is_empty());
+                prop_assert_eq!(the_skip(&r.items).reason, SkipReason::UndecodableText);
+            }
+        }
+        let shown = format!("{:?}", r.items);
+        prop_assert!(!shown.contains('\u{1a}'), "{}", shown);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_in_values_and_text_under_any_charset_and_declaration_stay_local(
+        title in proptest::collection::vec(any::<u8>().prop_filter("no markup", |b| !matches!(b, b'"' | b'<' | b'&' | 0)), 0..12),
+        text in proptest::collection::vec(any::<u8>().prop_filter("no markup", |b| !matches!(b, b'<' | b'&')), 0..12),
+        declared in proptest::sample::select(vec!["", " encoding=\"UTF-8\"", " encoding=\"ISO-8859-1\"", " encoding=\"windows-1253\"", " encoding=\"Shift_JIS\""]),
+        charset in proptest::sample::select(vec![None, Some("utf-8"), Some("iso-8859-1"), Some("utf-16"), Some("windows-1253"), Some("nonsense")]),
+        capacity in 1usize..16,
+    ) {
+        let head = format!("<?xml version=\"1.0\"{declared}?><planList><base_plan base_plan_id=\"1\" sell_mode=\"online\" title=\"");
+        let middle = "\"><plan plan_id=\"1\" plan_start_date=\"2021-06-30T21:00:00\">";
+        let tail = "</plan></base_plan><base_plan base_plan_id=\"2\" sell_mode=\"online\" title=\"Control\"><plan plan_id=\"2\" plan_start_date=\"2021-06-30T21:00:00\"/></base_plan></planList>";
+        let bytes = [head.as_bytes(), &title, middle.as_bytes(), &text, tail.as_bytes()].concat();
+        match read_with(&bytes, charset, capacity) {
+            Ok(r) => {
+                prop_assert!(titles(&r.items).contains(&"Control"));
+                let shown = format!("{:?}", r.items);
+                prop_assert!(!shown.contains('\u{1a}'), "{}", shown);
+            }
+            Err(e) => prop_assert!(false, "{}", e),
+        }
     }
 }
 

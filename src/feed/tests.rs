@@ -309,34 +309,257 @@ fn entities_and_character_references_are_decoded() {
     assert_eq!(plan.plan_id, "1");
 }
 
+/// A feed of two base plans: `special` (id 1, plan 10; [`SPECIAL_PLAN`]
+/// with its placeholders) holds `@` where the `bad` bytes go, `Control`
+/// (id 2, plan 20) does not. Returns the bytes and the offset of `bad`.
+fn damaged(special: &str, bad: &[u8]) -> (Vec<u8>, u64) {
+    let special = special
+        .replace("TITLE", "S")
+        .replace("TEXT", "")
+        .replace("PRICE", "5")
+        .replace("NAME", "Platea");
+    let text = format!(
+        "<?xml version=\"1.0\"?><planList><output>\n{special}\n\
+         <base_plan base_plan_id=\"2\" sell_mode=\"online\" title=\"Control\">\
+         <plan plan_id=\"20\" plan_start_date=\"2021-06-30T21:00:00\"><zone zone_id=\"1\" price=\"5\"/></plan>\
+         </base_plan></output></planList>"
+    );
+    let at = text.find('@').expect("a place for the bad bytes");
+    let mut bytes = text.into_bytes();
+    bytes.splice(at..at + 1, bad.iter().copied());
+    (bytes, at as u64)
+}
+
+const SPECIAL_PLAN: &str = r#"<base_plan base_plan_id="1" sell_mode="online" title="TITLE"><plan plan_id="10" plan_start_date="2021-06-30T21:00:00">TEXT<zone zone_id="1" price="PRICE" name="NAME"/></plan></base_plan>"#;
+
+fn read_all(bytes: &[u8], capacity: usize) -> Result<Vec<FeedItem>, ParseError> {
+    parse_from(BufReader::with_capacity(capacity, bytes))
+}
+
 #[test]
-fn bytes_that_are_not_utf8_reject_the_document_naming_the_encoding_and_offset() {
-    let mut xml = feed(&format!(r#"<plan {PLAN_ATTRS}/>"#)).into_bytes();
-    let at = xml.windows(3).position(|w| w == b"\"T\"").unwrap() + 1;
-    xml.splice(at..at + 1, b"Caf\xE9 \xF0\x9F\x98\x80".iter().copied());
-    for capacity in [1, 2, 5, 4096] {
-        match parse_from(BufReader::with_capacity(capacity, &xml[..])) {
-            Err(e @ ParseError::Undecodable { .. }) => {
-                let message = e.to_string();
+fn undecodable_bytes_in_an_item_cost_that_item_only() {
+    let cases = [
+        ("title", SPECIAL_PLAN.replace("TITLE", "Caf@ Teatro")),
+        ("price", SPECIAL_PLAN.replace("PRICE", "1@")),
+        (
+            "an attribute planbox does not read",
+            SPECIAL_PLAN.replace("NAME", "Pl@tea"),
+        ),
+        ("text", SPECIAL_PLAN.replace("TEXT", "some @ text")),
+        ("a comment", SPECIAL_PLAN.replace("TEXT", "<!-- @ -->")),
+        ("CDATA", SPECIAL_PLAN.replace("TEXT", "<![CDATA[ @ ]]>")),
+        (
+            "a nested element",
+            SPECIAL_PLAN.replace("TEXT", "<info note=\"@\">x</info>"),
+        ),
+        (
+            "the plan id",
+            SPECIAL_PLAN.replace("plan_id=\"10\"", "plan_id=\"1@\""),
+        ),
+        (
+            "the base plan id",
+            SPECIAL_PLAN.replace("base_plan_id=\"1\"", "base_plan_id=\"1@\""),
+        ),
+    ];
+    // A Latin-1 byte, a lone continuation byte, a truncated sequence, an
+    // overlong form, a surrogate, bytes never used: one or several in a row.
+    let bads: [&[u8]; 6] = [
+        b"\xE9",
+        b"\x80",
+        b"\xE2\x82",
+        b"\xC0\xAF",
+        b"\xED\xA0\x80",
+        b"\xFF\xFE\xE9",
+    ];
+    for (place, special) in &cases {
+        for bad in bads {
+            let (bytes, _) = damaged(special, bad);
+            for capacity in [1, 2, 5, 4096] {
+                let items = read_all(&bytes, capacity)
+                    .unwrap_or_else(|e| panic!("{place} {bad:?} {capacity}: {e}"));
+                let plan = only_plan(&items);
+                assert_eq!(plan.title, "Control");
+                let found = skips(&items);
+                assert_eq!(found.len(), 1, "{place}: {items:#?}");
+                assert_eq!(found[0].reason, SkipReason::UndecodableText, "{place}");
                 assert!(
-                    message.contains("UTF-8") && message.contains(&format!("offset {}", at + 3)),
-                    "{message}"
+                    found[0].detail.contains("do not decode as UTF-8"),
+                    "{}",
+                    found[0]
                 );
+                assert!(!format!("{items:?}").contains('\u{1A}'), "{items:?}");
             }
-            other => panic!("capacity {capacity}: {other:?}"),
         }
     }
-    // Cut inside a multi-byte sequence at the very end.
-    let cut = b"<planList/>\xE2\x82";
-    assert!(matches!(
-        parse_from(&cut[..]),
-        Err(ParseError::Undecodable { position: 11, .. })
+    // The skip names the value and says where.
+    let (bytes, at) = damaged(&SPECIAL_PLAN.replace("TITLE", "Caf@"), b"\xE9");
+    let items = read_all(&bytes, 4096).unwrap();
+    let skip = skips(&items)[0];
+    assert_eq!(
+        (skip.base_plan_id.as_str(), skip.plan_id.as_str()),
+        ("1", "10")
+    );
+    assert!(
+        skip.detail.contains("title") && skip.detail.contains(&format!("byte {at}")),
+        "{skip}"
+    );
+    let (bytes, _) = damaged(
+        &SPECIAL_PLAN.replace("plan_id=\"10\"", "plan_id=\"1@\""),
+        b"\xE9",
+    );
+    let skip = skips(&read_all(&bytes, 7).unwrap())[0].clone();
+    assert_eq!(skip.plan_id, "1\u{FFFD}");
+    // A plan already skipped for another reason is skipped once.
+    let invalid = SPECIAL_PLAN
+        .replace("2021-06-30T21", "2021-06-31T21")
+        .replace("TEXT", "@");
+    let items = read_all(&damaged(&invalid, b"\xE9").0, 3).unwrap();
+    assert_eq!(skips(&items).len(), 1);
+    assert_eq!(skips(&items)[0].reason, SkipReason::InvalidStart);
+}
+
+#[test]
+fn undecodable_bytes_in_markup_or_outside_any_item_reject_the_document() {
+    let cases = [
+        ("an element name", SPECIAL_PLAN.replace("<zone", "<zo@ne")),
+        ("an end tag", SPECIAL_PLAN.replace("</plan>", "</pl@an>")),
+        ("an attribute name", SPECIAL_PLAN.replace("name=", "na@me=")),
+        (
+            "between attributes",
+            SPECIAL_PLAN.replace(" name=", "@name="),
+        ),
+        ("between items", format!("{SPECIAL_PLAN} @ ")),
+        (
+            "the base plan's text",
+            SPECIAL_PLAN.replace("<plan ", "@<plan "),
+        ),
+        (
+            "an element outside items",
+            format!("<meta note=\"@\"/>{SPECIAL_PLAN}"),
+        ),
+        (
+            "a comment outside items",
+            format!("<!-- @ -->{SPECIAL_PLAN}"),
+        ),
+        (
+            "a processing instruction",
+            SPECIAL_PLAN.replace("TEXT", "<?pi @?>"),
+        ),
+    ];
+    for (place, special) in &cases {
+        let (bytes, at) = damaged(special, b"\xE9");
+        for capacity in [1, 2, 5, 4096] {
+            match read_all(&bytes, capacity) {
+                Err(e @ ParseError::Undecodable { .. }) => {
+                    let message = e.to_string();
+                    assert!(
+                        message.contains("UTF-8") && message.contains(&format!("offset {at}")),
+                        "{place}: {message}"
+                    );
+                }
+                other => panic!("{place}, capacity {capacity}: {other:?}"),
+            }
+        }
+    }
+    for (xml, at) in [
+        (&b"<planList/>\xE2\x82"[..], 11),
+        (b"<planList><base\xFF_plan/></planList>", 15),
+        (b"<planList a=\"\xFF\"/>", 13),
+        (
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\xFF<planList/>",
+            38,
+        ),
+        (b"<!DOCTYPE planList [<!ENTITY e \"\xFF\">]><planList/>", 32),
+        (b"<planList><!\xFF", 12),
+    ] {
+        match parse_from(xml) {
+            Err(ParseError::Undecodable { position, .. }) => assert_eq!(position, at, "{xml:?}"),
+            other => panic!("{xml:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn thousands_of_undecodable_bytes_in_one_item_still_cost_only_that_item() {
+    // More places than are kept apart (they are merged into coarser ones).
+    let text = "x@".repeat(10_000);
+    let special = SPECIAL_PLAN.replace("TEXT", &text);
+    let text = special.replace('@', "\u{1}");
+    let mut bytes = damaged(&text.replacen('\u{1}', "@", 1), b"\xFF").0;
+    for b in bytes.iter_mut().filter(|b| **b == 1) {
+        *b = 0xFF;
+    }
+    for capacity in [7, 4096] {
+        let items = read_all(&bytes, capacity).unwrap();
+        assert_eq!(only_plan(&items).title, "Control");
+        assert_eq!(skips(&items)[0].reason, SkipReason::UndecodableText);
+    }
+    // Spread over the values of one tag, merged places cover its markup
+    // too: the document is rejected rather than a value read.
+    let attributes: String = (0..5000).map(|i| format!(" a{i}=\"@\"")).collect();
+    let special = SPECIAL_PLAN.replace("TEXT", &format!("<info{attributes}/>"));
+    let text = special.replace('@', "\u{1}");
+    let mut bytes = damaged(&text.replacen('\u{1}', "@", 1), b"\xFF").0;
+    for b in bytes.iter_mut().filter(|b| **b == 1) {
+        *b = 0xFF;
+    }
+    for capacity in [7, 4096] {
+        assert!(matches!(
+            read_all(&bytes, capacity),
+            Err(ParseError::Undecodable { .. })
+        ));
+    }
+}
+
+#[test]
+fn undecodable_bytes_in_a_transcoded_item_cost_that_item_only() {
+    // windows-1253 has no character for 0xAA; UTF-16 has no lone surrogate.
+    let special = SPECIAL_PLAN.replace("TITLE", "Caf@");
+    let (latin, at) = damaged(&special, b"\xAA");
+    let greek = [
+        &b"<?xml version=\"1.0\" encoding=\"windows-1253\"?>"[..],
+        &latin[21..],
+    ]
+    .concat();
+    let mut utf16 = vec![0xFF, 0xFE];
+    let text = String::from_utf8_lossy(&latin).replace('\u{FFFD}', "@");
+    let utf16_at = 2 + 2 * text.find('@').unwrap() as u64;
+    for unit in text.encode_utf16() {
+        let unit = if unit == u16::from(b'@') {
+            0xD800
+        } else {
+            unit
+        };
+        utf16.extend(unit.to_le_bytes());
+    }
+    for (bytes, encoding, position) in [
+        (greek, "windows-1253", at + 24),
+        (utf16, "UTF-16LE", utf16_at),
+    ] {
+        for capacity in [1, 3, 4096] {
+            let items = read_all(&bytes, capacity).unwrap_or_else(|e| panic!("{encoding}: {e}"));
+            assert_eq!(only_plan(&items).title, "Control");
+            let skip = skips(&items)[0];
+            assert_eq!(skip.reason, SkipReason::UndecodableText);
+            assert!(
+                skip.detail.contains(encoding) && skip.detail.contains(&format!("byte {position}")),
+                "{skip}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_large_tag_of_many_attributes_is_read_and_a_late_duplicate_found() {
+    let attributes: String = (0..100_000).map(|i| format!(" a{i}=\"\"")).collect();
+    let xml = feed(&format!(
+        r#"<plan {PLAN_ATTRS}><zone zone_id="1" price="5"{attributes}/></plan>"#
     ));
-    let markup = b"<planList><base\xFF_plan/></planList>";
-    assert!(matches!(
-        parse_from(&markup[..]),
-        Err(ParseError::Undecodable { position: 15, .. })
-    ));
+    assert!(xml.len() < MAX_EVENT_BYTES);
+    assert_eq!(only_plan(&parse_ok(&xml)).prices.min, Some(price("5")));
+    let duplicated = xml.replacen(" a99999=", " a5=", 1);
+    let e = parse(&duplicated).unwrap_err();
+    assert!(e.to_string().contains("appears twice"), "{e}");
 }
 
 #[test]

@@ -57,28 +57,38 @@ impl Rendered {
         }
     }
 
-    /// The body in `enc`, compressed once and kept.
-    pub(crate) fn encoded(&self, enc: Encoding) -> &Bytes {
-        match enc {
-            Encoding::Identity => &self.body,
-            Encoding::Gzip => self.gzip.get_or_init(|| {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(self.body.len() / 4 + 64),
-                    flate2::Compression::fast(),
-                );
-                // Writing into a Vec cannot fail.
-                let _ = enc.write_all(&self.body);
-                enc.finish().unwrap_or_default().into()
-            }),
-            Encoding::Br => self.br.get_or_init(|| {
-                let mut out = Vec::with_capacity(self.body.len() / 5 + 64);
-                let params = brotli::enc::BrotliEncoderParams {
-                    quality: BROTLI_CACHED_QUALITY,
-                    ..Default::default()
-                };
-                let _ = brotli::BrotliCompress(&mut &self.body[..], &mut out, &params);
-                out.into()
-            }),
+    /// The body in `enc`, compressed once and kept. A failed compression
+    /// is not kept: the next request tries again.
+    pub(crate) fn encoded(&self, enc: Encoding) -> io::Result<&Bytes> {
+        let slot = match enc {
+            Encoding::Identity => return Ok(&self.body),
+            Encoding::Gzip => &self.gzip,
+            Encoding::Br => &self.br,
+        };
+        if let Some(b) = slot.get() {
+            return Ok(b);
+        }
+        let mut out = Vec::with_capacity(self.body.len() / 4 + 64);
+        compress(enc, &self.body, &mut out)?;
+        Ok(slot.get_or_init(|| out.into()))
+    }
+}
+
+/// `body` compressed as `enc` (the cached codings' settings) into `out`.
+fn compress(enc: Encoding, body: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    match enc {
+        Encoding::Identity => out.write_all(body),
+        Encoding::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            gz.write_all(body)?;
+            gz.finish().map(drop)
+        }
+        Encoding::Br => {
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: BROTLI_CACHED_QUALITY,
+                ..Default::default()
+            };
+            brotli::BrotliCompress(&mut &body[..], &mut &mut *out, &params).map(drop)
         }
     }
 }
@@ -200,7 +210,12 @@ pub(crate) fn search_etag(v: &DataVersion, q: &SearchQuery, enc: Encoding) -> St
         d.update(&p.start.to_le_bytes());
         d.update(&[u8::from(p.end.is_some())]);
         d.update(&p.end.unwrap_or(0).to_le_bytes());
-        d.field(p.id.as_bytes());
+        // The id's text, as tags had it when ids were kept as text.
+        d.field(
+            p.id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
     }
     // Over several providers (or `provider=`), the answer depends on which
     // providers are searched and in which zones; a one-zone answer's tag
@@ -371,14 +386,27 @@ pub(crate) fn whole(
     } else {
         enc
     };
-    if let Some(token) = enc.token() {
-        headers.push(("Content-Encoding", token.into()));
-    }
+    let body = match r.encoded(enc) {
+        Ok(body) => {
+            if let Some(token) = enc.token() {
+                headers.push(("Content-Encoding", token.into()));
+            }
+            body.clone()
+        }
+        Err(e) => {
+            // Never an empty or partial body: the answer goes out as it is.
+            crate::log::error(&format!(
+                "compressing an answer failed; sent uncompressed: {}",
+                crate::log::chain(&e)
+            ));
+            r.body.clone()
+        }
+    };
     Response {
         status: 200,
         route: Route::Search,
         headers,
-        body: r.encoded(enc).clone(),
+        body,
         stream: None,
     }
 }
@@ -453,6 +481,45 @@ mod tests {
     use super::*;
     use crate::model::{ProviderWindow, Window};
     use chrono_tz::Tz;
+
+    /// A writer that takes `room` bytes, then fails.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::other("no space left"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_compression_that_fails_is_an_error_not_a_short_body() {
+        let body: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        for enc in [Encoding::Gzip, Encoding::Br] {
+            let err = compress(enc, &body, &mut Full { room: 100 }).unwrap_err();
+            assert_eq!(err.to_string(), "no space left", "{enc:?}");
+            let mut out = Vec::new();
+            compress(enc, &body, &mut out).unwrap();
+            assert!(!out.is_empty() && out.len() < body.len(), "{enc:?}");
+        }
+        let r = Rendered::new(body.clone(), None);
+        let gz = r.encoded(Encoding::Gzip).unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, body);
+    }
 
     #[test]
     fn search_cache_control_follows_the_max_age_and_keeps_stale_answers_a_day() {

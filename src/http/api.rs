@@ -114,7 +114,7 @@ pub struct Request<'a> {
     pub accept_encoding: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
     /// An HTTP/1.0 request: no chunked encoding, so a large answer is sent
-    /// uncompressed with its length counted first.
+    /// uncompressed and ended by closing the connection.
     pub http10: bool,
 }
 
@@ -136,18 +136,17 @@ pub struct SearchStream {
     pub encoding: Encoding,
     /// The request's query string, for the `Link` header of the next page.
     raw_query: String,
-    /// The length must be known before the body (HTTP/1.0).
-    sized: bool,
+    /// A `HEAD`: the head only, and nothing of the body is read.
+    head: bool,
 }
 
 /// What [`Api::stream`] hands the server: a whole answer (small enough to
-/// be cached), or headers and a body to send chunked.
+/// be cached), or headers and a body of unknown length (sent chunked, or
+/// to HTTP/1.0 ended by closing the connection).
 pub enum Streamed<'a> {
     Whole(Response),
     Body {
         headers: Vec<(&'static str, String)>,
-        /// Known only for an HTTP/1.0 request; else the body is chunked.
-        length: Option<u64>,
         body: &'a mut dyn Read,
     },
 }
@@ -168,6 +167,8 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     pub const URI_TOO_LONG: &str = "uri_too_long";
     pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const LENGTH_REQUIRED: &str = "length_required";
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const OVERLOADED: &str = "overloaded";
     pub const NOT_READY: &str = "not_ready";
@@ -376,7 +377,7 @@ impl Api {
             Route::Search => self.search(req, query, src),
             Route::Health => json_ok(route, r#"{"status":"ok"}"#),
             Route::Ready => {
-                if self.metrics.store_check().damage.is_some() {
+                if self.info.store_check.damaged() {
                     unavailable(
                         route,
                         code::STORE_DAMAGED,
@@ -445,7 +446,7 @@ impl Api {
                 query: q,
                 encoding,
                 raw_query: query.to_owned(),
-                sized: req.http10,
+                head: req.method == "HEAD",
             })),
         }
     }
@@ -454,54 +455,31 @@ impl Api {
     /// most [`WHOLE_MAX_BYTES`] is cached and handed to `send` whole; a
     /// larger one is handed over as headers and a body reader (compressed
     /// on the fly) that pulls rows from the snapshot as `send` reads it.
-    /// Its `ETag` comes from the same snapshot as its rows.
+    /// Its `ETag` comes from the same snapshot as its rows. A `HEAD` reads
+    /// no row: its headers say neither the length nor the coding the body
+    /// would have.
     pub fn stream(
         &self,
         s: &SearchStream,
         src: &mut dyn Source,
         send: &mut dyn FnMut(Streamed<'_>) -> io::Result<()>,
     ) -> Result<io::Result<()>, StoreError> {
-        // Without chunks (HTTP/1.0), a first pass counts a large answer's
-        // bytes (keeping nothing) and the second sends them, from a snapshot
-        // of the same version.
-        let mut length = None;
-        if s.sized {
-            let mut whole_answer = None;
-            let counted = src.stream(&s.query, &mut |snap, rows| {
-                let mut prefix = Vec::new();
-                rows.take(WHOLE_MAX_BYTES as u64 + 1)
-                    .read_to_end(&mut prefix)?;
-                if prefix.len() <= WHOLE_MAX_BYTES {
-                    whole_answer = Some(self.keep(snap, &s.query, prefix));
-                } else {
-                    let rest = io::copy(rows, &mut io::sink())?;
-                    length = Some((snap.version, prefix.len() as u64 + rest));
-                }
-                Ok(())
-            })?;
-            if let Err(e) = counted {
-                return Ok(Err(e));
-            }
-            if let Some((r, version)) = whole_answer {
-                let etag = search_etag(&version, &s.query, s.encoding);
-                return Ok(send(Streamed::Whole(whole(
-                    &r,
-                    etag,
-                    &self.search_cache_control,
-                    s.encoding,
-                    &s.raw_query,
-                ))));
-            }
+        if s.head {
+            return src.stream(&s.query, &mut |snap, _| {
+                let etag = search_etag(&snap.version, &s.query, s.encoding);
+                send(Streamed::Body {
+                    headers: search_headers(
+                        etag,
+                        &self.search_cache_control,
+                        snap.next.as_ref(),
+                        &s.raw_query,
+                    ),
+                    body: &mut io::empty(),
+                })
+            });
         }
         src.stream(&s.query, &mut |snap, rows| {
             let etag = search_etag(&snap.version, &s.query, s.encoding);
-            let length = match length {
-                Some((v, n)) if v == snap.version => Some(n),
-                Some(_) => {
-                    return Err(io::Error::other("the data changed between two passes"));
-                }
-                None => None,
-            };
             let limit = self.cache.whole_limit(snap.version.generation, &s.query);
             let mut prefix = Vec::new();
             rows.take(limit as u64 + 1).read_to_end(&mut prefix)?;
@@ -546,7 +524,6 @@ impl Api {
             };
             let sent = send(Streamed::Body {
                 headers,
-                length,
                 body: &mut body,
             });
             drop(body);
@@ -573,7 +550,7 @@ impl Api {
     fn first_page(&self, q: SearchQuery, src: &mut dyn Source) -> Result<Bytes, StoreError> {
         let mut body = Vec::new();
         src.stream(&q, &mut |_, rows| rows.read_to_end(&mut body).map(drop))?
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(StoreError::from_read)?;
         Ok(body.into())
     }
 
@@ -589,6 +566,8 @@ impl Api {
         }
         self.metrics
             .set_store_space(src.space().map(|s| (s.db, s.wal, s.fs_avail, s.fs_size)));
+        let mut text = self.metrics.render();
+        crate::metrics::render_store_check(&mut text, &self.info.store_check.get());
         Response {
             status: 200,
             route,
@@ -599,29 +578,28 @@ impl Api {
                 ),
                 no_store(),
             ],
-            body: self.metrics.render().into_bytes().into(),
+            body: text.into_bytes().into(),
             stream: None,
         }
     }
 
     /// Searchable plans per provider and month, read once per generation
-    /// (it reads one small index entry per searchable plan).
-    fn months(&self, src: &mut dyn Source) -> Arc<Vec<MonthCount>> {
-        let Ok(generation) = src.version().map(|v| v.generation) else {
-            return Arc::default();
-        };
+    /// (it reads one small index entry per searchable plan); `None` when
+    /// the store cannot be read.
+    fn months(&self, src: &mut dyn Source) -> Option<Arc<Vec<MonthCount>>> {
+        let generation = readable("the data version", src.version())?.generation;
         if let Ok(cached) = self.months.lock() {
             if let Some((g, m)) = cached.as_ref() {
                 if *g == generation {
-                    return m.clone();
+                    return Some(m.clone());
                 }
             }
         }
-        let fresh = Arc::new(src.plans_per_month().unwrap_or_default());
+        let fresh = Arc::new(readable("plans per month", src.plans_per_month())?);
         if let Ok(mut cached) = self.months.lock() {
             *cached = Some((generation, fresh.clone()));
         }
-        fresh
+        Some(fresh)
     }
 
     fn status_page(&self, route: Route, query: &str, src: &mut dyn Source) -> Response {
@@ -633,7 +611,7 @@ impl Api {
             .collect::<Vec<_>>()
             .join("&");
         let months = self.months(src);
-        let by_provider = src.provider_counts().unwrap_or_default();
+        let by_provider = readable("counts per provider", src.provider_counts());
         let providers = self
             .info
             .providers
@@ -641,20 +619,22 @@ impl Api {
             .map(|p| crate::status_page::ProviderPanel {
                 info: p,
                 last_success: self.metrics.last_success(&p.name),
-                counts: by_provider.get(&p.name).copied(),
-                runs: src.runs_of(&p.name, 40).unwrap_or_default(),
-                months: months
-                    .iter()
-                    .filter(|m| m.provider == p.name)
-                    .map(|m| (m.month.clone(), m.plans))
-                    .collect(),
+                counts: by_provider.as_ref().and_then(|c| c.get(&p.name).copied()),
+                runs: readable("the journal", src.runs_of(&p.name, 40)),
+                months: months.as_ref().map(|months| {
+                    months
+                        .iter()
+                        .filter(|m| m.provider == p.name)
+                        .map(|m| (m.month.clone(), m.plans))
+                        .collect()
+                }),
             })
             .collect();
         let html = crate::status_page::render(&crate::status_page::PageInput {
             info: &self.info,
             providers,
-            counts: src.counts().ok(),
-            runs: src.runs(20).unwrap_or_default(),
+            counts: readable("the store's counts", src.counts()),
+            runs: readable("the journal", src.runs(20)),
             query,
             search: if query.is_empty() {
                 None
@@ -671,7 +651,7 @@ impl Api {
                 }))
             },
             metrics_here: self.serve_metrics,
-            store_check: self.metrics.store_check(),
+            store_check: self.info.store_check.get(),
             search_here: !self.only_metrics,
         });
         Response {
@@ -703,9 +683,21 @@ fn unreachable_route() -> Response {
     error_response(404, Route::Other, code::NOT_FOUND, "no such path")
 }
 
+/// A value the status page shows, or `None` (the page says the store cannot
+/// be read) with the error logged: never shown as if there were nothing.
+fn readable<T>(what: &str, r: Result<T, StoreError>) -> Option<T> {
+    r.map_err(|e| {
+        crate::log::warn(&format!(
+            "status page: cannot read {what}: {}",
+            crate::log::chain(&e)
+        ))
+    })
+    .ok()
+}
+
 /// A store failure while answering `/search`: 503, logged, no SQL text.
 pub fn store_failed(e: &StoreError) -> Response {
-    crate::log::error(&format!("search failed: {e}"));
+    crate::log::error(&format!("search failed: {}", crate::log::chain(e)));
     unavailable(
         Route::Search,
         code::NOT_READY,
@@ -817,6 +809,9 @@ mod tests {
             Ok(StoreCounts::default())
         }
         fn runs(&mut self, _: usize) -> Result<Vec<FetchRun>, StoreError> {
+            if self.broken {
+                return Err(StoreError::Busy);
+            }
             Ok(vec![])
         }
     }
@@ -1105,6 +1100,37 @@ mod tests {
     }
 
     #[test]
+    fn status_page_says_the_store_is_unreadable_rather_than_empty() {
+        let info = ServiceInfo {
+            providers: vec![crate::service::ProviderInfo {
+                name: "p".into(),
+                ..Default::default()
+            }],
+            ..ServiceInfo::default()
+        };
+        let a = Api::new(Tz::UTC, Arc::default(), Arc::new(info));
+        let page = call(&a, &get("/"), &mut Fake::default());
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("No fetch yet."), "{html}");
+        assert!(!html.contains("cannot be read"), "{html}");
+        let broken = &mut Fake {
+            broken: true,
+            ..Fake::default()
+        };
+        let page = call(&a, &get("/"), broken);
+        assert_eq!(page.status, 200);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(!html.contains("No fetch yet."), "{html}");
+        assert!(!html.contains("No searchable plan."), "{html}");
+        // The journal table, the provider's timeline and its histogram.
+        assert_eq!(
+            html.matches("The store cannot be read right now.").count(),
+            3,
+            "{html}"
+        );
+    }
+
+    #[test]
     fn status_page_treats_empty_form_fields_as_unbounded() {
         let a = api();
         let mut src = Fake {
@@ -1137,8 +1163,9 @@ mod tests {
         };
         assert_eq!(call(&a, &get("/ready"), broken).status, 503);
         // A store the background check found damaged: not ready, and why.
-        a.metrics()
-            .update_store_check(|c| c.damage = Some("page 7".into()));
+        a.info
+            .store_check
+            .update(|c| c.damage = Some("page 7".into()));
         let r = call(&a, &get("/ready"), &mut src);
         assert_eq!(r.status, 503);
         let text = String::from_utf8_lossy(&r.body);

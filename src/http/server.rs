@@ -1,24 +1,21 @@
-//! The HTTP front: a TCP listener we build ourselves, tiny_http on top of
-//! it, and a fixed pool of worker threads that run [`Api::handle`].
+//! The HTTP front: a TCP listener we build ourselves, the connection layer
+//! (`conn.rs`: one poller thread that holds every waiting connection and
+//! reads request heads), and a fixed pool of worker threads that parse a
+//! head, run [`Api::handle`] and write the answer.
 //!
-//! Owns what tiny_http does not do: `TCP_NODELAY` (else keep-alive answers
-//! stall ~40 ms behind delayed ACKs), a receive timeout inherited by every
-//! accepted socket (stalled and idle clients are dropped), URL and header
-//! size limits, panic isolation, a bounded queue with load shedding, the
-//! optional per-client rate limit (client address from `X-Forwarded-For`
-//! only behind a trusted proxy), and surviving accept errors.
+//! Owns what lies between the socket and the API: `TCP_NODELAY` (else
+//! keep-alive answers stall ~40 ms behind delayed ACKs), the connection
+//! cap, URL and header size limits, request bodies (`Content-Length` bodies
+//! dropped as they arrive, `Transfer-Encoding` refused with 411 and the
+//! connection closed), keep-alive, panic isolation, a bounded queue with
+//! load shedding (503), the optional per-client rate limit (client address
+//! from `X-Forwarded-For` only behind a trusted proxy), and a liveness
+//! proof for the watchdog ([`RunningServer::is_alive`]).
 //!
-//! Load shedding without a thread hop: workers take requests straight from
-//! tiny_http's queue. Only while every worker is busy does a shedder thread
-//! wake up, every [`SHED_TICK`], move what waits in tiny_http's queue into
-//! our bounded overflow queue (which workers empty first, oldest first) and
-//! answer what does not fit with 503 and `Retry-After`. So at most
-//! `max_queue` requests plus one tick of arrivals wait for a worker. tiny_http's
-//! accept thread ends for good on any accept error (including the idle
-//! `accept()` timing out under `SO_RCVTIMEO`); the worker that receives that
-//! error builds a new `tiny_http::Server` on a clone of the same listening
-//! socket, and a drain thread keeps answering the old one's keep-alive
-//! connections until they have been idle longer than the receive timeout.
+//! Queue: the poller puts a connection with a whole head into a FIFO that
+//! the workers take from; when `max_queue` connections already wait, the
+//! poller answers 503 with `Retry-After` itself. Threads: `workers` + 1,
+//! whatever the number of connections.
 //!
 //! This module must not contain API logic (see `api.rs`) or SQL.
 
@@ -27,16 +24,18 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::conn::{self, Conn, Dispatch, Limits, Out, Poller, Refusal, Shared};
 pub use super::limits::{client_ip, RateLimiter, RATE_LIMIT_MAX_CLIENTS};
+use super::request::{bad_request, framing, unframed_body, Head, MAX_HEADERS};
 pub use super::wire::MIN_STREAM_RATE;
-use super::wire::{send, write_streamed, write_whole, Wire};
+use super::wire::{write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
 use crate::config::{Cidr, RateLimit};
 use crate::metrics::Route;
@@ -46,14 +45,23 @@ use crate::store::{Reader, StoreError};
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub workers: usize,
-    /// Receive timeout of every accepted socket: a client that sends nothing
-    /// for this long (mid-headers or idle keep-alive) is dropped.
+    /// A connection that sends nothing for this long (idle keep-alive), or
+    /// whose request head is not whole this long after its first byte, is
+    /// closed; a blocked write of an answer waits at most this long.
     pub idle_timeout: Duration,
     pub max_url_bytes: usize,
     pub max_header_bytes: usize,
-    /// Requests that may wait for a busy worker pool (plus the arrivals of
-    /// one [`SHED_TICK`]); more get 503 with `Retry-After`.
+    /// Requests that may wait for a busy worker pool; more get 503 with
+    /// `Retry-After`.
     pub max_queue: usize,
+    /// Open connections; beyond, the longest-idle one is closed, or the
+    /// new one gets 503 when none is idle. Lowered at start to what the
+    /// open-files limit allows.
+    pub max_connections: usize,
+    /// Memory all unfinished request heads may hold together; beyond, the
+    /// connections with the largest ones get 503 and are closed (checked
+    /// every 100 ms).
+    pub head_budget: usize,
     /// Per-client token bucket; `None` (the default) is no limit.
     pub rate_limit: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` names the client.
@@ -67,7 +75,9 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(10),
             max_url_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
-            max_queue: 512,
+            max_queue: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            head_budget: 32 << 20,
             rate_limit: None,
             trusted_proxies: Vec::new(),
         }
@@ -79,26 +89,64 @@ pub fn default_workers() -> usize {
     thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
-/// How long a worker blocks in `recv` before re-checking for shutdown and
-/// for a rebuilt server.
+/// Open connections by default (also bounded by the open-files limit, see
+/// [`connection_budget`]). An idle connection costs the poller ~200 bytes
+/// and the kernel a few KiB; a connection mid-head holds what it sent, at
+/// most `max_url_bytes + max_header_bytes + 1 KiB`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Descriptors kept for everything but client connections: the store and
+/// its readers, the fetch loops, side listeners, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-files limit to the hard one (as servers do; systemd
+/// starts services with a soft limit of 1024) and returns how many client
+/// connections fit in it.
+pub fn connection_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one struct on our stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return DEFAULT_MAX_CONNECTIONS;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+        .saturating_sub(RESERVED_FDS)
+        .clamp(16, usize::MAX as u64) as usize
+}
+
+/// How long a worker waits for work before re-checking for shutdown.
 const POLL: Duration = Duration::from_millis(200);
 
-/// How often the shedder empties tiny_http's queue while all workers are
-/// busy.
-pub const SHED_TICK: Duration = Duration::from_millis(5);
+/// How long the HTTP front may go without the poller turning, or with a
+/// watchdog probe unanswered while no worker makes progress, before
+/// [`RunningServer::is_alive`] says it is not alive. A worker blocked on a
+/// client gives up after `idle_timeout`, so a healthy front never comes
+/// near this.
+pub const FRONT_STALL: Duration = Duration::from_secs(30);
 
-/// Binds the listening socket with `TCP_NODELAY`, `SO_RCVTIMEO` and
-/// `SO_SNDTIMEO` set, all inherited by accepted sockets on Linux. The send
-/// timeout bounds how long a client that stops reading holds a worker (and,
-/// mid-answer, its read snapshot): one blocked write, at most `idle_timeout`.
-pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> io::Result<TcpListener> {
+/// Binds the listening socket with `TCP_NODELAY` set (inherited by accepted
+/// sockets on Linux), non-blocking, with a backlog of 4096 (the kernel caps
+/// it at `net.core.somaxconn`).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
-    socket.set_read_timeout(Some(idle_timeout))?;
-    socket.set_write_timeout(Some(idle_timeout))?;
+    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(4096)?;
     Ok(socket.into())
 }
 
@@ -110,172 +158,119 @@ pub fn store_source(db: PathBuf) -> SourceFactory {
     Arc::new(move || Ok(Box::new(Reader::open(&db)?) as Box<dyn Source + Send>))
 }
 
-/// The listening socket, the tiny_http server currently accepting on it,
-/// and the worker pool's shared state.
+enum Job {
+    /// A connection with a whole request head.
+    Request(Box<Conn>),
+    /// The watchdog's question: is a worker answering?
+    Probe,
+}
+
+/// The worker pool's queue and the front's counters.
 struct Front {
-    listener: TcpListener,
-    current: RwLock<Arc<tiny_http::Server>>,
-    stopping: AtomicBool,
-    rebuilds: AtomicUsize,
-    last_rebuild: Mutex<Option<Instant>>,
-    drains: Mutex<Vec<JoinHandle<()>>>,
-    workers: usize,
-    /// Workers handling a request right now.
-    busy: AtomicUsize,
+    shared: Arc<Shared>,
+    api: Arc<Api>,
+    queue: Mutex<VecDeque<Job>>,
+    ready: Condvar,
     max_queue: usize,
-    overflow: Mutex<VecDeque<tiny_http::Request>>,
-    /// `overflow.len()`, readable without the lock.
+    /// `queue.len()`, readable without the lock.
     queued: AtomicUsize,
     shed: AtomicU64,
-    shedder_waiting: AtomicBool,
-    wake_lock: Mutex<()>,
-    wake: Condvar,
+    /// Workers whose thread runs.
+    workers_alive: AtomicUsize,
+    /// Milliseconds (since `shared.epoch`) of the last worker progress: a
+    /// job taken or finished, bytes written.
+    progress: AtomicU64,
+    /// When the outstanding watchdog probe was queued (0: none).
+    probe_sent: AtomicU64,
+    /// When the last probe was answered.
+    probe_answered: AtomicU64,
 }
 
 impl Front {
-    fn new(listener: TcpListener, cfg: &ServerConfig) -> io::Result<Front> {
-        let server = Self::server_on(&listener)?;
-        Ok(Front {
-            listener,
-            current: RwLock::new(server),
-            stopping: AtomicBool::new(false),
-            rebuilds: AtomicUsize::new(0),
-            last_rebuild: Mutex::new(None),
-            drains: Mutex::new(Vec::new()),
-            workers: cfg.workers.max(1),
-            busy: AtomicUsize::new(0),
-            max_queue: cfg.max_queue,
-            overflow: Mutex::new(VecDeque::new()),
-            queued: AtomicUsize::new(0),
-            shed: AtomicU64::new(0),
-            shedder_waiting: AtomicBool::new(false),
-            wake_lock: Mutex::new(()),
-            wake: Condvar::new(),
-        })
-    }
-
-    fn server_on(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
-        let clone = listener.try_clone()?;
-        tiny_http::Server::from_listener(clone, None)
-            .map(Arc::new)
-            .map_err(|e| io::Error::other(e.to_string()))
-    }
-
-    fn current(&self) -> Arc<tiny_http::Server> {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Replaces `failed` (whose accept thread has ended) with a new server on
-    /// the same socket. Returns the old server for draining, or `None` when
-    /// another thread already replaced it.
-    fn rebuild(&self, failed: &Arc<tiny_http::Server>) -> Option<Arc<tiny_http::Server>> {
-        // Back off a little when accept keeps failing (e.g. out of fds), so
-        // rebuilding cannot spin.
-        if let Ok(mut last) = self.last_rebuild.lock() {
-            if let Some(t) = *last {
-                if t.elapsed() < Duration::from_millis(50) {
-                    thread::sleep(Duration::from_millis(50));
-                }
-            }
-            *last = Some(Instant::now());
-        }
-        let mut slot = match self.current.write() {
+    fn push(&self, job: Job) {
+        let mut q = match self.queue.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if !Arc::ptr_eq(&slot, failed) {
-            return None;
-        }
-        match Self::server_on(&self.listener) {
-            Ok(fresh) => {
-                self.rebuilds.fetch_add(1, SeqCst);
-                Some(std::mem::replace(&mut *slot, fresh))
-            }
-            Err(e) => {
-                crate::log::error(&format!("cannot restart the HTTP accept loop: {e}"));
-                None
-            }
-        }
-    }
-
-    /// The accept thread of `server` has ended (tiny_http reports that
-    /// once, as `e`). Starts a new one on the same socket, and a drain
-    /// thread that keeps serving the old one's connections.
-    fn restart(self: &Arc<Self>, server: &Arc<tiny_http::Server>, e: &io::Error, ctx: &WorkerCtx) {
-        crate::log::log(
-            crate::log::Level::Debug,
-            "HTTP accept loop ended; restarting it",
-            &[("reason", e)],
-        );
-        if let Some(old) = self.rebuild(server) {
-            let (f, drain_ctx) = (self.clone(), ctx.sibling());
-            let spawned = thread::Builder::new()
-                .name("planbox-http-drain".into())
-                .spawn(move || drain_loop(f, old, drain_ctx));
-            if let (Ok(h), Ok(mut d)) = (spawned, self.drains.lock()) {
-                d.retain(|h| !h.is_finished());
-                d.push(h);
-            }
-        }
-    }
-
-    /// A worker starts on a request; wakes the shedder when that makes the
-    /// pool saturated.
-    fn begin(&self) {
-        if self.busy.fetch_add(1, SeqCst) + 1 >= self.workers && self.shedder_waiting.load(SeqCst) {
-            let _g = self.wake_lock.lock();
-            self.wake.notify_one();
-        }
-    }
-
-    fn end(&self) {
-        self.busy.fetch_sub(1, SeqCst);
-    }
-
-    fn saturated(&self) -> bool {
-        self.busy.load(SeqCst) >= self.workers
-    }
-
-    /// Blocks (up to [`POLL`]) until every worker is busy.
-    fn wait_saturated(&self) -> bool {
-        let Ok(g) = self.wake_lock.lock() else {
-            return false;
-        };
-        self.shedder_waiting.store(true, SeqCst);
-        if !self.saturated() {
-            let _ = self.wake.wait_timeout(g, POLL);
-        }
-        self.shedder_waiting.store(false, SeqCst);
-        self.saturated()
-    }
-
-    fn pop_overflow(&self) -> Option<tiny_http::Request> {
-        if self.queued.load(SeqCst) == 0 {
-            return None;
-        }
-        let mut q = self.overflow.lock().ok()?;
-        let rq = q.pop_front();
+        q.push_back(job);
         self.queued.store(q.len(), SeqCst);
-        rq
+        drop(q);
+        self.ready.notify_one();
     }
 
-    /// Queues `rq` for the workers, or answers 503 when the queue is full.
-    fn admit(&self, rq: tiny_http::Request, api: &Api) {
-        let rq = match self.overflow.lock() {
-            Ok(mut q) if q.len() < self.max_queue => {
-                q.push_back(rq);
-                self.queued.store(q.len(), SeqCst);
-                return;
-            }
-            _ => rq,
+    /// The next job, waiting up to [`POLL`].
+    fn pop(&self) -> Option<Job> {
+        let mut q = match self.queue.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        self.shed.fetch_add(1, SeqCst);
-        send(rq, overloaded());
-        api.metrics()
-            .observe_request(Route::Other, 503, Duration::ZERO);
+        if q.is_empty() {
+            q = match self.ready.wait_timeout(q, POLL) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        let job = q.pop_front();
+        self.queued.store(q.len(), SeqCst);
+        job
+    }
+
+    fn mark_progress(&self) {
+        self.progress.store(self.shared.now_ms(), SeqCst);
+    }
+}
+
+impl Dispatch for Front {
+    fn dispatch(&self, c: Box<Conn>) -> Result<(), Box<Conn>> {
+        let mut q = match self.queue.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if q.len() >= self.max_queue {
+            return Err(c);
+        }
+        q.push_back(Job::Request(c));
+        self.queued.store(q.len(), SeqCst);
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn refusal(&self, why: Refusal) -> Vec<u8> {
+        let r = match why {
+            Refusal::Overloaded => {
+                self.shed.fetch_add(1, SeqCst);
+                overloaded()
+            }
+            Refusal::TooManyConnections => api::unavailable(
+                Route::Other,
+                code::OVERLOADED,
+                "too many open connections; retry after the Retry-After delay",
+            ),
+            Refusal::LineTooLong => error_response(
+                414,
+                Route::Other,
+                code::URI_TOO_LONG,
+                "the request line is too long",
+            ),
+            Refusal::HeadTooLarge => error_response(
+                431,
+                Route::Other,
+                code::HEADERS_TOO_LARGE,
+                "the request headers are too large",
+            ),
+            Refusal::HeadsOverBudget => api::unavailable(
+                Route::Other,
+                code::OVERLOADED,
+                "too many unfinished requests; retry after the Retry-After delay",
+            ),
+        };
+        self.api
+            .metrics()
+            .observe_request(Route::Other, r.status, Duration::ZERO);
+        let mut bytes = Vec::with_capacity(512);
+        let _ = write_whole(&mut bytes, &Wire::closing(), &r);
+        bytes
     }
 }
 
@@ -293,8 +288,9 @@ fn overloaded() -> Response {
 pub struct RunningServer {
     front: Arc<Front>,
     local_addr: SocketAddr,
-    workers: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     limiter: Option<Arc<RateLimiter>>,
+    max_connections: usize,
 }
 
 struct WorkerCtx {
@@ -306,41 +302,77 @@ struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// The same context with its own (not yet opened) source.
-    fn sibling(&self) -> WorkerCtx {
-        WorkerCtx {
-            api: self.api.clone(),
-            sources: self.sources.clone(),
-            cfg: self.cfg.clone(),
-            limiter: self.limiter.clone(),
-            source: None,
-        }
-    }
-
-    fn handle(&mut self, rq: tiny_http::Request) {
+    /// Answers the request whose head is at the start of `c.buf`; leaves
+    /// `c` ready for the next one, or marked to close.
+    fn handle(&mut self, c: &mut Conn, front: &Front) {
         let started = Instant::now();
-        let mut response = self.respond_to(&rq);
-        let wire = Wire::of(&rq);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let (mut response, wire, body) = match parsed.parse(&c.buf[..c.head_len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let head = Head {
+                    method: parsed.method.unwrap_or(""),
+                    url: parsed.path.unwrap_or(""),
+                    http10: parsed.version == Some(0),
+                    headers: parsed.headers,
+                };
+                let reads = matches!(head.method, "GET" | "HEAD");
+                match framing(&head) {
+                    Err(r) => (r, head.wire(true), 0),
+                    // A body of unknown length on a route that takes GET:
+                    // refused; on any other method the API's 405 says more.
+                    // Either way the connection closes after the answer,
+                    // so the body is never read as a request.
+                    Ok(f) if reads && f.transfer_coded.is_some() => {
+                        (unframed_body(f.transfer_coded), head.wire(true), 0)
+                    }
+                    Ok(f) => {
+                        let close = !f.keep_alive || front.shared.stopping.load(SeqCst);
+                        (self.respond_to(&head, c.peer), head.wire(close), f.body)
+                    }
+                }
+            }
+            Err(httparse::Error::TooManyHeaders) => (
+                error_response(
+                    431,
+                    Route::Other,
+                    code::HEADERS_TOO_LARGE,
+                    &format!("more than {MAX_HEADERS} request headers"),
+                ),
+                Wire::closing(),
+                0,
+            ),
+            _ => (bad_request(), Wire::closing(), 0),
+        };
+        let mut out = Out {
+            stream: &c.stream,
+            timeout: self.cfg.idle_timeout,
+            progress: &front.progress,
+            epoch: front.shared.epoch,
+        };
         let route = response.route;
-        let mut out = rq.into_writer();
-        let status = match response.stream.take() {
+        let (status, close) = match response.stream.take() {
             None => {
-                // The client may be gone; nothing to do about it.
-                let _ = write_whole(&mut out, &wire, &response);
-                response.status
+                let failed = write_whole(&mut out, &wire, &response).is_err();
+                (response.status, wire.close || failed)
             }
             Some(s) => self.stream(&s, &wire, &mut out),
         };
-        drop(out);
         self.api
             .metrics()
             .observe_request(route, status, started.elapsed());
+        c.close = close;
+        if !close {
+            c.consume(body);
+        }
     }
 
     /// Sends a `/search` answer read from the store while it is written.
-    /// Returns the status sent.
-    fn stream(&mut self, s: &SearchStream, wire: &Wire, out: &mut dyn Write) -> u16 {
+    /// Returns the status sent and whether the connection must close (a
+    /// body without length or chunks, or an answer broken off).
+    fn stream(&mut self, s: &SearchStream, wire: &Wire, out: &mut dyn Write) -> (u16, bool) {
         let mut head_sent: Option<u16> = None;
+        let mut close = wire.close;
         let api = &self.api;
         let source = &mut self.source;
         let min_rate_after = self.cfg.idle_timeout;
@@ -351,21 +383,10 @@ impl WorkerCtx {
                     head_sent = Some(r.status);
                     write_whole(out, wire, &r)
                 }
-                Streamed::Body {
-                    headers,
-                    length,
-                    body,
-                } => {
+                Streamed::Body { headers, body } => {
                     let mut wrote = false;
-                    let r = write_streamed(
-                        out,
-                        wire,
-                        &headers,
-                        length,
-                        body,
-                        min_rate_after,
-                        &mut wrote,
-                    );
+                    close |= wire.http10;
+                    let r = write_streamed(out, wire, &headers, body, min_rate_after, &mut wrote);
                     if wrote {
                         head_sent = Some(200);
                     }
@@ -379,6 +400,7 @@ impl WorkerCtx {
             // mid-answer: the framing is already broken off; or reading
             // failed before the first byte: a 503.
             Ok(Ok(Err(e))) => {
+                close = true;
                 if head_sent.is_some() {
                     crate::log::log(
                         crate::log::Level::Debug,
@@ -402,21 +424,22 @@ impl WorkerCtx {
                     panic_text(&panic)
                 ));
                 self.source = None;
+                close = true;
                 Some((500, internal_error()))
             }
         };
         match (head_sent, fallback) {
-            (Some(status), _) => status,
-            (None, None) => 200,
+            (Some(status), _) => (status, close),
+            (None, None) => (200, close),
             (None, Some((status, r))) => {
-                let _ = write_whole(out, wire, &r);
-                status
+                let failed = write_whole(out, wire, &r).is_err();
+                (status, close || failed)
             }
         }
     }
 
-    fn respond_to(&mut self, rq: &tiny_http::Request) -> Response {
-        let url = rq.url();
+    fn respond_to(&mut self, head: &Head<'_, '_>, peer: SocketAddr) -> Response {
+        let url = head.url;
         if url.len() > self.cfg.max_url_bytes {
             return error_response(
                 414,
@@ -428,18 +451,20 @@ impl WorkerCtx {
         let mut header_bytes = 0;
         let (mut accept_encoding, mut if_none_match) = (None, None);
         let mut forwarded: Option<String> = None;
-        for h in rq.headers() {
-            header_bytes += h.field.as_str().as_str().len() + h.value.as_str().len() + 4;
-            if h.field.equiv("Accept-Encoding") {
-                accept_encoding = Some(h.value.as_str());
-            } else if h.field.equiv("If-None-Match") {
-                if_none_match = Some(h.value.as_str());
-            } else if self.limiter.is_some() && h.field.equiv("X-Forwarded-For") {
-                let v = h.value.as_str();
-                forwarded = Some(match forwarded {
-                    Some(f) => format!("{f},{v}"),
-                    None => v.to_owned(),
-                });
+        for h in head.headers {
+            header_bytes += h.name.len() + h.value.len() + 4;
+            let value = || std::str::from_utf8(h.value).ok().map(str::trim);
+            if h.name.eq_ignore_ascii_case("Accept-Encoding") {
+                accept_encoding = value();
+            } else if h.name.eq_ignore_ascii_case("If-None-Match") {
+                if_none_match = value();
+            } else if self.limiter.is_some() && h.name.eq_ignore_ascii_case("X-Forwarded-For") {
+                if let Some(v) = value() {
+                    forwarded = Some(match forwarded {
+                        Some(f) => format!("{f},{v}"),
+                        None => v.to_owned(),
+                    });
+                }
             }
         }
         if header_bytes > self.cfg.max_header_bytes {
@@ -453,24 +478,22 @@ impl WorkerCtx {
                 ),
             );
         }
-        let method = rq.method().as_str();
+        let method = head.method;
         if let Some(limiter) = &self.limiter {
             let path = url.split('?').next().unwrap_or("");
             // Probes are never limited.
             if !matches!(path, "/health" | "/ready") {
-                if let Some(peer) = rq.remote_addr() {
-                    let ip = client_ip(peer.ip(), forwarded.as_deref(), &self.cfg.trusted_proxies);
-                    if let Err(wait) = limiter.check(ip, Instant::now()) {
-                        let mut r = error_response(
-                            429,
-                            Route::Other,
-                            code::RATE_LIMITED,
-                            "too many requests from this client; retry after the Retry-After delay",
-                        );
-                        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                        r.headers.push(("Retry-After", secs.max(1).to_string()));
-                        return r;
-                    }
+                let ip = client_ip(peer.ip(), forwarded.as_deref(), &self.cfg.trusted_proxies);
+                if let Err(wait) = limiter.check(ip, Instant::now()) {
+                    let mut r = error_response(
+                        429,
+                        Route::Other,
+                        code::RATE_LIMITED,
+                        "too many requests from this client; retry after the Retry-After delay",
+                    );
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    r.headers.push(("Retry-After", secs.max(1).to_string()));
+                    return r;
                 }
             }
         }
@@ -479,13 +502,16 @@ impl WorkerCtx {
             url,
             accept_encoding,
             if_none_match,
-            http10: *rq.http_version() == tiny_http::HTTPVersion(1, 0),
+            http10: head.http10,
         };
         if self.source.is_none() {
             match (self.sources)() {
                 Ok(r) => self.source = Some(r),
                 Err(e) => {
-                    crate::log::error(&format!("cannot open the store for reading: {e}"));
+                    crate::log::error(&format!(
+                        "cannot open the store for reading: {}",
+                        crate::log::chain(&e)
+                    ));
                     return api::unavailable(
                         Route::Other,
                         code::NOT_READY,
@@ -537,67 +563,40 @@ fn internal_error() -> Response {
     )
 }
 
+/// Counts a worker thread out when it ends, however it ends.
+struct Alive<'a>(&'a AtomicUsize);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
 fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
-    while !front.stopping.load(SeqCst) {
-        let server = front.current();
-        let rq = match front.pop_overflow() {
-            Some(rq) => rq,
-            None => match server.recv_timeout(POLL) {
-                Ok(Some(rq)) => rq,
-                Ok(None) => continue,
-                Err(e) => {
-                    front.restart(&server, &e, &ctx);
-                    continue;
-                }
-            },
-        };
-        front.begin();
-        ctx.handle(rq);
-        front.end();
-    }
-}
-
-/// Sleeps until every worker is busy; then, every [`SHED_TICK`], moves what
-/// waits in tiny_http's queue into the bounded overflow queue, shedding
-/// what does not fit.
-fn shed_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
-    while !front.stopping.load(SeqCst) {
-        if !front.wait_saturated() {
-            continue;
-        }
-        thread::sleep(SHED_TICK);
-        let server = front.current();
-        loop {
-            match server.try_recv() {
-                Ok(Some(rq)) => front.admit(rq, &ctx.api),
-                Ok(None) => break,
-                Err(e) => {
-                    front.restart(&server, &e, &ctx);
-                    break;
-                }
+    let _alive = Alive(&front.workers_alive);
+    while !front.shared.stopping.load(SeqCst) {
+        let Some(job) = front.pop() else { continue };
+        front.mark_progress();
+        match job {
+            Job::Probe => {
+                front.probe_answered.store(front.shared.now_ms(), SeqCst);
+                front.probe_sent.store(0, SeqCst);
             }
-        }
-        // A worker that went idle meanwhile may be blocked on tiny_http's
-        // (now empty) queue, blind to the overflow: serve from it here.
-        while !front.saturated() {
-            match front.pop_overflow() {
-                Some(rq) => ctx.handle(rq),
-                None => break,
+            Job::Request(mut c) => {
+                // The handler catches its own panics (with a 500); this
+                // catches the rest, so no request can end a worker.
+                let done = catch_unwind(AssertUnwindSafe(|| ctx.handle(&mut c, &front)));
+                if let Err(panic) = done {
+                    crate::log::error(&format!(
+                        "HTTP worker panicked: {}; the connection is closed",
+                        panic_text(&panic)
+                    ));
+                    ctx.source = None;
+                    c.close = true;
+                }
+                front.mark_progress();
+                front.shared.give_back(c);
             }
-        }
-    }
-}
-
-/// Serves the remaining keep-alive connections of a replaced server. Every
-/// such socket times out after `idle_timeout` without a request, so once the
-/// queue has been quiet for longer than that, no connection is left.
-fn drain_loop(front: Arc<Front>, old: Arc<tiny_http::Server>, mut ctx: WorkerCtx) {
-    let quiet_limit = ctx.cfg.idle_timeout * 2 + Duration::from_secs(1);
-    let mut last = Instant::now();
-    while last.elapsed() < quiet_limit && !front.stopping.load(SeqCst) {
-        if let Ok(Some(rq)) = old.recv_timeout(POLL) {
-            ctx.handle(rq);
-            last = Instant::now();
         }
     }
 }
@@ -623,14 +622,47 @@ impl RunningServer {
         cfg: ServerConfig,
     ) -> io::Result<RunningServer> {
         let local_addr = listener.local_addr()?;
-        let front = Arc::new(Front::new(listener, &cfg)?);
+        let budget = connection_budget();
+        let max_connections = cfg.max_connections.clamp(1, budget.max(1));
+        if max_connections < cfg.max_connections {
+            crate::log::log(
+                crate::log::Level::Warn,
+                "connection cap lowered to fit the open-files limit",
+                &[
+                    ("asked", &cfg.max_connections),
+                    ("max_connections", &max_connections),
+                ],
+            );
+        }
+        let shared = Arc::new(Shared::new()?);
+        let front = Arc::new(Front {
+            shared: shared.clone(),
+            api: api.clone(),
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            max_queue: cfg.max_queue,
+            queued: AtomicUsize::new(0),
+            shed: AtomicU64::new(0),
+            workers_alive: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            probe_sent: AtomicU64::new(0),
+            probe_answered: AtomicU64::new(0),
+        });
+        let limits = Limits {
+            idle_timeout: cfg.idle_timeout,
+            max_connections,
+            max_line: cfg.max_url_bytes + 1024,
+            max_head: cfg.max_url_bytes + cfg.max_header_bytes + 2048,
+            head_budget: cfg.head_budget,
+        };
+        let poller = Poller::new(listener, shared, front.clone(), limits)?;
         let limiter = cfg
             .rate_limit
             .map(|l| Arc::new(RateLimiter::new(l, RATE_LIMIT_MAX_CLIENTS)));
         let n = cfg.workers.max(1);
         let cfg = Arc::new(cfg);
-        let mut workers = Vec::with_capacity(n + 1);
-        for i in 0..=n {
+        let mut threads = Vec::with_capacity(n + 1);
+        for i in 0..n {
             let ctx = WorkerCtx {
                 api: api.clone(),
                 sources: sources.clone(),
@@ -639,24 +671,35 @@ impl RunningServer {
                 source: sources().ok(),
             };
             let f = front.clone();
-            let (name, body): (String, Box<dyn FnOnce() + Send>) = if i < n {
-                (
-                    format!("planbox-http-{i}"),
-                    Box::new(move || worker_loop(f, ctx)),
-                )
-            } else {
-                (
-                    "planbox-http-shed".into(),
-                    Box::new(move || shed_loop(f, ctx)),
-                )
-            };
-            workers.push(thread::Builder::new().name(name).spawn(body)?);
+            f.workers_alive.fetch_add(1, SeqCst);
+            let spawned = thread::Builder::new()
+                .name(format!("planbox-http-{i}"))
+                .spawn(move || worker_loop(f, ctx));
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    front.workers_alive.fetch_sub(1, SeqCst);
+                    front.shared.stopping.store(true, SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        let spawned = thread::Builder::new()
+            .name("planbox-http-poll".into())
+            .spawn(move || poller.run());
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                front.shared.stopping.store(true, SeqCst);
+                return Err(e);
+            }
         }
         Ok(RunningServer {
             front,
             local_addr,
-            workers,
+            threads,
             limiter,
+            max_connections,
         })
     }
 
@@ -664,12 +707,7 @@ impl RunningServer {
         self.local_addr
     }
 
-    /// How many times the accept loop has been restarted (for tests).
-    pub fn accept_restarts(&self) -> usize {
-        self.front.rebuilds.load(SeqCst)
-    }
-
-    /// Requests waiting in the overflow queue now.
+    /// Requests waiting for a worker now.
     pub fn queued(&self) -> usize {
         self.front.queued.load(SeqCst)
     }
@@ -679,21 +717,69 @@ impl RunningServer {
         self.front.shed.load(SeqCst)
     }
 
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.front.shared.open.load(SeqCst)
+    }
+
+    /// The connection cap in force (`max_connections`, lowered to the
+    /// open-files limit).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Idle connections closed to make room for new ones, so far.
+    pub fn evicted(&self) -> u64 {
+        self.front.shared.evicted.load(SeqCst)
+    }
+
+    /// New connections answered 503 because the cap was reached and no
+    /// connection was idle, so far.
+    pub fn refused_connections(&self) -> u64 {
+        self.front.shared.refused.load(SeqCst)
+    }
+
     /// Clients the rate limiter tracks now (0 when it is off).
     pub fn rate_limited_clients(&self) -> usize {
         self.limiter.as_ref().map_or(0, |l| l.clients())
     }
 
+    /// Whether the front works: its poller turned within `stall`, a worker
+    /// thread runs, and the watchdog probe (a job queued behind the
+    /// requests, answered by the first free worker) was answered, or is
+    /// younger than `stall`, or workers made progress (took or finished a
+    /// request, wrote bytes) within `stall`. Queues a new probe about once
+    /// a second; cheap enough to call every few milliseconds.
+    pub fn is_alive(&self, stall: Duration) -> bool {
+        let f = &self.front;
+        let now = f.shared.now_ms();
+        let stall = stall.as_millis() as u64;
+        if f.workers_alive.load(SeqCst) == 0
+            || now.saturating_sub(f.shared.beat.load(SeqCst)) > stall
+        {
+            return false;
+        }
+        let sent = f.probe_sent.load(SeqCst);
+        if sent != 0 {
+            return now.saturating_sub(sent) <= stall
+                || now.saturating_sub(f.progress.load(SeqCst)) <= stall;
+        }
+        if now.saturating_sub(f.probe_answered.load(SeqCst)) >= 1000 {
+            f.probe_sent.store(now.max(1), SeqCst);
+            f.push(Job::Probe);
+        }
+        true
+    }
+
     /// Stops accepting, lets every worker finish the request it is on, and
     /// waits for them (at most `grace`).
     pub fn shutdown(self, grace: Duration) {
-        self.front.stopping.store(true, SeqCst);
+        let shared = &self.front.shared;
+        shared.stopping.store(true, SeqCst);
+        shared.wake_poller();
+        self.front.ready.notify_all();
         let deadline = Instant::now() + grace;
-        let mut handles = self.workers;
-        if let Ok(mut d) = self.front.drains.lock() {
-            handles.append(&mut d);
-        }
-        for h in handles {
+        for h in self.threads {
             while !h.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(10));
             }
@@ -701,12 +787,18 @@ impl RunningServer {
                 let _ = h.join();
             }
         }
-        // Whatever still waits is told to come back, not dropped with a 500.
-        while let Some(rq) = self.front.pop_overflow() {
-            send(rq, overloaded());
+        // Whatever still waits is told to come back, not dropped.
+        let waiting = match self.front.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        let bytes = self.front.refusal(Refusal::Overloaded);
+        for job in waiting {
+            if let Job::Request(c) = job {
+                let _ = conn::write_all_within(&c.stream, &bytes, Duration::from_millis(100));
+            }
         }
-        // Dropping the last `Front` drops the tiny_http server, which ends
-        // its accept thread and closes the listening socket.
+        drop(shared.take_returns());
     }
 }
 

@@ -9,26 +9,29 @@ use std::time::{Duration, Instant};
 
 use super::api::Response;
 
-/// What of the request shapes the response on the wire.
+/// What of the request and the connection shapes the response on the wire.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Wire {
-    http10: bool,
+    pub(crate) http10: bool,
     head: bool,
+    /// The connection closes after this answer (`Connection: close`); an
+    /// HTTP/1.0 answer on a kept connection says `Connection: keep-alive`.
+    pub(crate) close: bool,
 }
 
 impl Wire {
-    pub(crate) fn of(rq: &tiny_http::Request) -> Wire {
+    pub(crate) fn new(http10: bool, head: bool, close: bool) -> Wire {
         Wire {
-            http10: *rq.http_version() == tiny_http::HTTPVersion(1, 0),
-            head: *rq.method() == tiny_http::Method::Head,
+            http10,
+            head,
+            close,
         }
     }
-}
 
-/// Answers `rq` with a response held in memory.
-pub(crate) fn send(rq: tiny_http::Request, r: Response) {
-    let wire = Wire::of(&rq);
-    let mut out = rq.into_writer();
-    let _ = write_whole(&mut out, &wire, &r);
+    /// An HTTP/1.1 answer after which the connection closes.
+    pub(crate) fn closing() -> Wire {
+        Wire::new(false, false, true)
+    }
 }
 
 /// `Date` header value, formatted once a second per thread.
@@ -75,6 +78,11 @@ pub(crate) fn write_head(
     buf.extend_from_slice(b"\r\nDate: ");
     http_date(buf);
     buf.extend_from_slice(b"\r\n");
+    if wire.close {
+        buf.extend_from_slice(b"Connection: close\r\n");
+    } else if wire.http10 {
+        buf.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
     for (k, v) in headers {
         buf.extend_from_slice(k.as_bytes());
         buf.extend_from_slice(b": ");
@@ -121,27 +129,31 @@ pub(crate) const CHUNK: usize = 128 << 10;
 /// from recycling the WAL past it): at most `timeout + bytes / MIN_RATE`.
 pub const MIN_STREAM_RATE: u64 = 32 << 10;
 
-/// Writes a streamed answer: chunked, or with the `length` given (HTTP/1.0,
-/// which has no chunks). A read error mid-body breaks the chunk framing on
-/// purpose, so a client sees a failed transfer instead of a short,
-/// well-formed answer.
-#[allow(clippy::too_many_arguments)]
+/// Writes a streamed answer: chunked, or for HTTP/1.0 (which has no
+/// chunks) as raw bytes ended by closing the connection (the caller
+/// closes it). A read error mid-body breaks the chunk framing on purpose,
+/// so a client sees a failed transfer instead of a short, well-formed
+/// answer. A `HEAD` gets the head only: nothing of the body is read.
 pub(crate) fn write_streamed(
     out: &mut dyn Write,
     wire: &Wire,
     headers: &[(&'static str, String)],
-    length: Option<u64>,
     body: &mut dyn Read,
     min_rate_after: Duration,
     wrote: &mut bool,
 ) -> io::Result<()> {
-    let chunked = length.is_none();
+    let chunked = !wire.http10;
+    let wire = Wire {
+        close: wire.close || !chunked,
+        ..*wire
+    };
     let mut head = Vec::with_capacity(512);
-    write_head(&mut head, wire, 200, headers);
-    match length {
-        None => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
-        Some(n) => head.extend_from_slice(format!("Content-Length: {n}\r\n\r\n").as_bytes()),
+    write_head(&mut head, &wire, 200, headers);
+    // A HEAD says nothing of a length or framing it never computed.
+    if chunked && !wire.head {
+        head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
+    head.extend_from_slice(b"\r\n");
     if wire.head {
         *wrote = true;
         out.write_all(&head)?;

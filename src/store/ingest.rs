@@ -626,7 +626,7 @@ pub(super) fn ensure_content_digest(conn: &mut Connection) -> Result<()> {
         while let Some(r) = rows.next()? {
             let id =
                 uuid::Uuid::from_slice(r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?)
-                    .map_err(|e| StoreError::Migration(format!("a plan id is not a UUID: {e}")))?;
+                    .map_err(StoreError::BadPlanId)?;
             sum = sum.wrapping_add(plan_term_of(&id, r.get(1)?));
         }
     }

@@ -42,7 +42,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use check::{check_identity, integrity};
 use ingest::ensure_content_digest;
-use search::{io_to_store, stream_search};
+use search::stream_search;
 
 use crate::model::{FetchRun, Outcome, PlanCounts, Window};
 pub use crate::model::{Position, SearchQuery};
@@ -62,23 +62,50 @@ pub const JOURNAL_LIMIT: i64 = 10_000;
 const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What went wrong with the store. Each variant says what planbox was
+/// doing; the underlying error is its `source` (print the chain with
+/// [`crate::log::chain`]), never folded into the text.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: not a planbox store ({reason}); refusing to touch it")]
     Foreign { path: PathBuf, reason: String },
     #[error("{path}: the store is damaged ({detail}); restore it from a backup")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("{path}: cannot open the store: {source}")]
+    #[error("{path}: cannot open the store")]
     Open {
         path: PathBuf,
+        #[source]
         source: rusqlite::Error,
     },
     #[error("store is busy: another planbox process held the write lock for too long")]
     Busy,
-    #[error("migrating the store failed: {0}")]
-    Migration(String),
-    #[error("store error: {0}")]
-    Sqlite(rusqlite::Error),
+    #[error("{path}: migrating the store failed")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: refinery::Error,
+    },
+    /// An SQL statement failed (not busy, not a damaged or foreign file).
+    #[error("a statement on the store failed")]
+    Sqlite(#[source] rusqlite::Error),
+    /// Reading a body out of the store failed for a reason that is not
+    /// SQLite's (see [`StoreError::from_read`]).
+    #[error("reading an answer out of the store failed")]
+    Read(#[source] std::io::Error),
+    /// A stored plan id is not 16 bytes of a UUID: the store was written by
+    /// something other than planbox, or damaged.
+    #[error("a stored plan id is not a UUID")]
+    BadPlanId(#[source] uuid::Error),
+    /// A journal row planbox cannot read back.
+    #[error("journal row {row}: {what}")]
+    BadJournal {
+        row: i64,
+        what: &'static str,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    #[error("the store's content digest is missing; open it read-write once")]
+    NoContentDigest,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -88,6 +115,18 @@ impl From<rusqlite::Error> for StoreError {
                 StoreError::Busy
             }
             _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// An error out of a body reader of this module ([`Reader::stream`],
+    /// [`Store::stream`]): SQLite's own error when it is one (they travel
+    /// inside `io::Error`), else the I/O error itself.
+    pub fn from_read(e: std::io::Error) -> StoreError {
+        match e.downcast::<rusqlite::Error>() {
+            Ok(sqlite) => StoreError::from(sqlite),
+            Err(e) => StoreError::Read(e),
         }
     }
 }
@@ -159,7 +198,10 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let report = embedded::migrations::runner()
             .run(&mut conn)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
         if report.applied_migrations().iter().any(|m| m.version() == 4) {
             // V4 copies every plan into new tables and drops the old one:
             // give the space back once (~2 s at 1M plans) rather than
@@ -275,7 +317,7 @@ impl Store {
             let mut body = Vec::new();
             r.read_to_end(&mut body).map(|_| body)
         })?
-        .map_err(io_to_store)
+        .map_err(StoreError::from_read)
     }
 
     /// Streams the answer to `q` from one read snapshot (see
@@ -414,18 +456,16 @@ fn runs(conn: &Connection, limit: usize) -> Result<Vec<FetchRun>> {
 fn runs_where(conn: &Connection, provider: Option<&str>, limit: usize) -> Result<Vec<FetchRun>> {
     let mut stmt = conn.prepare_cached(
         "SELECT started_at, duration_ms, source, outcome, http_status, bytes, plans_seen,
-                plans_new, plans_updated, plans_unchanged, skipped, error, repaired, provider
+                plans_new, plans_updated, plans_unchanged, skipped, error, repaired, provider, id
          FROM fetch_runs WHERE ?2 IS NULL OR provider = ?2 ORDER BY id DESC LIMIT ?1",
     )?;
     let rows = stmt.query_map(params![limit as i64, provider], |r| {
-        let outcome: String = r.get(3)?;
-        let skipped: String = r.get(10)?;
-        let repaired: String = r.get(12)?;
-        Ok(FetchRun {
+        let text: [String; 3] = [r.get(3)?, r.get(10)?, r.get(12)?];
+        let run = FetchRun {
             started_at: r.get(0)?,
             duration_ms: r.get::<_, i64>(1)?.max(0) as u64,
             source: r.get(2)?,
-            outcome: Outcome::parse(&outcome).unwrap_or(Outcome::NetworkError),
+            outcome: Outcome::Ok,
             http_status: r.get(4)?,
             bytes: r.get::<_, i64>(5)?.max(0) as u64,
             counts: PlanCounts {
@@ -434,13 +474,31 @@ fn runs_where(conn: &Connection, provider: Option<&str>, limit: usize) -> Result
                 plans_updated: r.get::<_, i64>(8)?.max(0) as u64,
                 plans_unchanged: r.get::<_, i64>(9)?.max(0) as u64,
             },
-            skipped: serde_json::from_str::<BTreeMap<String, u64>>(&skipped).unwrap_or_default(),
+            skipped: BTreeMap::new(),
             error: r.get(11)?,
-            repaired: serde_json::from_str::<BTreeMap<String, u64>>(&repaired).unwrap_or_default(),
+            repaired: BTreeMap::new(),
             provider: r.get(13)?,
-        })
+        };
+        Ok((r.get::<_, i64>(14)?, text, run))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, [outcome, skipped, repaired], mut run) = row?;
+        // planbox wrote these; anything else is a damaged or foreign row,
+        // said as such rather than shown as a network error or no skips.
+        let bad = |what, source| StoreError::BadJournal {
+            row: id,
+            what,
+            source,
+        };
+        run.outcome = Outcome::parse(&outcome).ok_or(bad("unknown outcome", None))?;
+        run.skipped = serde_json::from_str(&skipped)
+            .map_err(|e| bad("skipped items are not a JSON map of counts", Some(e)))?;
+        run.repaired = serde_json::from_str(&repaired)
+            .map_err(|e| bad("repaired values are not a JSON map of counts", Some(e)))?;
+        out.push(run);
+    }
+    Ok(out)
 }
 
 fn counts(conn: &Connection) -> Result<StoreCounts> {
@@ -493,11 +551,7 @@ fn data_version(conn: &Connection) -> Result<DataVersion> {
                 r.get::<_, i64>(2)?,
             ))
         })?;
-    let content = content.ok_or_else(|| {
-        StoreError::Migration(
-            "the store's content digest is missing; open it read-write once".into(),
-        )
-    })?;
+    let content = content.ok_or(StoreError::NoContentDigest)?;
     Ok(DataVersion {
         generation: generation.max(0) as u64,
         content: content as u64,
@@ -737,6 +791,76 @@ mod tests {
         let runs = store.runs(10).unwrap();
         assert_eq!(runs[0].outcome, Outcome::Timeout);
         assert_eq!(runs.len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_journal_row_is_an_error_naming_it() {
+        let path = temp_db("journal-damaged");
+        let mut store = Store::open(&path).unwrap();
+        store.record_run(&run(Outcome::Ok)).unwrap();
+        for (sql, what) in [
+            ("UPDATE fetch_runs SET skipped = '{\"x\":'", "skipped items"),
+            (
+                "UPDATE fetch_runs SET skipped = '{}', repaired = '[1]'",
+                "repaired values",
+            ),
+            (
+                "UPDATE fetch_runs SET repaired = '{}', outcome = 'gone'",
+                "unknown outcome",
+            ),
+        ] {
+            store.conn.execute(sql, []).unwrap();
+            let err = store.runs(10).unwrap_err();
+            assert!(
+                matches!(err, StoreError::BadJournal { row: 1, .. }),
+                "{sql}: {err:?}"
+            );
+            let text = crate::log::chain(&err);
+            assert!(text.starts_with("journal row 1: "), "{text}");
+            assert!(text.contains(what), "{text}");
+            assert!(store.runs_of("provider", 10).is_err());
+        }
+    }
+
+    #[test]
+    fn read_errors_say_what_they_are() {
+        let plain = StoreError::from_read(std::io::Error::other("disk on fire"));
+        assert!(matches!(plain, StoreError::Read(_)), "{plain:?}");
+        assert_eq!(
+            crate::log::chain(&plain),
+            "reading an answer out of the store failed: disk on fire"
+        );
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let busy = StoreError::from_read(std::io::Error::other(busy));
+        assert!(matches!(busy, StoreError::Busy), "{busy:?}");
+    }
+
+    #[test]
+    fn a_failed_migration_names_the_store_and_keeps_its_cause() {
+        let path = temp_db("migrate-fails");
+        drop(Store::open(&path).unwrap());
+        // A migration this planbox does not know was applied (a newer
+        // planbox wrote the store).
+        let c = Connection::open(&path).unwrap();
+        c.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (999, 'future', '2030-01-01T00:00:00Z', '0')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let Err(err) = Store::open(&path) else {
+            panic!("opened a store of a newer planbox");
+        };
+        assert!(matches!(err, StoreError::Migrate { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("{}: migrating the store failed", path.display())
+        );
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::io::{self, Read};
 
 use rusqlite::{params, Connection};
 
-use super::search::{io_to_store, Answer, Reader, Snapshot, Stage, ENVELOPE_HEAD, ENVELOPE_TAIL};
-use super::{data_version, generation, runs_where, Result, Store, StoreCounts, NO_END};
+use super::search::{Answer, Reader, Snapshot, Stage, ENVELOPE_HEAD, ENVELOPE_TAIL};
+use super::{data_version, generation, runs_where, Result, Store, StoreCounts, StoreError, NO_END};
 use crate::model::{FetchRun, Position, ProviderWindow, SearchQuery};
 
 // ---- Several providers: the journal per provider, searchable plans per
@@ -104,20 +104,20 @@ struct Merged {
     start: i64,
     /// `i64::MIN` for no end: those sort first, as in one provider's order.
     end: i64,
-    id: String,
+    id: uuid::Uuid,
     /// Empty when only positions are read.
     json: Vec<u8>,
 }
 
 impl Merged {
-    fn key(&self) -> (i64, i64, &str) {
-        (self.start, self.end, &self.id)
+    fn key(&self) -> (i64, i64, uuid::Uuid) {
+        (self.start, self.end, self.id)
     }
 }
 
 /// A merged position as a key: no end sorts first.
-fn position_key(p: &Position) -> (i64, i64, &str) {
-    (p.start, p.end.unwrap_or(i64::MIN), &p.id)
+fn position_key(p: &Position) -> (i64, i64, uuid::Uuid) {
+    (p.start, p.end.unwrap_or(i64::MIN), p.id)
 }
 
 /// One provider's rows as a stream ordered by (start instant, end instant,
@@ -143,13 +143,7 @@ impl ProviderRows<'_> {
             let end: i64 = r.get(1)?;
             let id =
                 uuid::Uuid::from_slice(r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
-                    .map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            2,
-                            rusqlite::types::Type::Blob,
-                            e.into(),
-                        )
-                    })?;
+                    .map_err(StoreError::BadPlanId)?;
             let m = Merged {
                 start: crate::model::local_to_instant(start, self.tz),
                 // [`NO_END`] is `i64::MIN`, the merged order's "no end" too.
@@ -158,7 +152,7 @@ impl ProviderRows<'_> {
                 } else {
                     crate::model::local_to_instant(end, self.tz)
                 },
-                id: id.hyphenated().to_string(),
+                id,
                 json: match r.as_ref().column_count() {
                     4 => r
                         .get_ref(3)?
@@ -211,16 +205,13 @@ impl Iterator for MergedRows<'_> {
     type Item = Result<Merged>;
 
     fn next(&mut self) -> Option<Result<Merged>> {
-        let mut best: Option<(usize, (i64, i64, String))> = None;
+        let mut best: Option<(usize, (i64, i64, uuid::Uuid))> = None;
         for (i, s) in self.streams.iter_mut().enumerate() {
             match s.head() {
                 Ok(Some(m)) => {
-                    let (start, end, id) = m.key();
-                    if best
-                        .as_ref()
-                        .is_none_or(|(_, k)| (start, end, id) < (k.0, k.1, k.2.as_str()))
-                    {
-                        best = Some((i, (start, end, id.to_owned())));
+                    let key = m.key();
+                    if best.as_ref().is_none_or(|(_, k)| key < *k) {
+                        best = Some((i, key));
                     }
                 }
                 Ok(None) => {}
@@ -386,7 +377,7 @@ fn search_providers_body(conn: &Connection, parts: &[ProviderWindow]) -> Result<
         let mut body = Vec::with_capacity(4096);
         r.read_to_end(&mut body).map(|_| body)
     })?
-    .map_err(io_to_store)
+    .map_err(StoreError::from_read)
 }
 
 /// Moves the provider's counters (`plans_stored:NAME`,

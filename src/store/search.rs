@@ -74,14 +74,8 @@ fn search_params(q: &SearchQuery, tail: i64) -> [rusqlite::types::Value; 7] {
         Some(p) => (
             Integer(p.start),
             Integer(p.end.unwrap_or(NO_END)),
-            // Cursors carry a UUID (checked when parsed); compared as the
-            // 16 bytes the table holds.
-            Blob(
-                uuid::Uuid::parse_str(&p.id)
-                    .unwrap_or_default()
-                    .as_bytes()
-                    .to_vec(),
-            ),
+            // Compared as the 16 bytes the table holds.
+            Blob(p.id.as_bytes().to_vec()),
         ),
         None => (Null, Null, Null),
     };
@@ -113,17 +107,21 @@ pub(super) fn stream_search<T>(
     let mut next = None;
     if let (Some(limit), false) = (q.limit, empty) {
         let mut stmt = tx.prepare_cached(SEARCH_PAGE_END)?;
-        let ends: Vec<Position> = stmt
+        let rows: Vec<(i64, i64, Vec<u8>)> = stmt
             .query_map(search_params(q, i64::from(limit.max(1)) - 1), |r| {
-                let end: i64 = r.get(1)?;
-                let id = uuid::Uuid::from_slice(r.get_ref(2)?.as_blob()?).unwrap_or_default();
-                Ok(Position {
-                    start: r.get(0)?,
-                    end: (end != NO_END).then_some(end),
-                    id: id.hyphenated().to_string(),
-                })
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<Result<_, _>>()?;
+        let ends = rows
+            .into_iter()
+            .map(|(start, end, id)| {
+                Ok(Position {
+                    start,
+                    end: (end != NO_END).then_some(end),
+                    id: uuid::Uuid::from_slice(&id).map_err(StoreError::BadPlanId)?,
+                })
+            })
+            .collect::<Result<Vec<Position>>>()?;
         if ends.len() == 2 {
             next = ends.into_iter().next();
         }
@@ -293,7 +291,7 @@ impl Reader {
                 r.read_to_end(&mut body)
                     .map(|_| (s.version.generation, body))
             })?
-            .map_err(io_to_store)?;
+            .map_err(StoreError::from_read)?;
         Ok(Answer { generation, body })
     }
 
@@ -316,15 +314,6 @@ impl Reader {
 pub struct Answer {
     pub generation: u64,
     pub body: Vec<u8>,
-}
-
-/// An I/O error while reading a body back out of SQLite.
-pub(super) fn io_to_store(e: io::Error) -> StoreError {
-    match e.into_inner().map(|e| e.downcast::<rusqlite::Error>()) {
-        Some(Ok(e)) => StoreError::from(*e),
-        Some(Err(e)) => StoreError::Migration(e.to_string()),
-        None => StoreError::Migration("read error".into()),
-    }
 }
 
 #[cfg(test)]
@@ -363,6 +352,35 @@ mod tests {
             );
             assert!(!text.contains("TEMP B-TREE"), "sorts: {sql}: {text}");
         }
+    }
+
+    #[test]
+    fn a_stored_id_that_is_not_a_uuid_fails_the_page_instead_of_a_nil_cursor() {
+        let path = temp_db("bad-id");
+        let mut store = Store::open(&path).unwrap();
+        let day = "2021-01-01T10:00:00";
+        ingest(
+            &mut store,
+            &[
+                plan("a", "1", day, None, true),
+                plan("b", "1", day, None, true),
+            ],
+        );
+        store
+            .conn
+            .execute(
+                "UPDATE plans_search SET id = x'0102' WHERE id = (SELECT MIN(id) FROM plans_search)",
+                [],
+            )
+            .unwrap();
+        let q = SearchQuery {
+            window: Window::default(),
+            limit: Some(1),
+            after: None,
+            parts: Vec::new(),
+        };
+        let err = store.stream(&q, |s, _| s.next.clone()).unwrap_err();
+        assert!(matches!(err, StoreError::BadPlanId(_)), "{err:?}");
     }
 
     #[test]
@@ -425,7 +443,7 @@ mod tests {
                     walked.extend(events(&body));
                     match next {
                         Some(p) => {
-                            assert_eq!(&p.id, &walked.last().unwrap().0);
+                            assert_eq!(p.id.to_string(), walked.last().unwrap().0);
                             assert_eq!(p.end.is_none(), walked.last().unwrap().1 == "null");
                             q.after = Some(p);
                         }

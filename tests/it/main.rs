@@ -4,8 +4,10 @@
 
 mod answers;
 mod caching;
+mod connections;
 mod core;
 mod hostile;
+mod layers;
 mod ops;
 mod providers;
 mod realxml;

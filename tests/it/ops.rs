@@ -1038,6 +1038,19 @@ fn ops_systemd_no_watchdog_pings_without_watchdog_usec() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+#[test]
+fn ops_systemd_a_notify_socket_planbox_cannot_use_is_logged() {
+    let t = temp_store();
+    // systemd never sets a relative path: the service would wait for
+    // READY in vain, so the log says why it never comes.
+    let mut s = Serve::start(&t.db, &[], &[("NOTIFY_SOCKET", "relative.sock")]);
+    let line = s.wait_line(|l| l.contains("cannot notify systemd"));
+    assert!(line.contains("relative.sock"), "{line}");
+    s.signal("TERM");
+    let (code, err) = s.terminate_after_signal();
+    assert_eq!(code, Some(0), "{err}");
+}
+
 impl Serve {
     /// Waits for the exit after a signal sent earlier.
     fn terminate_after_signal(mut self) -> (Option<i32>, String) {

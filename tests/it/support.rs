@@ -18,6 +18,12 @@ use planbox::service::ServiceInfo;
 use planbox::store::Store;
 use planbox::sync::{self, SyncConfig};
 
+/// Log lines of the in-process servers and loops go to the test harness,
+/// which shows them only for a test that fails.
+pub fn quiet_logs() {
+    planbox::log::to_test_output();
+}
+
 /// A temp directory with a store path inside; removed on drop.
 pub struct TempStore {
     pub dir: tempfile::TempDir,
@@ -25,6 +31,7 @@ pub struct TempStore {
 }
 
 pub fn temp_store() -> TempStore {
+    quiet_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("planbox.db");
     TempStore { dir, db }
@@ -45,6 +52,7 @@ pub fn fixture_feeds(d: Dialect) -> Vec<Vec<u8>> {
 }
 
 pub fn sync_config(db: &Path, url: &str) -> SyncConfig {
+    quiet_logs();
     SyncConfig {
         provider: planbox::model::DEFAULT_PROVIDER.into(),
         fetch: FetchConfig {
@@ -62,6 +70,7 @@ pub fn sync_config(db: &Path, url: &str) -> SyncConfig {
 
 /// Fetches `n` times from `provider` into the store at `db`.
 pub fn fetch_n(db: &Path, provider: &FakeProvider, n: usize) -> Vec<planbox::model::FetchRun> {
+    quiet_logs();
     let mut store = Store::open(db).expect("store");
     let cfg = sync_config(db, &provider.url());
     let metrics = Metrics::new();
@@ -90,6 +99,7 @@ impl TestServer {
     }
 
     pub fn start_with(db: &Path, tz: Tz, cfg: ServerConfig) -> TestServer {
+        quiet_logs();
         drop(Store::open(db).expect("store opens and migrates"));
         let metrics = Arc::new(Metrics::new());
         let api = Arc::new(Api::new(
@@ -97,7 +107,7 @@ impl TestServer {
             metrics.clone(),
             Arc::new(ServiceInfo::default()),
         ));
-        let listener = server::bind("127.0.0.1:0".parse().unwrap(), cfg.idle_timeout).unwrap();
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = RunningServer::start(listener, api, db.to_owned(), cfg).unwrap();
         let base = format!("http://{}", server.local_addr());
         TestServer {
@@ -198,6 +208,14 @@ pub fn planbox() -> Command {
         }
     }
     c
+}
+
+/// The newest journal row of the store at `db`, as `planbox status --json`
+/// prints it.
+pub fn last_run(db: &Path) -> serde_json::Value {
+    let out = run_ok(planbox().args(["status", "--json", "--db"]).arg(db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["runs"][0].clone()
 }
 
 pub fn run_ok(cmd: &mut Command) -> Output {
