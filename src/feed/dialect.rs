@@ -236,15 +236,7 @@ impl RawItem {
     ) -> Result<Vec<FeedItem>, ParseError> {
         let mut open = self.understand_open(reading)?;
         if let Some(plan) = open.plan {
-            open.items.push(match open.damage {
-                Some(why) => FeedItem::Skipped(Skip {
-                    reason: SkipReason::UndecodableText,
-                    base_plan_id: plan.base_plan_id,
-                    plan_id: plan.plan_id,
-                    detail: why,
-                }),
-                None => FeedItem::Plan(plan),
-            });
+            open.items.push(plan_at_end(plan, open.damage));
         }
         Ok(open.items)
     }
@@ -308,6 +300,20 @@ impl RawItem {
             check_attributes(&self.tag(zone), zone.at)?;
         }
         Ok(())
+    }
+}
+
+/// A valid plan at its end: itself, or skipped for the undecodable bytes
+/// found inside it.
+fn plan_at_end(plan: FeedPlan, damage: Option<String>) -> FeedItem {
+    match damage {
+        Some(why) => FeedItem::Skipped(Skip {
+            reason: SkipReason::UndecodableText,
+            base_plan_id: plan.base_plan_id,
+            plan_id: plan.plan_id,
+            detail: why,
+        }),
+        None => FeedItem::Plan(plan),
     }
 }
 
@@ -701,15 +707,7 @@ impl Document {
     /// skipped.
     fn end_plan(&mut self) -> Option<FeedItem> {
         let plan = self.plan.take()?;
-        Some(match self.plan_damage.take() {
-            Some(why) => FeedItem::Skipped(Skip {
-                reason: SkipReason::UndecodableText,
-                base_plan_id: plan.base_plan_id,
-                plan_id: plan.plan_id,
-                detail: why,
-            }),
-            None => FeedItem::Plan(plan),
-        })
+        Some(plan_at_end(plan, self.plan_damage.take()))
     }
 
     /// The first malformed attribute of the open item not understood yet:
