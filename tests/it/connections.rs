@@ -386,6 +386,7 @@ fn metrics_count_connections_opened_evicted_refused_and_closed_by_the_client() {
     assert_eq!(scrape(&mut third, &main("open")), 1);
     let running = s.server.as_ref().unwrap();
     assert_eq!((running.evicted(), running.refused_connections()), (1, 1));
+    assert_eq!(running.open_connections(), 1, "the gauge and the cap agree");
 }
 
 #[test]
