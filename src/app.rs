@@ -253,15 +253,6 @@ impl Serve {
         let start = store
             .begin_serving()
             .context("refusing to serve a damaged store")?;
-        // Journal rows of an older planbox may hold a URL's credentials.
-        match store.redact_journal_sources(&crate::secret::redact_text) {
-            Ok(0) => {}
-            Ok(n) => crate::log::info(&format!("redacted credentials in {n} journal rows")),
-            Err(e) => crate::log::warn(&format!(
-                "cannot redact old journal rows: {}",
-                crate::log::chain(&e)
-            )),
-        }
         let demo = if cfg.demo {
             Some(FakeProvider::demo().context("cannot start the demo provider")?)
         } else {
@@ -819,8 +810,8 @@ fn import(args: cli::ImportArgs) -> Result<ExitCode> {
                 let outcome = e.outcome();
                 eprintln!(
                     "planbox: {}: {outcome}: {}; nothing from this file was stored",
-                    file.display(),
-                    crate::log::chain(&e)
+                    report::Shown(&file.display().to_string()),
+                    report::Shown(&crate::log::chain(&e))
                 );
                 if outcome != Outcome::ParseError && outcome != Outcome::TooLarge {
                     break;
@@ -868,11 +859,12 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
     let query = crate::store::SearchQuery::from(window);
     if args.json {
+        let mut out = report::TerminalJson::new(out);
         store.stream(&query, |_, body| -> std::io::Result<()> {
             std::io::copy(body, &mut out)?;
-            writeln!(out)?;
-            out.flush()
+            writeln!(out)
         })??;
+        out.finish()?;
         return Ok(ExitCode::SUCCESS);
     }
     report::event_header(&mut out)?;
@@ -886,16 +878,14 @@ fn search(args: cli::SearchArgs) -> Result<ExitCode> {
 
 fn status(args: cli::StatusArgs) -> Result<ExitCode> {
     let store = open_existing_store(&args.db)?;
-    let mut runs = store.runs(args.limit)?;
-    // Rows of an older planbox may name a URL with its credentials.
-    for r in &mut runs {
-        r.source = crate::secret::redact_text(&r.source);
-    }
+    // Journal rows hold no credentials: planbox journals URLs redacted, and
+    // migrations V7 and V8 redacted the rows of earlier versions.
+    let runs = store.runs(args.limit)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "runs": runs }))?
-        );
+        report::json(
+            &mut std::io::stdout().lock(),
+            &serde_json::json!({ "runs": runs }),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let stdout = std::io::stdout();

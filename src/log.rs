@@ -112,16 +112,11 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         for (k, v) in fields {
             obj.insert((*k).into(), v.to_string().into());
         }
-        serde_json::Value::Object(obj).to_string()
+        json_without_raw_controls(serde_json::Value::Object(obj).to_string())
     } else {
         let mut s = format!("{ts} {:5} {msg}", level.as_str());
         for (k, v) in fields {
-            let v = v.to_string();
-            if v.is_empty() || v.contains(char::is_whitespace) || v.contains('"') {
-                s.push_str(&format!(" {k}={v:?}"));
-            } else {
-                s.push_str(&format!(" {k}={v}"));
-            }
+            push_text_field(&mut s, k, &v.to_string());
         }
         s
     };
@@ -135,6 +130,37 @@ pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         return;
     }
     let _ = writeln!(std::io::stderr().lock(), "{priority}{line}");
+}
+
+/// A JSON line with DEL and the C1 controls, which `serde_json` writes raw
+/// (JSON allows them), as `\u007f`..`\u009f`: the same value, nothing a
+/// terminal acts on. They can only stand inside strings of JSON text.
+fn json_without_raw_controls(line: String) -> String {
+    if !line.contains(|c: char| c.is_control()) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 12);
+    for c in line.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// ` key=value` of a text line; quoted (with Rust's escapes) when the
+/// value is empty or holds whitespace, a quote or a control character, so
+/// a value from a feed can neither split a line nor drive a terminal.
+fn push_text_field(line: &mut String, key: &str, value: &str) {
+    let plain = !value.is_empty()
+        && !value.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"');
+    if plain {
+        line.push_str(&format!(" {key}={value}"));
+    } else {
+        line.push_str(&format!(" {key}={value:?}"));
+    }
 }
 
 /// An error and its sources joined by `: ` (the text of the error alone
@@ -185,6 +211,26 @@ mod tests {
         assert_eq!(Level::parse(" WARNING "), Some(Level::Warn));
         assert_eq!(Level::parse("trace"), Some(Level::Debug));
         assert_eq!(Level::parse("loud"), None);
+    }
+
+    #[test]
+    fn a_text_field_with_a_control_character_is_quoted_and_escaped() {
+        let mut line = String::new();
+        for (k, v) in [("a", "plain"), ("b", "x\u{1b}[2J\u{9b}y\u{7f}"), ("c", "")] {
+            push_text_field(&mut line, k, v);
+        }
+        assert_eq!(line, " a=plain b=\"x\\u{1b}[2J\\u{9b}y\\u{7f}\" c=\"\"");
+    }
+
+    #[test]
+    fn a_json_line_escapes_del_and_c1_and_keeps_the_value() {
+        let value = serde_json::json!({ "error": "</a\u{7f}\u{9b}b\u{1b}>" });
+        let line = json_without_raw_controls(value.to_string());
+        assert_eq!(line, r#"{"error":"</a\u007f\u009bb\u001b>"}"#);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+            value
+        );
     }
 
     #[test]

@@ -4,7 +4,15 @@
 //!
 //! Writes to the `Write` it is handed (stdout or stderr in `app.rs`, a
 //! buffer in tests). It must not read the store or decide exit codes.
+//!
+//! Text that came from a feed or the store (titles, sources, error texts,
+//! provider names) never reaches the output with a character a terminal
+//! acts on: [`Shown`] escapes control characters in tables and messages,
+//! [`TerminalJson`] writes DEL and the C1 controls of JSON text as `\u`
+//! escapes.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,13 +24,12 @@ use crate::store::StoreCounts;
 /// reason; `json`: the run as pretty JSON.
 pub fn run(out: &mut dyn Write, run: &FetchRun, json: bool) -> io::Result<()> {
     if json {
-        let text = serde_json::to_string_pretty(run).map_err(io::Error::other)?;
-        return writeln!(out, "{text}");
+        return self::json(out, run);
     }
     writeln!(
         out,
         "{}: {} (HTTP {}) {} bytes in {} ms: {} seen, {} new, {} updated, {} unchanged, {} skipped{}",
-        run.source,
+        Shown(&run.source),
         run.outcome,
         run.http_status_text(),
         run.bytes,
@@ -32,7 +39,10 @@ pub fn run(out: &mut dyn Write, run: &FetchRun, json: bool) -> io::Result<()> {
         run.counts.plans_updated,
         run.counts.plans_unchanged,
         run.skipped_total(),
-        run.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        run.error
+            .as_ref()
+            .map(|e| format!(": {}", Shown(e)))
+            .unwrap_or_default()
     )?;
     for (reason, n) in &run.skipped {
         writeln!(out, "  skipped {reason}: {n}")?;
@@ -78,11 +88,11 @@ pub fn status(
         writeln!(
             out,
             "{:<12}  {:<24}  {:<13}  {:>4}  {:>10}  {:>7}  {:>6}  {:>5}  {:>7}  {:>7}  {:>8}  {}",
-            if r.provider.is_empty() {
+            Shown(if r.provider.is_empty() {
                 "-"
             } else {
                 &r.provider
-            },
+            }),
             r.started_at,
             r.outcome.as_str(),
             r.http_status_text(),
@@ -93,7 +103,7 @@ pub fn status(
             r.counts.plans_updated,
             r.skipped_total(),
             r.repaired_total(),
-            r.error.as_deref().unwrap_or("")
+            Shown(r.error.as_deref().unwrap_or(""))
         )?;
     }
     Ok(())
@@ -118,8 +128,118 @@ pub fn event_row(out: &mut dyn Write, e: &EventRow) -> io::Result<()> {
         e.end(),
         EventRow::price(&e.min_price),
         EventRow::price(&e.max_price),
-        e.title
+        Shown(&e.title)
     )
+}
+
+/// `value` as pretty JSON on one [`TerminalJson`], then a line feed.
+pub fn json(out: &mut dyn Write, value: &impl serde::Serialize) -> io::Result<()> {
+    let mut out = TerminalJson::new(out);
+    serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::other)?;
+    writeln!(out)?;
+    out.finish()
+}
+
+/// A value from a feed or the store as shown on one line of a terminal:
+/// every control character (C0 including tab, line feed and carriage
+/// return, DEL, C1) written as its Unicode escape (`\u{1b}`), so no title
+/// or error text can break a table's lines, move the cursor, recolour or
+/// clear the screen. Padding (`{:<12}`) applies to the escaped text.
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = if self.0.contains(char::is_control) {
+            let mut s = String::with_capacity(self.0.len() + 8);
+            for c in self.0.chars() {
+                if c.is_control() {
+                    s.extend(c.escape_unicode());
+                } else {
+                    s.push(c);
+                }
+            }
+            Cow::Owned(s)
+        } else {
+            Cow::Borrowed(self.0)
+        };
+        f.pad(&text)
+    }
+}
+
+/// A writer of UTF-8 JSON text that writes DEL and the C1 controls
+/// (U+0080-U+009F), which JSON allows raw and `serde_json` writes raw, as
+/// `\u007f`..`\u009f` escapes: the same JSON value, nothing a terminal
+/// acts on (C0 controls are always escaped by `serde_json`). In JSON text
+/// these characters only stand inside strings, and their bytes (`7f`, and
+/// `c2` before `80`..`9f`) are never part of another character, so the
+/// bytes are rewritten as they stream, whatever the chunks.
+pub struct TerminalJson<W: Write> {
+    inner: W,
+    /// A `c2` byte that ended the last write: its character is decided by
+    /// the next byte.
+    pending_c2: bool,
+}
+
+impl<W: Write> TerminalJson<W> {
+    pub fn new(inner: W) -> TerminalJson<W> {
+        TerminalJson {
+            inner,
+            pending_c2: false,
+        }
+    }
+
+    /// Writes a `c2` still pending (text that ended inside a character)
+    /// and flushes.
+    pub fn finish(mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.pending_c2) {
+            self.inner.write_all(&[0xc2])?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Write for TerminalJson<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let c1 = |b: u8| (0x80..=0x9f).contains(&b);
+        let (mut start, mut i) = (0, 0);
+        if std::mem::take(&mut self.pending_c2) {
+            match buf.first() {
+                Some(&b) if c1(b) => {
+                    write!(self.inner, "\\u{b:04x}")?;
+                    (start, i) = (1, 1);
+                }
+                Some(_) => self.inner.write_all(&[0xc2])?,
+                None => self.pending_c2 = true,
+            }
+        }
+        while i < buf.len() {
+            let escaped = match (buf[i], buf.get(i + 1)) {
+                (0x7f, _) => Some((0x7f, 1)),
+                (0xc2, Some(&b)) if c1(b) => Some((b, 2)),
+                (0xc2, None) => {
+                    self.inner.write_all(&buf[start..i])?;
+                    self.pending_c2 = true;
+                    return Ok(buf.len());
+                }
+                _ => None,
+            };
+            match escaped {
+                Some((b, len)) => {
+                    self.inner.write_all(&buf[start..i])?;
+                    write!(self.inner, "\\u{b:04x}")?;
+                    i += len;
+                    start = i;
+                }
+                None => i += 1,
+            }
+        }
+        self.inner.write_all(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A progress line on a terminal: bytes, rate and ETA, at most 10 per second.
@@ -235,5 +355,38 @@ mod tests {
         assert!(lines[1].starts_with("provider "), "{text}");
         assert!(lines[2].starts_with("-  "), "{text}");
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn shown_escapes_every_control_character_and_pads_the_escaped_text() {
+        let text = "a\u{1b}[2J\tb\r\nc\u{7f}\u{9b}d\u{85}é";
+        let shown = format!("[{:<50}]", Shown(text));
+        assert_eq!(
+            shown,
+            "[a\\u{1b}[2J\\u{9}b\\u{d}\\u{a}c\\u{7f}\\u{9b}d\\u{85}é   ]"
+        );
+        assert_eq!(format!("{:<5}|", Shown("ab")), "ab   |");
+    }
+
+    #[test]
+    fn terminal_json_escapes_del_and_c1_in_any_chunks_and_keeps_the_value() {
+        let value = serde_json::json!({ "t": "x\u{7f}\u{80}\u{9b}\u{9f}\u{a0}éÂ\u{85}\u{1b}" });
+        let plain = serde_json::to_vec(&value).unwrap();
+        for chunk in 1..=plain.len() {
+            let mut out = Vec::new();
+            let mut w = TerminalJson::new(&mut out);
+            for part in plain.chunks(chunk) {
+                w.write_all(part).unwrap();
+            }
+            w.finish().unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+            assert!(
+                text.contains("x\\u007f\\u0080\\u009b\\u009f\u{a0}"),
+                "{text}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, value);
+        }
     }
 }

@@ -235,16 +235,6 @@ fn redact(u: &url::Url) -> String {
     out
 }
 
-/// Redacts whatever looks like a URL with credentials in free text (journal
-/// rows written by an older planbox, or an imported file's path, which is
-/// left as it is): the text itself when it parses as an http(s) URL.
-pub fn redact_text(text: &str) -> String {
-    match SecretUrl::parse(text) {
-        Ok(u) => u.redacted().to_owned(),
-        Err(_) => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,11 +296,6 @@ mod tests {
             let e = SecretUrl::parse(bad).unwrap_err().to_string();
             assert!(!e.to_lowercase().contains("topsecret"), "{e}");
         }
-        assert_eq!(redact_text("/tmp/feed.xml"), "/tmp/feed.xml");
-        assert_eq!(
-            redact_text(URL),
-            "http://***@host:8080/feed?api_key=***&lang=***#***"
-        );
     }
 
     #[test]
@@ -323,11 +308,6 @@ mod tests {
         assert_eq!(mixed.redacted(), "https://h/feed?lang=***&***&&x=***");
         assert!(!mixed.to_string().contains("S3cretTok"));
         assert!(!format!("{mixed:?}").contains("S3cretTok"));
-        // Journal rows redacted by an older planbox showed such tokens.
-        assert_eq!(
-            redact_text("https://***@h/x?key=***&S3cretTok"),
-            "https://***@h/x?key=***&***"
-        );
     }
 
     #[test]

@@ -626,7 +626,7 @@ mod tests {
         }
         let mut store = Store::open(&path).unwrap();
         store.integrity_check().unwrap();
-        // V1..V7, in order, on the old file.
+        // V1..V8, in order, on the old file.
         let applied: Vec<i64> = {
             let mut stmt = store
                 .conn
@@ -635,7 +635,7 @@ mod tests {
             let rows = stmt.query_map([], |r| r.get(0)).unwrap();
             rows.collect::<Result<_, _>>().unwrap()
         };
-        assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7, 8]);
         let body = store.search(&Window::default()).unwrap();
         assert_eq!(ids(&body), ["plan 2/7", "plan 1/7"]);
         // V6: the search rows, the journal and the counters name the one

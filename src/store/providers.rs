@@ -441,30 +441,6 @@ impl Store {
     pub fn search_providers(&self, parts: &[ProviderWindow]) -> Result<Vec<u8>> {
         search_providers_body(&self.conn, parts)
     }
-
-    /// Rewrites every journal `source` through `redact` (journal rows of an
-    /// older planbox may hold a provider URL with its credentials). Writes
-    /// only rows that change; returns how many.
-    pub fn redact_journal_sources(&mut self, redact: &dyn Fn(&str) -> String) -> Result<usize> {
-        let sources: Vec<String> = self
-            .conn
-            .prepare("SELECT DISTINCT source FROM fetch_runs")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let tx = self.conn.transaction()?;
-        let mut changed = 0;
-        for s in sources {
-            let r = redact(&s);
-            if r != s {
-                changed += tx.execute(
-                    "UPDATE fetch_runs SET source = ?1 WHERE source = ?2",
-                    params![r, s],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(changed)
-    }
 }
 
 impl Reader {
@@ -695,24 +671,83 @@ mod tests {
     }
 
     #[test]
-    fn journal_rows_name_their_provider_and_old_sources_can_be_redacted() {
+    fn journal_rows_name_their_provider() {
         let db = temp_db("journal");
         let mut store = Store::open(&db).unwrap();
-        for (p, src) in [("a", "http://u:pw@h/x?k=SECRET"), ("b", "/tmp/feed.xml")] {
+        for (p, src) in [("a", "http://***@h/x?k=***"), ("b", "/tmp/feed.xml")] {
             let mut r = run(Outcome::Ok);
             r.provider = p.into();
             r.source = src.into();
             store.record_run(&r).unwrap();
         }
-        let n = store
-            .redact_journal_sources(&crate::secret::redact_text)
-            .unwrap();
-        assert_eq!(n, 1);
         let a = store.runs_of("a", 10).unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].source, "http://***@h/x?k=***");
         assert_eq!(store.runs_of("b", 10).unwrap()[0].source, "/tmp/feed.xml");
         assert_eq!(store.runs(10).unwrap().len(), 2);
+    }
+
+    /// A store at V6 whose journal holds `rows` (source, outcome, error),
+    /// opened by this planbox: the store and its journal rows, oldest first.
+    fn journal_after_upgrade(
+        db: &std::path::Path,
+        rows: &[(&str, &str, Option<&str>)],
+    ) -> (Store, Vec<(String, Option<String>)>) {
+        {
+            let conn = store_at_version(db, 6);
+            for (source, outcome, error) in rows {
+                conn.execute(
+                    "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, error, provider)
+                     VALUES ('2026-01-01T00:00:00Z', 1, ?1, ?2, ?3, 'a')",
+                    params![source, outcome, error],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(db).unwrap();
+        let mut journal: Vec<(String, Option<String>)> = store
+            .runs(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.source, r.error))
+            .collect();
+        journal.reverse();
+        (store, journal)
+    }
+
+    #[test]
+    fn journal_urls_an_earlier_planbox_wrote_with_leading_whitespace_are_removed() {
+        // Before the provider URL was parsed, `--provider-url ' https://…'`
+        // was journaled as given; V7 only recognises sources that start
+        // with `http`.
+        let db = temp_db("v8");
+        let (store, rows) = journal_after_upgrade(
+            &db,
+            &[
+                (
+                    " https://u:pw9@h/x?k=K3yS3cret",
+                    "network_error",
+                    Some("bad uri  https://u:pw9@h/x?k=K3yS3cret"),
+                ),
+                ("\n\thttp://u:pw9@h/x?k=K3yS3cret", "network_error", None),
+                (" /srv/feed.xml", "network_error", Some("not well-formed")),
+            ],
+        );
+        let removed = "removed: written by an earlier planbox, this text may have held credentials";
+        assert_eq!(
+            rows,
+            [
+                (removed.to_string(), Some(removed.to_string())),
+                (removed.to_string(), None),
+                (
+                    " /srv/feed.xml".to_string(),
+                    Some("not well-formed".to_string())
+                ),
+            ]
+        );
+        drop(store);
+        let file = String::from_utf8_lossy(&std::fs::read(&db).unwrap()).into_owned();
+        assert!(!file.contains("K3yS3cret") && !file.contains("pw9"));
     }
 
     #[test]
@@ -741,25 +776,7 @@ mod tests {
                 Some("not well-formed"),
             ),
         ];
-        {
-            let conn = store_at_version(&db, 6);
-            for (source, outcome, error) in old {
-                conn.execute(
-                    "INSERT INTO fetch_runs (started_at, duration_ms, source, outcome, error, provider)
-                     VALUES ('2026-01-01T00:00:00Z', 1, ?1, ?2, ?3, 'a')",
-                    params![source, outcome, error],
-                )
-                .unwrap();
-            }
-        }
-        let store = Store::open(&db).unwrap();
-        let mut rows: Vec<(String, Option<String>)> = store
-            .runs(10)
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.source, r.error))
-            .collect();
-        rows.reverse();
+        let (store, rows) = journal_after_upgrade(&db, &old);
         let removed = Some(
             "removed: written by an earlier planbox, this text may have held credentials"
                 .to_string(),

@@ -1434,6 +1434,81 @@ fn a_tag_of_120k_attributes_is_checked_for_duplicates_in_linear_time() {
     );
 }
 
+/// No character a terminal acts on (C0 other than the line feeds that end
+/// lines, DEL, C1) in `text`.
+fn no_terminal_controls(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what}: {text:?}"
+    );
+}
+
+#[test]
+fn del_c1_and_line_breaks_from_a_feed_are_escaped_in_every_cli_output() {
+    // XML allows DEL and the C1 controls (U+009B is a terminal's CSI) and
+    // character references to line breaks; a mismatched end tag's name is
+    // quoted in the error text the journal keeps.
+    let titles = [
+        "Del\u{7f} Csi\u{9b}2J Nel\u{85}".to_owned(),
+        "Two&#10;lines&#13;back".to_owned(),
+    ];
+    let (t, run) = import_run(&titled_feed("", &titles));
+    assert_eq!(run["outcome"], "ok", "{run}");
+    assert_eq!(run["plans_new"], 2, "{run}");
+    let broken = titled_feed("", &["x".to_owned()]);
+    let broken = String::from_utf8(broken)
+        .unwrap()
+        .replace("</base_plan>", "</base\u{1b}[2J\u{9b}plan>");
+    let file = t.dir.path().join("broken.xml");
+    std::fs::write(&file, broken).unwrap();
+    let import = planbox()
+        .args(["import", "--db"])
+        .arg(&t.db)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!import.status.success());
+    no_terminal_controls("import", &String::from_utf8(import.stderr).unwrap());
+
+    let text = |args: &[&str]| {
+        String::from_utf8(run_ok(planbox().args(args).arg("--db").arg(&t.db)).stdout).unwrap()
+    };
+    let table = text(&["search"]);
+    no_terminal_controls("search", &table);
+    assert!(
+        table.contains("Del\\u{7f} Csi\\u{9b}2J Nel\\u{85}"),
+        "{table}"
+    );
+    assert!(table.contains("Two\\u{a}lines\\u{d}back"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let status = text(&["status"]);
+    no_terminal_controls("status", &status);
+    assert!(status.contains("</base\\u{1b}[2J\\u{9b}plan>"), "{status}");
+
+    // JSON keeps the same values, written as escapes.
+    let json = text(&["search", "--json"]);
+    no_terminal_controls("search --json", json.trim_end());
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let got: Vec<&str> = v["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["title"].as_str().unwrap())
+        .collect();
+    assert!(got.contains(&"Del\u{7f} Csi\u{9b}2J Nel\u{85}"), "{got:?}");
+    assert!(got.contains(&"Two\nlines\rback"), "{got:?}");
+    let json = text(&["status", "--json"]);
+    no_terminal_controls("status --json", &json);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        v["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("</base\u{1b}[2J\u{9b}plan>"),
+        "{v}"
+    );
+}
+
 #[test]
 fn a_control_character_in_a_title_never_reaches_search_or_status() {
     let titles = ["Vertical\u{b}Tab \u{1b}[2J\u{1b}[31mRed\u{7}".to_owned()];
