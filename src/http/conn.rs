@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::poll::{Readiness, Waker};
+use crate::metrics::{Closed, ConnCounters};
 
 /// Body bytes a kept-alive connection may still owe after its answer:
 /// they are read and dropped by the poller. A larger body closes the
@@ -113,6 +114,19 @@ pub(crate) enum Refusal {
     HeadsOverBudget,
 }
 
+impl Refusal {
+    /// The reason `/metrics` gives for the close that follows.
+    fn closed(self) -> Closed {
+        match self {
+            Refusal::Overloaded => Closed::Overloaded,
+            Refusal::TooManyConnections => Closed::Refused,
+            Refusal::LineTooLong => Closed::LineTooLong,
+            Refusal::HeadTooLarge => Closed::HeadTooLarge,
+            Refusal::HeadsOverBudget => Closed::HeadBudget,
+        }
+    }
+}
+
 /// Limits the poller enforces.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -144,10 +158,13 @@ pub(crate) struct Shared {
     pub(crate) evicted: AtomicU64,
     /// Connections refused with 503 because the cap was reached.
     pub(crate) refused: AtomicU64,
+    /// The `/metrics` counters of this listener: every accepted connection
+    /// and every close of one, with its reason.
+    pub(crate) counts: Arc<ConnCounters>,
 }
 
 impl Shared {
-    pub(crate) fn new() -> io::Result<Shared> {
+    pub(crate) fn new(counts: Arc<ConnCounters>) -> io::Result<Shared> {
         Ok(Shared {
             returns: Mutex::new(Vec::new()),
             wake: Waker::new()?,
@@ -158,6 +175,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            counts,
         })
     }
 
@@ -295,6 +313,9 @@ impl Poller {
             }
         }
         for e in &mut self.table {
+            if matches!(e.slot, Slot::Waiting { .. } | Slot::Lent) {
+                self.shared.counts.closed(Closed::Shutdown);
+            }
             if !matches!(e.slot, Slot::Lent) {
                 e.slot = Slot::Free;
             }
@@ -333,7 +354,9 @@ impl Poller {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.shared.counts.accepted();
         if stream.set_nonblocking(true).is_err() {
+            self.shared.counts.closed(Closed::Error);
             return;
         }
         let open = self.shared.open.load(SeqCst);
@@ -342,6 +365,7 @@ impl Poller {
         }
         if open >= self.limits.max_connections && !self.evict_one() {
             self.shared.refused.fetch_add(1, SeqCst);
+            self.shared.counts.closed(Closed::Refused);
             // Bounded too: beyond the cap plus a reserve of closing ones,
             // a connection is closed without an answer.
             if self.closing < self.limits.max_connections / 8 + 16 {
@@ -360,6 +384,8 @@ impl Poller {
                 idle: Some(now),
             };
             self.shared.open.fetch_add(1, SeqCst);
+        } else {
+            self.shared.counts.closed(Closed::Error);
         }
     }
 
@@ -436,6 +462,7 @@ impl Poller {
             Some((_, i)) => {
                 self.release(i);
                 self.shared.evicted.fetch_add(1, SeqCst);
+                self.shared.counts.closed(Closed::Evicted);
                 true
             }
             None => false,
@@ -490,13 +517,17 @@ impl Poller {
                         };
                         self.process(i, conn, deadline);
                     }
-                    Ok(false) | Err(_) => {
+                    gone => {
                         self.table[i].slot = Slot::Waiting {
                             conn,
                             deadline,
                             idle,
                         };
                         self.release(i);
+                        self.shared.counts.closed(match gone {
+                            Ok(_) => Closed::ClientClosed,
+                            Err(_) => Closed::Error,
+                        });
                     }
                 }
             }
@@ -525,6 +556,12 @@ impl Poller {
         let Some(i) = self.entry(c.token) else { return };
         if c.close || self.shared.stopping.load(SeqCst) {
             self.shared.open.fetch_sub(1, SeqCst);
+            let why = if c.close {
+                Closed::AfterAnswer
+            } else {
+                Closed::Shutdown
+            };
+            self.shared.counts.closed(why);
             return self.close_in(i, c, &[]);
         }
         let deadline = Instant::now() + self.limits.idle_timeout;
@@ -570,6 +607,7 @@ impl Poller {
                 };
                 if self.kernel.rearm(fd, token).is_err() {
                     self.release(i);
+                    self.shared.counts.closed(Closed::Error);
                 }
             }
         }
@@ -579,6 +617,7 @@ impl Poller {
     fn refuse(&mut self, i: usize, c: Box<Conn>, why: Refusal) {
         let bytes = self.dispatch.refusal(why);
         self.shared.open.fetch_sub(1, SeqCst);
+        self.shared.counts.closed(why.closed());
         self.close_in(i, c, &bytes);
     }
 
@@ -639,6 +678,12 @@ impl Poller {
                 _ => false,
             };
             if expired {
+                if let Slot::Waiting { idle, .. } = &self.table[i].slot {
+                    self.shared.counts.closed(match idle {
+                        Some(_) => Closed::IdleTimeout,
+                        None => Closed::HeadTimeout,
+                    });
+                }
                 self.release(i);
             }
         }
