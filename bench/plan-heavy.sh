@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # bench/plan-heavy.sh: the per-plan costs on a plan-heavy feed (by default
 # 500k base plans x 2 plans x 3 zones: 1M plans, ~559 MB), for one or more
-# planbox binaries in the same run, against the bare quick-xml scan
-# (examples/xml-scan) of the same file.
+# planbox binaries in the same run, against two anchors timed on the same
+# file right before each import: the raw attribute pass (`xml-scan --raw`:
+# quick-xml visiting every attribute's raw bytes, the floor of any reader)
+# and the bare scan (`xml-scan`: the same, unescaping every value).
 #
 # For each binary, ROUNDS times: cold `import` into a new store (wall time,
-# peak RSS), store bytes (database + WAL after the import), re-`import` of
-# the unchanged feed, `serve` until the first 200 on /ready with the store's
+# CPU time, peak RSS), the same with the feed's pages also evicted from the
+# page cache (and the raw pass timed evicted too), store bytes (database +
+# WAL after the import), re-`import` of the unchanged feed, `serve` until
+# the first 200 on /ready with the store's
 # pages evicted from the page cache (posix_fadvise DONTNEED on the store
 # files; first start after the import, then a restart after a clean stop),
 # and `import` of the feed with a `--max-feed-bytes` below its size.
@@ -19,8 +23,8 @@
 # Make the feed with:
 #   cargo run --release --example synth-feed -- --base-plans 500000 --plans 2 \
 #       --zones 3 --out FEED
-# Prints one line per measure: `label measure round value unit [...]`; the
-# scan is timed right before each import it is compared with.
+# Prints one line per measure: `label measure round value unit [...]`, and
+# the machine's load average before each round.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$1 FEED=$2; shift 2
@@ -46,14 +50,26 @@ timed() {
   tail -1 "$tf" | awk '{print $1, $2, $3 + $4}'
 }
 
-# Times the scan, then the command, and says both and their ratio: on a
-# shared machine only a baseline taken right beside a run is comparable.
+ratio() { echo "$1 / $2" | bc -l | cut -c1-4; }
+
+# Times the raw pass and the scan, then the command, and says all three and
+# the ratios: on a shared machine only anchors taken right beside a run are
+# comparable. With EVICT_FEED=1 the feed leaves the page cache before the
+# raw pass and before the command (the scan is then not timed).
 beside_scan() {
   local label=$1 measure=$2 r=$3; shift 3
-  local sw sc w kb c
-  read -r sw _ sc < <(timed "$SCAN" "$FEED")
-  read -r w kb c < <(timed "$@")
-  say "$label $measure $r $w s (scan $sw s: $(echo "$w / $sw" | bc -l | cut -c1-4)x; cpu $c s, scan cpu $sc s)"
+  local rw rc sw sc w kb c
+  [[ ${EVICT_FEED:-} ]] && evict "$FEED"
+  read -r rw _ rc < <(timed "$SCAN" --raw "$FEED")
+  if [[ ${EVICT_FEED:-} ]]; then
+    evict "$FEED"
+    read -r w kb c < <(timed "$@")
+    say "$label $measure $r $w s (raw $rw s: $(ratio "$w" "$rw")x; cpu $c s, raw cpu $rc s)"
+  else
+    read -r sw _ sc < <(timed "$SCAN" "$FEED")
+    read -r w kb c < <(timed "$@")
+    say "$label $measure $r $w s (raw $rw s: $(ratio "$w" "$rw")x; scan $sw s: $(ratio "$w" "$sw")x; cpu $c s, raw cpu $rc s, scan cpu $sc s)"
+  fi
   say "$label $measure-rss $r $((kb / 1024)) MiB"
 }
 
@@ -73,9 +89,12 @@ ready_ms() {
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
+  say "load $r $(cut -d' ' -f1-3 /proc/loadavg)"
   for spec in "$@"; do
     label=${spec%%=*} bin=${spec#*=}
     db=$OUT/$label.db
+    rm -f "$db" "$db-wal" "$db-shm"
+    EVICT_FEED=1 beside_scan "$label" import-feed-evicted "$r" "$bin" import --max-feed-bytes "$MAX_FEED" --db "$db" "$FEED"
     rm -f "$db" "$db-wal" "$db-shm"
     beside_scan "$label" import "$r" "$bin" import --max-feed-bytes "$MAX_FEED" --db "$db" "$FEED"
     bytes=$(($(stat -c %s "$db") + $(stat -c %s "$db-wal" 2>/dev/null || echo 0)))

@@ -1,6 +1,5 @@
-//! xml-scan: the ingest *baseline* for benchmarks (issue: performance at
-//! scale). planbox's `import` of a feed is compared against this bare scan of
-//! the same file (goal: import <= 3x its time).
+//! xml-scan: the ingest *baselines* for benchmarks. planbox's `import` of a
+//! feed is compared against these bare scans of the same file.
 //!
 //! It does the least any importer has to do and nothing more: a quick-xml
 //! event scan (`Reader::from_reader` over a `BufReader`, `read_event_into`
@@ -11,8 +10,13 @@
 //! printed so the work cannot be optimized away. No dates, prices or
 //! domain rules: those belong to the importer being measured.
 //!
+//! With `--raw`, the least of all: the same event scan visiting every
+//! attribute's raw bytes (no unescaping, quick-xml's duplicate check off),
+//! the floor any reader of every attribute pays.
+//!
 //! ```text
 //! cargo run --release --example xml-scan -- bench/out/feed-5000.xml
+//! cargo run --release --example xml-scan -- --raw bench/out/feed-5000.xml
 //! ```
 //!
 //! Prints one line to stdout: elements, attributes, value bytes, file bytes,
@@ -36,6 +40,9 @@ struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Visit every attribute's raw bytes only (no unescaping).
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Default)]
@@ -45,7 +52,7 @@ struct Counts {
     value_bytes: u64,
 }
 
-fn scan(path: &PathBuf) -> Result<Counts> {
+fn scan(path: &PathBuf, raw: bool) -> Result<Counts> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = Reader::from_reader(BufReader::with_capacity(64 * 1024, file));
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -55,6 +62,19 @@ fn scan(path: &PathBuf) -> Result<Counts> {
         match reader.read_event_into(&mut buf) {
             Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
                 c.elements += 1;
+                if raw {
+                    let mut attributes = e.attributes();
+                    attributes.with_checks(false);
+                    for attr in attributes {
+                        let attr = attr.with_context(|| {
+                            format!("bad attribute at byte {}", reader.buffer_position())
+                        })?;
+                        c.attributes += 1;
+                        c.value_bytes += attr.value.len() as u64;
+                    }
+                    buf.clear();
+                    continue;
+                }
                 for attr in e.attributes() {
                     let attr = attr.with_context(|| {
                         format!("bad attribute at byte {}", reader.buffer_position())
@@ -85,12 +105,13 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot stat {}", args.file.display()))?
         .len();
     let t0 = Instant::now();
-    let c = scan(&args.file)?;
+    let c = scan(&args.file, args.raw)?;
     let secs = t0.elapsed().as_secs_f64();
     let mb_s = bytes as f64 / 1e6 / secs.max(1e-9);
     if args.json {
         let json = serde_json::json!({
             "file": args.file,
+            "raw": args.raw,
             "bytes": bytes,
             "elements": c.elements,
             "attributes": c.attributes,
@@ -101,8 +122,12 @@ fn main() -> Result<()> {
         println!("{json}");
     } else {
         println!(
-            "xml-scan: {} elements, {} attributes, {} value bytes, {} file bytes in {secs:.3} s ({mb_s:.0} MB/s)",
-            c.elements, c.attributes, c.value_bytes, bytes
+            "xml-scan{}: {} elements, {} attributes, {} value bytes, {} file bytes in {secs:.3} s ({mb_s:.0} MB/s)",
+            if args.raw { " --raw" } else { "" },
+            c.elements,
+            c.attributes,
+            c.value_bytes,
+            bytes
         );
     }
     Ok(())

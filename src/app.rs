@@ -21,7 +21,7 @@ use crate::check_state::CheckState;
 use crate::cli::{self, Cli, Command, LogFormat};
 use crate::config::{ProviderConfig, ServeConfig};
 use crate::fetch::FetchConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::model::{FetchRun, Outcome};
 use crate::provider_sim::FakeProvider;
 use crate::report;
@@ -585,6 +585,11 @@ fn start_fronts(
         };
         let mcfg = ServerConfig {
             workers: 1,
+            listener: if metrics_here {
+                Listener::Metrics
+            } else {
+                Listener::Status
+            },
             ..ServerConfig::default()
         };
         let l = server::bind(addr).with_context(|| format!("cannot listen on {addr} ({flag})"))?;

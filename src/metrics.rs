@@ -3,14 +3,16 @@
 //! Owns the counters the HTTP workers and the fetch loop bump: requests by
 //! route and status, a request-duration histogram per route, fetch runs by
 //! provider and outcome, feed items skipped and values repaired by reason,
-//! plans searchable and each provider's last successful fetch. Lock-free on the
-//! request path except one uncontended mutex for the (route, status) map.
-//! This module must not touch the store or the network.
+//! plans searchable and each provider's last successful fetch, and the
+//! connection layer's open, accepted and closed connections by listener
+//! ([`ConnCounters`]). Lock-free on the request path except one uncontended
+//! mutex for the (route, status) map; the connection counters are plain
+//! atomics. This module must not touch the store or the network.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::check_state::StoreCheck;
@@ -52,6 +54,139 @@ impl Route {
     }
 }
 
+/// The HTTP listeners, as the `listener` label of the connection series:
+/// the API's front, and the operator listeners of `--metrics-listen` and
+/// `--status-listen` (one front, labelled `metrics`, when both name the
+/// same address). Each front counts under its own label, so a flood of
+/// clients on the API's port shows apart from the scrapes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Listener {
+    #[default]
+    Main,
+    Metrics,
+    Status,
+}
+
+impl Listener {
+    pub const ALL: [Listener; 3] = [Listener::Main, Listener::Metrics, Listener::Status];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Main => "main",
+            Listener::Metrics => "metrics",
+            Listener::Status => "status",
+        }
+    }
+}
+
+/// Why the connection layer closed a connection it had accepted (the
+/// `reason` label of `planbox_http_connections_closed_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The client closed it while planbox waited for a request.
+    ClientClosed,
+    /// Kept alive with nothing sent for `idle_timeout`.
+    IdleTimeout,
+    /// A request head (or a body being dropped) not whole within
+    /// `idle_timeout` of its first byte.
+    HeadTimeout,
+    /// Closed after an answer: the client asked (`Connection: close`,
+    /// HTTP/1.0), the answer was an error that ends the connection, or
+    /// writing it failed.
+    AfterAnswer,
+    /// 414: the request line was over the limit.
+    LineTooLong,
+    /// 431: the request head was over the limit.
+    HeadTooLarge,
+    /// 503: unfinished heads held more than the head budget; this one was
+    /// among the largest.
+    HeadBudget,
+    /// 503: the worker queue was full.
+    Overloaded,
+    /// Idle, closed to make room for a new connection at the cap.
+    Evicted,
+    /// 503 (or closed unanswered): a new connection at the cap, with no
+    /// idle connection to close instead.
+    Refused,
+    /// A socket error.
+    Error,
+    /// Closed because the server stops.
+    Shutdown,
+}
+
+impl Closed {
+    pub const ALL: [Closed; 12] = [
+        Closed::ClientClosed,
+        Closed::IdleTimeout,
+        Closed::HeadTimeout,
+        Closed::AfterAnswer,
+        Closed::LineTooLong,
+        Closed::HeadTooLarge,
+        Closed::HeadBudget,
+        Closed::Overloaded,
+        Closed::Evicted,
+        Closed::Refused,
+        Closed::Error,
+        Closed::Shutdown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::ClientClosed => "client_closed",
+            Closed::IdleTimeout => "idle_timeout",
+            Closed::HeadTimeout => "head_timeout",
+            Closed::AfterAnswer => "after_answer",
+            Closed::LineTooLong => "line_too_long",
+            Closed::HeadTooLarge => "head_too_large",
+            Closed::HeadBudget => "head_budget",
+            Closed::Overloaded => "overloaded",
+            Closed::Evicted => "evicted",
+            Closed::Refused => "refused",
+            Closed::Error => "error",
+            Closed::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One listener's connection counters, bumped by its poller thread: one
+/// relaxed atomic add per accepted and per closed connection. The open
+/// gauge is what was accepted and not closed yet (closing connections
+/// lingering after a last answer are no longer open), so it needs no
+/// counter of its own and cannot drift from the two it is made of.
+#[derive(Default)]
+pub struct ConnCounters {
+    accepted: AtomicU64,
+    closed: [AtomicU64; Closed::ALL.len()],
+    /// The cap in force; 0 until the listener starts (its series are left
+    /// out until then).
+    max: AtomicU64,
+}
+
+impl ConnCounters {
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    pub fn closed(&self, why: Closed) {
+        self.closed[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The listener runs with this connection cap.
+    pub fn started(&self, max_connections: usize) {
+        self.max.store(max_connections as u64, Relaxed);
+    }
+
+    /// Connections accepted and not closed yet.
+    pub fn open(&self) -> u64 {
+        let closed: u64 = self.closed.iter().map(|c| c.load(Relaxed)).sum();
+        self.accepted.load(Relaxed).saturating_sub(closed)
+    }
+
+    pub fn closed_for(&self, why: Closed) -> u64 {
+        self.closed[why as usize].load(Relaxed)
+    }
+}
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
@@ -76,6 +211,8 @@ pub struct Metrics {
     plans_searchable: AtomicU64,
     /// The store's files and their filesystem, read at each scrape.
     store_space: Mutex<Option<StoreSpace>>,
+    /// By [`Listener`].
+    connections: [Arc<ConnCounters>; Listener::ALL.len()],
 }
 
 /// Bytes of the store's files and of the filesystem they are on.
@@ -98,6 +235,11 @@ struct ProviderCounters {
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The connection counters of `listener`, for its poller.
+    pub fn connections(&self, listener: Listener) -> Arc<ConnCounters> {
+        self.connections[listener as usize].clone()
     }
 
     pub fn observe_request(&self, route: Route, status: u16, elapsed: Duration) {
@@ -236,6 +378,7 @@ impl Metrics {
                 "planbox_http_request_duration_seconds_count{{route=\"{label}\"}} {count}"
             );
         }
+        self.render_connections(&mut out);
         // Provider names are `[a-z0-9_-]+` (or the one-provider shorthand's
         // name), escaped all the same.
         type Row = (String, [u64; Outcome::ALL.len()], i64, u64);
@@ -334,6 +477,56 @@ impl Metrics {
             let _ = writeln!(out, "planbox_store_filesystem_size_bytes {}", s.fs_size);
         }
         out
+    }
+
+    /// The connection series of every listener that runs.
+    fn render_connections(&self, out: &mut String) {
+        let running: Vec<(&str, &ConnCounters)> = Listener::ALL
+            .iter()
+            .map(|l| (l.label(), &*self.connections[*l as usize]))
+            .filter(|(_, c)| c.max.load(Relaxed) > 0)
+            .collect();
+        // The HELP and TYPE lines spelled out: the monitoring kit's checks
+        // find the families metrics.rs renders by them.
+        type Value = fn(&ConnCounters) -> u64;
+        let families: [(&str, &str, Value); 3] = [
+            (
+                "planbox_http_connections_open",
+                "# HELP planbox_http_connections_open Client connections open now (waiting for a request or being answered), by listener.\n\
+                 # TYPE planbox_http_connections_open gauge\n",
+                ConnCounters::open,
+            ),
+            (
+                "planbox_http_connections_max",
+                "# HELP planbox_http_connections_max The connection cap in force (--max-connections, lowered to the open-files limit), by listener.\n\
+                 # TYPE planbox_http_connections_max gauge\n",
+                |c| c.max.load(Relaxed),
+            ),
+            (
+                "planbox_http_connections_accepted_total",
+                "# HELP planbox_http_connections_accepted_total Client connections accepted since start, by listener (those refused at the cap too).\n\
+                 # TYPE planbox_http_connections_accepted_total counter\n",
+                |c| c.accepted.load(Relaxed),
+            ),
+        ];
+        for (name, head, value) in families {
+            out.push_str(head);
+            for (l, c) in &running {
+                let _ = writeln!(out, "{name}{{listener=\"{l}\"}} {}", value(c));
+            }
+        }
+        out.push_str("# HELP planbox_http_connections_closed_total Client connections closed since start, by listener and reason.\n");
+        out.push_str("# TYPE planbox_http_connections_closed_total counter\n");
+        for (l, c) in &running {
+            for why in Closed::ALL {
+                let _ = writeln!(
+                    out,
+                    "planbox_http_connections_closed_total{{listener=\"{l}\",reason=\"{}\"}} {}",
+                    why.label(),
+                    c.closed_for(why)
+                );
+            }
+        }
     }
 }
 
@@ -473,5 +666,53 @@ mod tests {
             "planbox_feed_repaired_total{provider=\"other\",reason=\"bare_ampersand\"} 1"
         ));
         assert!(text.contains("# TYPE planbox_feed_repaired_total counter"));
+    }
+
+    #[test]
+    fn connection_series_show_each_running_listener_and_every_reason() {
+        let m = Metrics::new();
+        assert!(
+            !m.render().contains("planbox_http_connections_open{"),
+            "no listener runs: no series"
+        );
+        let main = m.connections(Listener::Main);
+        main.started(4);
+        for _ in 0..5 {
+            main.accepted();
+        }
+        main.closed(Closed::Evicted);
+        main.closed(Closed::Refused);
+        main.closed(Closed::IdleTimeout);
+        m.connections(Listener::Metrics).started(16);
+        m.connections(Listener::Metrics).accepted();
+        let text = m.render();
+        let has = |s: &str| text.contains(s);
+        assert!(has("# TYPE planbox_http_connections_open gauge"));
+        assert!(has("planbox_http_connections_open{listener=\"main\"} 2"));
+        assert!(has("planbox_http_connections_open{listener=\"metrics\"} 1"));
+        assert!(!has("listener=\"status\""), "not started: left out");
+        assert!(has("planbox_http_connections_max{listener=\"main\"} 4"));
+        assert!(has(
+            "planbox_http_connections_accepted_total{listener=\"main\"} 5"
+        ));
+        assert!(has("# TYPE planbox_http_connections_closed_total counter"));
+        assert!(has(
+            "planbox_http_connections_closed_total{listener=\"main\",reason=\"evicted\"} 1"
+        ));
+        assert!(has(
+            "planbox_http_connections_closed_total{listener=\"main\",reason=\"refused\"} 1"
+        ));
+        for why in Closed::ALL {
+            let zero = format!(
+                "planbox_http_connections_closed_total{{listener=\"metrics\",reason=\"{}\"}} 0",
+                why.label()
+            );
+            assert!(has(&zero), "every reason shows from the start: {zero}");
+        }
+        assert_eq!(
+            Closed::ALL.map(|c| c as usize),
+            std::array::from_fn(|i| i),
+            "ALL is in index order"
+        );
     }
 }

@@ -29,9 +29,15 @@
 //! `entities` (references and the internal DTD), `markup` (one tag's
 //! attributes and names, error wording).
 //!
+//! [`FeedReader::next_item`] yields understood items in document order.
+//! [`FeedReader::next_unit`] hands items out raw (their tags), to be
+//! understood on any thread by an [`Understander`]: the same items, the
+//! same repairs, the same first error.
+//!
 //! Memory is bounded whatever the feed size: no DOM, one reusable event
-//! buffer, one fixed input chunk, and a cap on every single tag or text run,
-//! on element nesting and on entity expansion.
+//! buffer, one fixed input chunk, a cap on every single tag or text run,
+//! on element nesting and on entity expansion, and on the tags one raw
+//! item holds.
 //!
 //! It must not do I/O of its own (it reads only the reader it is given), touch
 //! the store or the network, or know about fetching, time zones or identity.
@@ -46,6 +52,7 @@ mod real_xml_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead};
 
@@ -56,7 +63,9 @@ use quick_xml::reader::Reader;
 use crate::model::{FeedPlan, RepairReason, SkipReason};
 
 pub use decode::EncodingSource;
-use dialect::{Document, Phase, Step, Vocabulary, EVENTS, PLANS};
+pub use dialect::RawItem;
+use dialect::{Document, Phase, Reading, Step, Vocabulary, EVENTS, PLANS};
+use entities::{Entities, Repairs};
 use input::{BoundedInput, Damage, Failure, Undecodable};
 use markup::{attribute_at, quoted, shown_id};
 
@@ -71,6 +80,10 @@ const MAX_DEPTH: usize = 256;
 
 /// Size of the fixed chunk the input is read through.
 const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Raw items [`FeedReader::recycle`] keeps, and the largest it keeps.
+pub const MAX_SPARE_ITEMS: usize = 1024;
+const MAX_SPARE_BYTES: usize = 4096;
 
 /// Longest piece of feed text quoted in an error or skip message.
 const MAX_QUOTED_CHARS: usize = 80;
@@ -140,6 +153,52 @@ impl fmt::Display for Skip {
 pub enum FeedItem {
     Plan(FeedPlan),
     Skipped(Skip),
+}
+
+/// What [`FeedReader::next_unit`] yields, in document order.
+pub enum FeedUnit {
+    /// An item read but not understood yet: [`Understander::understand`]
+    /// gives its items, on any thread.
+    Raw(RawItem),
+    /// Items the reader understood itself, in document order (a document
+    /// with a DOCTYPE, whose entities are expanded in document order, or an
+    /// item with very many zones).
+    Items(Vec<FeedItem>),
+}
+
+/// Understands [`RawItem`]s anywhere: the part of reading a feed that
+/// needs no other item (references, dates, prices, zones, skips). The
+/// values repaired on the way are counted here; add them to the reader's
+/// own [`FeedReader::repairs`].
+#[derive(Default)]
+pub struct Understander {
+    /// The entities of a document without a DOCTYPE (the only one whose
+    /// items are handed out raw): none but the predefined ones.
+    entities: Entities,
+    repairs: Repairs,
+}
+
+impl Understander {
+    pub fn new() -> Understander {
+        Understander::default()
+    }
+
+    /// The item's zone skips, then its plan or why it is skipped: what
+    /// [`FeedReader::next_item`] yields for it. An error rejects the
+    /// document, as if the reader had returned it at this item.
+    pub fn understand(&mut self, raw: &RawItem) -> Result<Vec<FeedItem>, ParseError> {
+        let reading = &mut Reading {
+            entities: &mut self.entities,
+            repairs: &mut self.repairs,
+        };
+        raw.understand(reading)
+            .map_err(|e| in_decoded_terms(e, raw.decoded_from))
+    }
+
+    /// Repairs made so far, by reason.
+    pub fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> + '_ {
+        self.repairs.by_reason()
+    }
 }
 
 /// Why a whole document is rejected. Messages are meant for people (fetch
@@ -235,6 +294,8 @@ pub struct FeedReader<R: BufRead> {
     /// The one event buffer, reused for every event.
     buf: Vec<u8>,
     doc: Document,
+    /// Items understood but not handed out yet (`next_item`).
+    queue: VecDeque<FeedItem>,
 }
 
 impl<R: BufRead> FeedReader<R> {
@@ -261,25 +322,64 @@ impl<R: BufRead> FeedReader<R> {
             xml,
             buf: Vec::new(),
             doc: Document::default(),
+            queue: VecDeque::new(),
         }
     }
 
     /// Next understood plan or skipped item; `Ok(None)` only at the
     /// well-formed end of a complete document.
     pub fn next_item(&mut self) -> Result<Option<FeedItem>, ParseError> {
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                return Ok(Some(item));
+            }
+            let items = match self.next_unit()? {
+                None => return Ok(None),
+                Some(FeedUnit::Items(items)) => items,
+                Some(FeedUnit::Raw(raw)) => {
+                    let reading = &mut Reading {
+                        entities: &mut self.doc.entities,
+                        repairs: &mut self.doc.repairs,
+                    };
+                    match raw.understand(reading) {
+                        Ok(items) => items,
+                        Err(e) => {
+                            let e = in_decoded_terms(e, raw.decoded_from);
+                            self.doc.phase = Phase::Failed(e.duplicate());
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            self.queue.extend(items);
+        }
+    }
+
+    /// Next item, raw or understood; `Ok(None)` only at the well-formed end
+    /// of a complete document. The repairs of raw items are counted by
+    /// whoever understands them, not in [`repairs`](Self::repairs).
+    pub fn next_unit(&mut self) -> Result<Option<FeedUnit>, ParseError> {
         match &self.doc.phase {
             Phase::Finished => return Ok(None),
             Phase::Failed(e) => return Err(e.duplicate()),
             _ => {}
         }
         match self.advance() {
-            Ok(item) => {
-                if item.is_none() {
-                    self.doc.phase = Phase::Finished;
-                }
-                Ok(item)
+            Ok(None) => {
+                self.doc.phase = Phase::Finished;
+                Ok(None)
             }
+            Ok(Some(FeedUnit::Raw(mut raw))) => {
+                let input = self.xml.get_ref();
+                raw.decoded_from = input
+                    .transcoding()
+                    .then(|| input.encoding().map_or("?", |(e, _)| e.name()));
+                Ok(Some(FeedUnit::Raw(raw)))
+            }
+            Ok(unit) => Ok(unit),
             Err(e) => {
+                // An open item's tags come before what failed.
+                let e = self.doc.open_item_error().unwrap_or(e);
                 let e = self.in_document_terms(e);
                 self.doc.phase = Phase::Failed(e.duplicate());
                 Err(e)
@@ -296,8 +396,25 @@ impl<R: BufRead> FeedReader<R> {
             .map(|(e, source)| (e.name(), source))
     }
 
+    /// Takes raw items back once understood: the next items are read into
+    /// their buffers (at most [`MAX_SPARE_ITEMS`] are kept).
+    pub fn recycle(&mut self, units: impl IntoIterator<Item = FeedUnit>) {
+        for unit in units {
+            if self.doc.spare.len() >= MAX_SPARE_ITEMS {
+                return;
+            }
+            if let FeedUnit::Raw(raw) = unit {
+                // Only buffers of a typical size are kept.
+                if raw.size() <= MAX_SPARE_BYTES {
+                    self.doc.spare.push(raw);
+                }
+            }
+        }
+    }
+
     /// Repairs made so far (HTML named references, lone `&`s, characters
-    /// XML forbids, a charset that did not describe the body), by reason.
+    /// XML forbids, a charset that did not describe the body), by reason:
+    /// by this reader (with [`next_item`](Self::next_item), all of them).
     pub fn repairs(&self) -> impl Iterator<Item = (RepairReason, u64)> + '_ {
         let mismatch = self.xml.get_ref().charset_mismatch;
         self.doc
@@ -313,17 +430,10 @@ impl<R: BufRead> FeedReader<R> {
             return e;
         }
         match e {
-            ParseError::Xml { position, message } => ParseError::Xml {
-                position,
-                message: format!(
-                    "{message} (the position counts the text decoded from {} to UTF-8)",
-                    input.encoding().map_or("?", |(e, _)| e.name())
-                ),
-            },
             ParseError::Truncated { .. } if input.exhausted() => ParseError::Truncated {
                 position: input.raw_position(),
             },
-            other => other,
+            other => in_decoded_terms(other, input.encoding().map(|(e, _)| e.name())),
         }
     }
 
@@ -337,7 +447,7 @@ impl<R: BufRead> FeedReader<R> {
         self.xml.get_ref().raw_position()
     }
 
-    fn advance(&mut self) -> Result<Option<FeedItem>, ParseError> {
+    fn advance(&mut self) -> Result<Option<FeedUnit>, ParseError> {
         loop {
             self.buf.clear();
             let at = self.xml.get_ref().consumed;
@@ -353,10 +463,26 @@ impl<R: BufRead> FeedReader<R> {
             }
             match self.doc.on_event(event, at)? {
                 Step::Continue => {}
-                Step::Item(item) => return Ok(Some(item)),
+                Step::Raw(raw) => return Ok(Some(FeedUnit::Raw(raw))),
+                Step::Items(items) if items.is_empty() => {}
+                Step::Items(items) => return Ok(Some(FeedUnit::Items(items))),
                 Step::End => return Ok(None),
             }
         }
+    }
+}
+
+/// A position in a transcoded document counts its text decoded to UTF-8:
+/// the message says so (`from`: the encoding, when not UTF-8).
+fn in_decoded_terms(e: ParseError, from: Option<&str>) -> ParseError {
+    match (e, from) {
+        (ParseError::Xml { position, message }, Some(from)) => ParseError::Xml {
+            position,
+            message: format!(
+                "{message} (the position counts the text decoded from {from} to UTF-8)"
+            ),
+        },
+        (other, _) => other,
     }
 }
 

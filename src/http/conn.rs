@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::poll::{Readiness, Waker};
+use crate::metrics::{Closed, ConnCounters};
 
 /// Body bytes a kept-alive connection may still owe after its answer:
 /// they are read and dropped by the poller. A larger body closes the
@@ -121,6 +122,19 @@ pub(crate) enum Refusal {
     HeadsOverBudget,
 }
 
+impl Refusal {
+    /// The reason `/metrics` gives for the close that follows.
+    fn closed(self) -> Closed {
+        match self {
+            Refusal::Overloaded => Closed::Overloaded,
+            Refusal::TooManyConnections => Closed::Refused,
+            Refusal::LineTooLong => Closed::LineTooLong,
+            Refusal::HeadTooLarge => Closed::HeadTooLarge,
+            Refusal::HeadsOverBudget => Closed::HeadBudget,
+        }
+    }
+}
+
 /// Limits the poller enforces.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -152,10 +166,13 @@ pub(crate) struct Shared {
     pub(crate) evicted: AtomicU64,
     /// Connections refused with 503 because the cap was reached.
     pub(crate) refused: AtomicU64,
+    /// The `/metrics` counters of this listener: every accepted connection
+    /// and every close of one, with its reason.
+    pub(crate) counts: Arc<ConnCounters>,
 }
 
 impl Shared {
-    pub(crate) fn new() -> io::Result<Shared> {
+    pub(crate) fn new(counts: Arc<ConnCounters>) -> io::Result<Shared> {
         Ok(Shared {
             returns: Mutex::new(Vec::new()),
             wake: Waker::new()?,
@@ -166,6 +183,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            counts,
         })
     }
 
@@ -303,6 +321,9 @@ impl Poller {
             }
         }
         for e in &mut self.table {
+            if matches!(e.slot, Slot::Waiting { .. } | Slot::Lent) {
+                self.shared.counts.closed(Closed::Shutdown);
+            }
             if !matches!(e.slot, Slot::Lent) {
                 e.slot = Slot::Free;
             }
@@ -341,7 +362,9 @@ impl Poller {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.shared.counts.accepted();
         if stream.set_nonblocking(true).is_err() {
+            self.shared.counts.closed(Closed::Error);
             return;
         }
         let open = self.shared.open.load(SeqCst);
@@ -350,6 +373,7 @@ impl Poller {
         }
         if open >= self.limits.max_connections && !self.evict_one() {
             self.shared.refused.fetch_add(1, SeqCst);
+            self.shared.counts.closed(Closed::Refused);
             let bytes = self.dispatch.refusal(Refusal::TooManyConnections);
             // Bounded too: beyond the cap plus a reserve of closing ones,
             // a connection does not linger. It still gets its answer, and
@@ -374,6 +398,8 @@ impl Poller {
                 idle: Some(now),
             };
             self.shared.open.fetch_add(1, SeqCst);
+        } else {
+            self.shared.counts.closed(Closed::Error);
         }
     }
 
@@ -453,6 +479,7 @@ impl Poller {
             Some((_, i)) => {
                 self.release(i);
                 self.shared.evicted.fetch_add(1, SeqCst);
+                self.shared.counts.closed(Closed::Evicted);
                 true
             }
             None => false,
@@ -507,13 +534,17 @@ impl Poller {
                         };
                         self.process(i, conn, deadline);
                     }
-                    Ok(false) | Err(_) => {
+                    gone => {
                         self.table[i].slot = Slot::Waiting {
                             conn,
                             deadline,
                             idle,
                         };
                         self.release(i);
+                        self.shared.counts.closed(match gone {
+                            Ok(_) => Closed::ClientClosed,
+                            Err(_) => Closed::Error,
+                        });
                     }
                 }
             }
@@ -542,6 +573,12 @@ impl Poller {
         let Some(i) = self.entry(c.token) else { return };
         if c.close || self.shared.stopping.load(SeqCst) {
             self.shared.open.fetch_sub(1, SeqCst);
+            let why = if c.close {
+                Closed::AfterAnswer
+            } else {
+                Closed::Shutdown
+            };
+            self.shared.counts.closed(why);
             return self.close_in(i, c, &[]);
         }
         let deadline = Instant::now() + self.limits.idle_timeout;
@@ -587,6 +624,7 @@ impl Poller {
                 };
                 if self.kernel.rearm(fd, token).is_err() {
                     self.release(i);
+                    self.shared.counts.closed(Closed::Error);
                 }
             }
         }
@@ -596,6 +634,7 @@ impl Poller {
     fn refuse(&mut self, i: usize, c: Box<Conn>, why: Refusal) {
         let bytes = self.dispatch.refusal(why);
         self.shared.open.fetch_sub(1, SeqCst);
+        self.shared.counts.closed(why.closed());
         self.close_in(i, c, &bytes);
     }
 
@@ -656,6 +695,12 @@ impl Poller {
                 _ => false,
             };
             if expired {
+                if let Slot::Waiting { idle, .. } = &self.table[i].slot {
+                    self.shared.counts.closed(match idle {
+                        Some(_) => Closed::IdleTimeout,
+                        None => Closed::HeadTimeout,
+                    });
+                }
                 self.release(i);
             }
         }

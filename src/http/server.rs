@@ -38,7 +38,7 @@ pub use super::wire::MIN_STREAM_RATE;
 use super::wire::{write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
 use crate::config::{Cidr, RateLimit};
-use crate::metrics::Route;
+use crate::metrics::{Listener, Route};
 use crate::store::{Reader, StoreError};
 
 /// Limits and sizes of the front.
@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub rate_limit: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<Cidr>,
+    /// The `listener` label of this front's connection series in `/metrics`.
+    pub listener: Listener,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             head_budget: 32 << 20,
             rate_limit: None,
             trusted_proxies: Vec::new(),
+            listener: Listener::Main,
         }
     }
 }
@@ -635,7 +638,9 @@ impl RunningServer {
                 ],
             );
         }
-        let shared = Arc::new(Shared::new()?);
+        let counts = api.metrics().connections(cfg.listener);
+        counts.started(max_connections);
+        let shared = Arc::new(Shared::new(counts)?);
         let front = Arc::new(Front {
             shared: shared.clone(),
             api: api.clone(),

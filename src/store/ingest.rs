@@ -7,6 +7,7 @@
 //! not hold its write transaction open while waiting on anything but SQLite.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -48,7 +49,7 @@ impl Store {
             counts: PlanCounts::default(),
             became_searchable: 0,
             digest_delta: 0,
-            known,
+            known: Arc::new(known),
             staged: 0,
             months: HashMap::new(),
         })
@@ -66,7 +67,7 @@ pub struct Ingest<'a> {
     became_searchable: u64,
     /// What this ingest adds to `meta.content_digest` (wrapping).
     digest_delta: u64,
-    known: KnownPlans,
+    known: Arc<KnownPlans>,
     /// Rows in `temp.plans_search_staged`.
     staged: u64,
     /// What this ingest adds to the provider's `plan_months` counters:
@@ -104,6 +105,7 @@ struct KnownPlans {
     loaded: bool,
 }
 
+#[derive(Clone, Copy)]
 enum Known {
     /// Stored with this content hash.
     Hash(u64),
@@ -166,15 +168,35 @@ impl KnownPlans {
     }
 
     fn get(&self, key: u64) -> Known {
+        self.get_many(&[key])[0]
+    }
+
+    /// [`get`](Self::get) of many keys: first every key's directory slot,
+    /// then every bucket, so that the cache misses of different keys
+    /// overlap instead of following one another.
+    fn get_many(&self, keys: &[u64]) -> Vec<Known> {
         if !self.loaded {
-            return Known::Unknown;
+            return vec![Known::Unknown; keys.len()];
         }
-        let b = (key >> (64 - self.bits)) as usize;
-        let bucket = &self.entries[self.dir[b] as usize..self.dir[b + 1] as usize];
-        match bucket.iter().find(|e| e.0 == key) {
-            Some(e) => Known::Hash(e.1),
-            None => Known::Absent,
-        }
+        let buckets: Vec<(u32, u32)> = keys
+            .iter()
+            .map(|&key| {
+                let b = (key >> (64 - self.bits)) as usize;
+                (self.dir[b], self.dir[b + 1])
+            })
+            .collect();
+        keys.iter()
+            .zip(buckets)
+            .map(|(&key, (from, to))| {
+                match self.entries[from as usize..to as usize]
+                    .iter()
+                    .find(|e| e.0 == key)
+                {
+                    Some(e) => Known::Hash(e.1),
+                    None => Known::Absent,
+                }
+            })
+            .collect()
     }
 }
 
@@ -190,36 +212,127 @@ struct StoredPlan {
     changed_run: i64,
 }
 
-impl Ingest<'_> {
-    /// Lands one plan: inserts it, rewrites it if its values changed, or
-    /// leaves it alone. `ever_online` only ever turns on.
-    pub fn upsert(&mut self, plan: &FeedPlan) -> Result<()> {
-        self.counts.plans_seen += 1;
+/// A plan with what landing it needs computed beforehand, on any thread
+/// ([`Preparer::prepare`]): its content hash, what [`KnownPlans`] knows of
+/// it, and, unless it is known unchanged, its id, its part of the content
+/// digest and its rendered `EventSummary`. The writer is left with SQLite.
+pub struct PreparedPlan {
+    plan: FeedPlan,
+    hash: u64,
+    known: Known,
+    /// `plan_uuid` of the plan (nil when known unchanged).
+    uuid: uuid::Uuid,
+    /// The plan's search row rendered with `uuid`, when it may need one.
+    json: Option<String>,
+}
+
+impl PreparedPlan {
+    pub fn plan(&self) -> &FeedPlan {
+        &self.plan
+    }
+
+    /// The search row's JSON for the plan stored under `uuid`.
+    fn json(&mut self, uuid: &uuid::Uuid) -> String {
+        match self.json.take() {
+            Some(json) if self.uuid == *uuid => json,
+            _ => self.plan.event_summary_json(uuid),
+        }
+    }
+}
+
+/// Prepares plans for one [`Ingest`] on any thread: `Send`, `Sync`, cheap
+/// to clone. It reads the ingest's [`KnownPlans`], which no one writes
+/// while the ingest lasts.
+#[derive(Clone)]
+pub struct Preparer {
+    provider: Arc<str>,
+    known: Arc<KnownPlans>,
+}
+
+impl Preparer {
+    pub fn prepare(&self, plan: FeedPlan) -> PreparedPlan {
+        let key = identity_digest(&plan.base_plan_id, &plan.plan_id);
+        self.finish(plan, self.known.get(key))
+    }
+
+    /// [`prepare`](Self::prepare) of many plans, in order (faster: the
+    /// known-plans lookups overlap).
+    pub fn prepare_many(&self, plans: Vec<FeedPlan>) -> Vec<PreparedPlan> {
+        let keys: Vec<u64> = plans
+            .iter()
+            .map(|p| identity_digest(&p.base_plan_id, &p.plan_id))
+            .collect();
+        let known = self.known.get_many(&keys);
+        plans
+            .into_iter()
+            .zip(known)
+            .map(|(plan, known)| self.finish(plan, known))
+            .collect()
+    }
+
+    fn finish(&self, plan: FeedPlan, known: Known) -> PreparedPlan {
         let hash = plan.content_hash();
-        match self
-            .known
-            .get(identity_digest(&plan.base_plan_id, &plan.plan_id))
-        {
-            Known::Hash(h) if h == hash => {
+        let (uuid, json) = match known {
+            Known::Hash(h) if h == hash => (uuid::Uuid::nil(), None),
+            _ => {
+                let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
+                // A new plan that is not on sale gets no search row.
+                let searchable = plan.online || !matches!(known, Known::Absent);
+                (uuid, searchable.then(|| plan.event_summary_json(&uuid)))
+            }
+        };
+        PreparedPlan {
+            plan,
+            hash,
+            known,
+            uuid,
+            json,
+        }
+    }
+}
+
+impl Ingest<'_> {
+    /// What prepares plans for this ingest, on other threads.
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            provider: self.provider.as_str().into(),
+            known: Arc::clone(&self.known),
+        }
+    }
+
+    /// Lands one plan: inserts it, rewrites it if its values changed, or
+    /// leaves it alone. `ever_online` only ever turns on. (The same as
+    /// [`land`](Self::land) of the plan prepared here.)
+    pub fn upsert(&mut self, plan: &FeedPlan) -> Result<()> {
+        let prepared = self.preparer().prepare(plan.clone());
+        self.land(prepared)
+    }
+
+    /// Lands one prepared plan (see [`upsert`](Self::upsert)).
+    pub fn land(&mut self, mut p: PreparedPlan) -> Result<()> {
+        self.counts.plans_seen += 1;
+        let known = p.known;
+        match known {
+            Known::Hash(h) if h == p.hash => {
                 self.counts.plans_unchanged += 1;
                 return Ok(());
             }
             // A plan listed twice in one feed is absent here the second
             // time too: the insert sees the first one and it is looked up.
-            Known::Absent if self.insert_new(plan, hash)? => return Ok(()),
+            Known::Absent if self.insert_new(&mut p)? => return Ok(()),
             _ => {}
         }
-        match self.stored(plan)? {
+        match self.stored(&p.plan)? {
             None => {
-                let inserted = self.insert_new(plan, hash)?;
+                let inserted = self.insert_new(&mut p)?;
                 debug_assert!(inserted);
                 Ok(())
             }
-            Some(old) if old.content_hash == hash => {
+            Some(old) if old.content_hash == p.hash => {
                 self.counts.plans_unchanged += 1;
                 Ok(())
             }
-            Some(old) => self.update(plan, hash, &old),
+            Some(old) => self.update(&mut p, &old),
         }
     }
 
@@ -253,8 +366,8 @@ impl Ingest<'_> {
 
     /// Inserts a plan that was not stored; false (and nothing written) when
     /// it is stored after all (listed twice in this feed).
-    fn insert_new(&mut self, plan: &FeedPlan, hash: u64) -> Result<bool> {
-        let uuid = plan_uuid(&self.provider, &plan.base_plan_id, &plan.plan_id);
+    fn insert_new(&mut self, p: &mut PreparedPlan) -> Result<bool> {
+        let (plan, hash, uuid) = (&p.plan, p.hash, p.uuid);
         let (start_at, end_at) = plan_times(plan);
         let inserted = self
             .tx
@@ -285,14 +398,15 @@ impl Ingest<'_> {
             self.digest_delta = self
                 .digest_delta
                 .wrapping_add(plan_term_of(&uuid, hash as i64));
-            self.insert_searchable(plan, &uuid)?;
+            self.insert_searchable(p, &uuid)?;
         }
         Ok(true)
     }
 
     /// Stages the plan's search row; it lands in `flush_searchable`.
-    fn insert_searchable(&mut self, plan: &FeedPlan, uuid: &uuid::Uuid) -> Result<()> {
-        let (start_at, end_at) = plan_times(plan);
+    fn insert_searchable(&mut self, p: &mut PreparedPlan, uuid: &uuid::Uuid) -> Result<()> {
+        let (start_at, end_at) = plan_times(&p.plan);
+        let json = p.json(uuid);
         self.tx
             .prepare_cached(
                 "INSERT INTO temp.plans_search_staged (start_at, end_at, id, provider, json)
@@ -303,7 +417,7 @@ impl Ingest<'_> {
                 end_at,
                 uuid.as_bytes(),
                 self.provider,
-                plan.event_summary_json(uuid)
+                json
             ])?;
         self.staged += 1;
         Ok(())
@@ -330,7 +444,8 @@ impl Ingest<'_> {
     }
 
     /// Rewrites a stored plan whose content hash changed.
-    fn update(&mut self, plan: &FeedPlan, hash: u64, old: &StoredPlan) -> Result<()> {
+    fn update(&mut self, p: &mut PreparedPlan, old: &StoredPlan) -> Result<()> {
+        let (plan, hash) = (&p.plan, p.hash);
         self.counts.plans_updated += 1;
         let ever_online = old.ever_online || plan.online;
         let (start_at, end_at) = plan_times(plan);
@@ -372,7 +487,7 @@ impl Ingest<'_> {
             .wrapping_add(plan_term_of(&uuid, hash as i64));
         if !old.ever_online {
             self.became_searchable += 1;
-            return self.insert_searchable(plan, &uuid);
+            return self.insert_searchable(p, &uuid);
         }
         if old.changed_run == self.run_marker {
             // Listed earlier in this feed with other values: its search row
@@ -387,7 +502,7 @@ impl Ingest<'_> {
                 .execute(params![old.start_at, old.end_at, &old.id[..]])?;
         }
         // Same times: the staged row replaces the old one.
-        self.insert_searchable(plan, &uuid)
+        self.insert_searchable(p, &uuid)
     }
 
     pub fn counts(&self) -> PlanCounts {
@@ -692,7 +807,7 @@ mod tests {
         b2.online = true;
         let c = plan("3", "1", "2021-01-03T10:00:00", None, true);
         let mut tx = store.begin_ingest("p").unwrap();
-        tx.known = KnownPlans::unloaded();
+        tx.known = Arc::new(KnownPlans::unloaded());
         for p in [&a, &b2, &c, &c] {
             tx.upsert(p).unwrap();
         }

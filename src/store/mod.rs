@@ -28,7 +28,7 @@ mod space;
 mod test_support;
 
 pub use check::{check_integrity, record_check_passed, CheckOutcome};
-pub use ingest::{local_changes, plan_term, Ingest, NO_END};
+pub use ingest::{local_changes, plan_term, Ingest, PreparedPlan, Preparer, NO_END};
 pub use providers::MonthCount;
 pub use search::{Answer, Reader, Snapshot};
 pub use space::StoreSpace;

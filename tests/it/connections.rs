@@ -322,6 +322,73 @@ fn beyond_the_connection_cap_the_longest_idle_goes_first_then_503() {
     }
 }
 
+/// The value of the `/metrics` line that starts with `series` (name and
+/// labels), asked on the kept-alive connection `c`.
+fn scrape(c: &mut TcpStream, series: &str) -> u64 {
+    c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let (head, body) = answer(c).expect("a /metrics answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_connections_opened_evicted_refused_and_closed_by_the_client() {
+    let (_t, s, addr) = server_with(ServerConfig {
+        workers: 2,
+        max_connections: 2,
+        ..ServerConfig::default()
+    });
+    let ask = |c: &mut TcpStream| {
+        c.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        answer(c).unwrap().0
+    };
+    let main = |what: &str| format!("planbox_http_connections_{what}{{listener=\"main\"}}");
+    let closed_for = |why: &str| {
+        format!("planbox_http_connections_closed_total{{listener=\"main\",reason=\"{why}\"}}")
+    };
+    let mut first = connect(addr);
+    ask(&mut first);
+    thread::sleep(Duration::from_millis(20));
+    let mut second = connect(addr);
+    assert_eq!(scrape(&mut second, &main("open")), 2);
+    assert_eq!(scrape(&mut second, &main("max")), 2);
+    assert_eq!(scrape(&mut second, &closed_for("evicted")), 0);
+    // A third at the cap: the longest-idle (the first) is closed for it.
+    let mut third = connect(addr);
+    assert!(ask(&mut third).starts_with("HTTP/1.1 200"));
+    assert!(closed(&mut first));
+    assert_eq!(scrape(&mut third, &closed_for("evicted")), 1);
+    assert_eq!(scrape(&mut third, &main("open")), 2);
+    // Both mid-request: a fourth is refused with 503.
+    for c in [&mut second, &mut third] {
+        c.write_all(b"GET /hea").unwrap();
+    }
+    thread::sleep(Duration::from_millis(200));
+    let mut fourth = connect(addr);
+    assert!(ask(&mut fourth).starts_with("HTTP/1.1 503"));
+    for c in [&mut second, &mut third] {
+        c.write_all(b"lth HTTP/1.1\r\n\r\n").unwrap();
+        assert!(answer(c).unwrap().0.starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(scrape(&mut third, &closed_for("refused")), 1);
+    assert_eq!(scrape(&mut third, &main("accepted_total")), 4);
+    assert_eq!(scrape(&mut third, &main("open")), 2);
+    // The client hangs up: counted once the poller sees it.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape(&mut third, &closed_for("client_closed")) == 0 {
+        assert!(Instant::now() < deadline, "the close was never counted");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(scrape(&mut third, &main("open")), 1);
+    let running = s.server.as_ref().unwrap();
+    assert_eq!((running.evicted(), running.refused_connections()), (1, 1));
+    assert_eq!(running.open_connections(), 1, "the gauge and the cap agree");
+}
+
 #[test]
 fn the_connection_cap_comes_from_the_command_line() {
     use clap::Parser;

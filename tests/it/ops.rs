@@ -517,6 +517,17 @@ fn ops_metrics_listen_moves_metrics_off_the_main_listener() {
         .unwrap()
             > 1.7e9
     );
+    // Each listener counts its own connections; no status listener runs.
+    let accepted = |listener| {
+        value(
+            &side,
+            "planbox_http_connections_accepted_total",
+            &[("listener", listener)],
+        )
+    };
+    assert!(accepted("main").unwrap() >= 3.0);
+    assert!(accepted("metrics").unwrap() >= 1.0);
+    assert_eq!(accepted("status"), None);
     for path in ["/search", "/", "/ready"] {
         assert_eq!(get(&format!("http://{m}{path}"), &[]).status, 404, "{path}");
     }
