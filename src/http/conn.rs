@@ -81,6 +81,20 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    fn new(stream: TcpStream, peer: SocketAddr, token: u64) -> Conn {
+        Conn {
+            stream,
+            peer,
+            buf: Vec::new(),
+            head_len: 0,
+            discard: 0,
+            close: false,
+            kept: false,
+            scanned: 0,
+            token,
+        }
+    }
+
     /// Consumes the head a worker has answered and as much of the body as
     /// has arrived; the rest of the body is dropped as it arrives.
     pub(crate) fn consume(&mut self, body: u64) {
@@ -421,20 +435,7 @@ impl Poller {
             return None;
         }
         e.slot = Slot::Lent;
-        Some((
-            i,
-            Box::new(Conn {
-                stream,
-                peer,
-                buf: Vec::new(),
-                head_len: 0,
-                discard: 0,
-                close: false,
-                kept: false,
-                scanned: 0,
-                token,
-            }),
-        ))
+        Some((i, Box::new(Conn::new(stream, peer, token))))
     }
 
     /// Says in the log, once a minute at most, that the connection cap is
@@ -854,15 +855,9 @@ mod tests {
     fn a_consumed_request_leaves_the_next_one_and_owes_the_rest_of_its_body() {
         let (a, _b) = pair();
         let mut c = Conn {
-            stream: a,
-            peer: "127.0.0.1:1".parse().unwrap(),
             buf: b"POST / HTTP/1.1\r\n\r\n12345".to_vec(),
             head_len: 19,
-            discard: 0,
-            close: false,
-            kept: false,
-            scanned: 0,
-            token: 0,
+            ..conn_of(a)
         };
         c.consume(10);
         assert!(c.buf.is_empty());
@@ -875,17 +870,7 @@ mod tests {
     }
 
     fn conn_of(stream: TcpStream) -> Conn {
-        Conn {
-            stream,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            buf: Vec::new(),
-            head_len: 0,
-            discard: 0,
-            close: false,
-            kept: false,
-            scanned: 0,
-            token: 0,
-        }
+        Conn::new(stream, "127.0.0.1:1".parse().unwrap(), 0)
     }
 
     #[test]

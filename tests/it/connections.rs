@@ -56,6 +56,14 @@ fn answer(c: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((head, body))
 }
 
+/// Waits (at most 30 s) until the server holds `n` open connections.
+fn wait_for_open(running: &planbox::server::RunningServer, n: usize) {
+    let started = Instant::now();
+    while running.open_connections() < n && started.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// True when the server closed `c` (EOF or reset) within the read timeout.
 fn closed(c: &mut TcpStream) -> bool {
     let mut buf = [0u8; 1024];
@@ -499,10 +507,7 @@ fn at_the_connection_cap_new_connections_are_not_closed_as_idle() {
     });
     let running = s.server.as_ref().unwrap();
     let mut fresh: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
-    let started = Instant::now();
-    while running.open_connections() < 4 && started.elapsed() < Duration::from_secs(30) {
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_open(running, 4);
     let mut extra = connect(addr);
     extra.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     let (head, _) = answer(&mut extra).expect("a 503 before the close");
@@ -528,10 +533,7 @@ fn every_connection_refused_at_the_cap_gets_its_503() {
     });
     let running = s.server.as_ref().unwrap();
     let _held: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
-    let started = Instant::now();
-    while running.open_connections() < 4 && started.elapsed() < Duration::from_secs(30) {
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_open(running, 4);
     // More refused clients than the reserve (4 / 8 + 16), all kept open.
     // (They send nothing: a request arriving after the close could reset
     // the connection before the answer is read, which is not the point.)
