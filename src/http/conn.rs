@@ -792,8 +792,22 @@ pub(crate) fn write_all_within(s: &TcpStream, bytes: &[u8], timeout: Duration) -
         timeout,
         progress: &progress,
         epoch: Instant::now(),
+        stalls: None,
     }
     .write_all(bytes)
+}
+
+/// How long a write may wait for the client before its writer counts as
+/// stalled (see [`Stalls`]).
+pub(crate) const STALL_AFTER: Duration = Duration::from_millis(30);
+
+/// Told when a write has waited [`STALL_AFTER`] for its client, and again
+/// when that wait ends (bytes moved, or the write failed): the worker pool
+/// uses it to start a spare worker while clients that do not read hold
+/// workers.
+pub(crate) trait Stalls {
+    fn stalled(&self);
+    fn resumed(&self);
 }
 
 /// Writes to a non-blocking socket as a blocking one with a send timeout
@@ -804,6 +818,7 @@ pub(crate) struct Out<'a> {
     pub(crate) timeout: Duration,
     pub(crate) progress: &'a AtomicU64,
     pub(crate) epoch: Instant,
+    pub(crate) stalls: Option<&'a dyn Stalls>,
 }
 
 impl Write for Out<'_> {
@@ -815,9 +830,7 @@ impl Write for Out<'_> {
                         .store(self.epoch.elapsed().as_millis() as u64, SeqCst);
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_writable(self.stream.as_raw_fd(), self.timeout)?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait()?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -826,6 +839,26 @@ impl Write for Out<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Out<'_> {
+    /// Waits until the socket takes bytes again, at most `timeout`; past
+    /// [`STALL_AFTER`] the wait is reported to `stalls`.
+    fn wait(&self) -> io::Result<()> {
+        let fd = self.stream.as_raw_fd();
+        let Some(stalls) = self.stalls.filter(|_| self.timeout > STALL_AFTER) else {
+            return wait_writable(fd, self.timeout);
+        };
+        match wait_writable(fd, STALL_AFTER) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                stalls.stalled();
+                let waited = wait_writable(fd, self.timeout - STALL_AFTER);
+                stalls.resumed();
+                waited
+            }
+            other => other,
+        }
     }
 }
 

@@ -15,7 +15,12 @@
 //! Queue: the poller puts a connection with a whole head into a FIFO that
 //! the workers take from; when `max_queue` connections already wait, the
 //! poller answers 503 with `Retry-After` itself. Threads: `workers` + 1,
-//! whatever the number of connections.
+//! whatever the number of connections, plus spare workers while clients
+//! that do not read hold workers: a worker whose write has waited
+//! [`conn::STALL_AFTER`] for its client counts as stalled, and while fewer
+//! than `workers` workers are not stalled the pool starts a spare (its own
+//! store reader, the same loop), at most `max_spare_workers` at a time; a
+//! spare ends once the pool has `workers` workers not stalled without it.
 //!
 //! This module must not contain API logic (see `api.rs`) or SQL.
 
@@ -31,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::conn::{self, Conn, Dispatch, Limits, Out, Poller, Refusal, Shared};
+use super::conn::{self, Conn, Dispatch, Limits, Out, Poller, Refusal, Shared, Stalls};
 pub use super::limits::{client_ip, RateLimiter, RATE_LIMIT_MAX_CLIENTS};
 use super::request::{bad_request, framing, origin_form, unframed_body, Head, MAX_HEADERS};
 pub use super::wire::MIN_STREAM_RATE;
@@ -45,6 +50,9 @@ use crate::store::{Reader, StoreError};
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub workers: usize,
+    /// Workers started beyond `workers` while clients that do not read
+    /// hold workers (see the module header); beyond, requests wait.
+    pub max_spare_workers: usize,
     /// A connection that sends nothing for this long (idle keep-alive), or
     /// whose request head is not whole this long after its first byte, is
     /// closed; a blocked write of an answer waits at most this long.
@@ -74,6 +82,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             workers: default_workers(),
+            max_spare_workers: DEFAULT_MAX_SPARE_WORKERS,
             idle_timeout: Duration::from_secs(10),
             max_url_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
@@ -91,6 +100,11 @@ impl Default for ServerConfig {
 pub fn default_workers() -> usize {
     thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
+
+/// Spare workers by default. Each stalled answer holds a thread, a store
+/// reader with its page cache and a chunk buffer: about 3 MB (measured in
+/// docs/RELIABILITY.md), so ~100 MB at most.
+pub const DEFAULT_MAX_SPARE_WORKERS: usize = 32;
 
 /// Open connections by default (also bounded by the open-files limit, see
 /// [`connection_budget`]). An idle connection costs the poller ~200 bytes
@@ -168,6 +182,28 @@ enum Job {
     Probe,
 }
 
+/// What a worker is made of, to start spares while serving.
+struct Pool {
+    /// `workers`: the pool's size when no worker is stalled.
+    base: usize,
+    max_spares: usize,
+    sources: SourceFactory,
+    cfg: Arc<ServerConfig>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+/// Whether a pool with `alive` workers of which `stalled` wait for clients
+/// that do not read needs a spare to keep `base` workers answering.
+fn needs_spare(alive: usize, stalled: usize, base: usize) -> bool {
+    alive.saturating_sub(stalled) < base
+}
+
+/// Whether one more-than-`base` worker, not stalled itself, may end and
+/// leave `base` workers that are not stalled.
+fn may_retire(alive: usize, stalled: usize, base: usize) -> bool {
+    alive > base && alive - 1 - stalled.min(alive - 1) >= base
+}
+
 /// The worker pool's queue and the front's counters.
 struct Front {
     shared: Arc<Shared>,
@@ -178,8 +214,13 @@ struct Front {
     /// `queue.len()`, readable without the lock.
     queued: AtomicUsize,
     shed: AtomicU64,
-    /// Workers whose thread runs.
+    pool: Pool,
+    /// Workers whose thread runs, spares included.
     workers_alive: AtomicUsize,
+    /// Workers whose write waits for a client past `STALL_AFTER`.
+    stalled: AtomicUsize,
+    /// Spare workers running (or starting).
+    spares: AtomicUsize,
     /// Milliseconds (since `shared.epoch`) of the last worker progress: a
     /// job taken or finished, bytes written.
     progress: AtomicU64,
@@ -220,6 +261,53 @@ impl Front {
 
     fn mark_progress(&self) {
         self.progress.store(self.shared.now_ms(), SeqCst);
+    }
+
+    /// Starts a spare worker if too few workers are not stalled and the
+    /// bound allows one.
+    fn start_spare_if_short(self: &Arc<Self>) {
+        let alive = self.workers_alive.load(SeqCst);
+        if self.shared.stopping.load(SeqCst)
+            || !needs_spare(alive, self.stalled.load(SeqCst), self.pool.base)
+        {
+            return;
+        }
+        let max = self.pool.max_spares;
+        let reserved = self
+            .spares
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1));
+        if reserved.is_err() {
+            return;
+        }
+        if let Err(e) = spawn_worker(self, true) {
+            self.spares.fetch_sub(1, SeqCst);
+            crate::log::error(&format!("cannot start a spare HTTP worker: {e}"));
+        }
+    }
+
+    /// Counts a spare worker out if the pool keeps `base` workers that are
+    /// not stalled without it; true if it must end.
+    fn retire(&self) -> bool {
+        let base = self.pool.base;
+        self.workers_alive
+            .fetch_update(SeqCst, SeqCst, |n| {
+                may_retire(n, self.stalled.load(SeqCst), base).then(|| n - 1)
+            })
+            .is_ok()
+    }
+}
+
+/// A worker's report of its stalled writes to the pool.
+struct StallWatch<'a>(&'a Arc<Front>);
+
+impl Stalls for StallWatch<'_> {
+    fn stalled(&self) {
+        self.0.stalled.fetch_add(1, SeqCst);
+        self.0.start_spare_if_short();
+    }
+
+    fn resumed(&self) {
+        self.0.stalled.fetch_sub(1, SeqCst);
     }
 }
 
@@ -307,7 +395,7 @@ struct WorkerCtx {
 impl WorkerCtx {
     /// Answers the request whose head is at the start of `c.buf`; leaves
     /// `c` ready for the next one, or marked to close.
-    fn handle(&mut self, c: &mut Conn, front: &Front) {
+    fn handle(&mut self, c: &mut Conn, front: &Arc<Front>) {
         let started = Instant::now();
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
@@ -347,11 +435,13 @@ impl WorkerCtx {
             ),
             _ => (bad_request(), Wire::closing(), 0),
         };
+        let watch = StallWatch(front);
         let mut out = Out {
             stream: &c.stream,
             timeout: self.cfg.idle_timeout,
             progress: &front.progress,
             epoch: front.shared.epoch,
+            stalls: Some(&watch),
         };
         let route = response.route;
         let (status, close) = match response.stream.take() {
@@ -567,18 +657,63 @@ fn internal_error() -> Response {
     )
 }
 
-/// Counts a worker thread out when it ends, however it ends.
-struct Alive<'a>(&'a AtomicUsize);
+/// Counts a worker thread out when it ends, however it ends (unless
+/// [`Front::retire`] already did).
+struct Alive<'a> {
+    front: &'a Front,
+    spare: bool,
+    counted: bool,
+}
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        if self.counted {
+            self.front.workers_alive.fetch_sub(1, SeqCst);
+        }
+        if self.spare {
+            self.front.spares.fetch_sub(1, SeqCst);
+        }
     }
 }
 
-fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx) {
-    let _alive = Alive(&front.workers_alive);
+/// Starts a worker thread counted in `workers_alive`; a `spare` opens its
+/// store reader on its first request and ends when the pool no longer
+/// needs it.
+fn spawn_worker(front: &Arc<Front>, spare: bool) -> io::Result<JoinHandle<()>> {
+    let pool = &front.pool;
+    let ctx = WorkerCtx {
+        api: front.api.clone(),
+        sources: pool.sources.clone(),
+        cfg: pool.cfg.clone(),
+        limiter: pool.limiter.clone(),
+        source: if spare { None } else { (pool.sources)().ok() },
+    };
+    let n = front.workers_alive.fetch_add(1, SeqCst);
+    let name = if spare {
+        "planbox-http-spare".to_owned()
+    } else {
+        format!("planbox-http-{n}")
+    };
+    let f = front.clone();
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || worker_loop(f, ctx, spare))
+        .inspect_err(|_| {
+            front.workers_alive.fetch_sub(1, SeqCst);
+        })
+}
+
+fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx, spare: bool) {
+    let mut alive = Alive {
+        front: &front,
+        spare,
+        counted: true,
+    };
     while !front.shared.stopping.load(SeqCst) {
+        if spare && front.retire() {
+            alive.counted = false;
+            break;
+        }
         let Some(job) = front.pop() else { continue };
         front.mark_progress();
         match job {
@@ -641,7 +776,19 @@ impl RunningServer {
         let counts = api.metrics().connections(cfg.listener);
         counts.started(max_connections);
         let shared = Arc::new(Shared::new(counts)?);
+        let limiter = cfg
+            .rate_limit
+            .map(|l| Arc::new(RateLimiter::new(l, RATE_LIMIT_MAX_CLIENTS)));
+        let n = cfg.workers.max(1);
+        let cfg = Arc::new(cfg);
         let front = Arc::new(Front {
+            pool: Pool {
+                base: n,
+                max_spares: cfg.max_spare_workers,
+                sources,
+                cfg: cfg.clone(),
+                limiter: limiter.clone(),
+            },
             shared: shared.clone(),
             api: api.clone(),
             queue: Mutex::new(VecDeque::new()),
@@ -650,6 +797,8 @@ impl RunningServer {
             queued: AtomicUsize::new(0),
             shed: AtomicU64::new(0),
             workers_alive: AtomicUsize::new(0),
+            stalled: AtomicUsize::new(0),
+            spares: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
             probe_sent: AtomicU64::new(0),
             probe_answered: AtomicU64::new(0),
@@ -662,29 +811,11 @@ impl RunningServer {
             head_budget: cfg.head_budget,
         };
         let poller = Poller::new(listener, shared, front.clone(), limits)?;
-        let limiter = cfg
-            .rate_limit
-            .map(|l| Arc::new(RateLimiter::new(l, RATE_LIMIT_MAX_CLIENTS)));
-        let n = cfg.workers.max(1);
-        let cfg = Arc::new(cfg);
         let mut threads = Vec::with_capacity(n + 1);
-        for i in 0..n {
-            let ctx = WorkerCtx {
-                api: api.clone(),
-                sources: sources.clone(),
-                cfg: cfg.clone(),
-                limiter: limiter.clone(),
-                source: sources().ok(),
-            };
-            let f = front.clone();
-            f.workers_alive.fetch_add(1, SeqCst);
-            let spawned = thread::Builder::new()
-                .name(format!("planbox-http-{i}"))
-                .spawn(move || worker_loop(f, ctx));
-            match spawned {
+        for _ in 0..n {
+            match spawn_worker(&front, false) {
                 Ok(h) => threads.push(h),
                 Err(e) => {
-                    front.workers_alive.fetch_sub(1, SeqCst);
                     front.shared.stopping.store(true, SeqCst);
                     return Err(e);
                 }
@@ -711,6 +842,12 @@ impl RunningServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Worker threads running now: `workers`, plus the spares started
+    /// while clients that do not read hold workers.
+    pub fn workers(&self) -> usize {
+        self.front.workers_alive.load(SeqCst)
     }
 
     /// Requests waiting for a worker now.
@@ -793,6 +930,10 @@ impl RunningServer {
                 let _ = h.join();
             }
         }
+        // Spares are not joined: they count themselves out as they end.
+        while self.front.workers_alive.load(SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
         // Whatever still waits is told to come back, not dropped.
         let waiting = match self.front.queue.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
@@ -810,7 +951,31 @@ impl RunningServer {
 
 #[cfg(test)]
 mod tests {
+    use super::{may_retire, needs_spare};
     use crate::config::parse_cidrs;
+
+    #[test]
+    fn a_spare_starts_while_fewer_than_base_workers_are_not_stalled_and_ends_once_enough_are() {
+        // Two workers, none stalled: no spare.
+        assert!(!needs_spare(2, 0, 2));
+        // One stalls: a spare; with it, two answer again.
+        assert!(needs_spare(2, 1, 2));
+        assert!(!needs_spare(3, 1, 2));
+        // All stall, spares included: one more each time.
+        assert!(needs_spare(3, 2, 2));
+        assert!(needs_spare(3, 3, 2));
+        // Never more stalled than alive, but saturate anyway.
+        assert!(needs_spare(1, 2, 2));
+        // A spare ends only if `base` workers stay not stalled without it.
+        assert!(!may_retire(2, 0, 2), "the base pool never shrinks");
+        assert!(!may_retire(3, 1, 2), "still needed");
+        assert!(may_retire(3, 0, 2), "the stalled writer came back");
+        assert!(may_retire(4, 1, 2));
+        assert!(!may_retire(4, 2, 2));
+        // A pool of one with one stalled worker keeps its spare.
+        assert!(!may_retire(2, 1, 1));
+        assert!(may_retire(2, 0, 1));
+    }
 
     #[test]
     fn serve_flags_reach_the_config() {

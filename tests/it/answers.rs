@@ -21,7 +21,7 @@ use crate::support::*;
 
 /// Lands `n` generated plans (some without end, some sharing start and end,
 /// some never online) in one ingest. Each event is ~250 bytes of JSON.
-fn generated_store(db: &Path, n: usize, provider: &str) {
+pub(crate) fn generated_store(db: &Path, n: usize, provider: &str) {
     let mut store = Store::open(db).unwrap();
     let mut tx = store.begin_ingest(provider).unwrap();
     for i in 0..n {

@@ -546,3 +546,62 @@ fn every_connection_refused_at_the_cap_gets_its_503() {
         refused.push(c);
     }
 }
+
+#[test]
+fn clients_that_never_read_a_large_answer_do_not_hold_health_or_small_searches() {
+    let t = temp_store();
+    // ~9 MB: more than the kernel buffers hold on loopback.
+    crate::answers::generated_store(&t.db, 40_000, "p");
+    let s = TestServer::start_with(
+        &t.db,
+        Tz::UTC,
+        ServerConfig {
+            workers: 2,
+            // Long enough that waiting it out cannot pass for an answer.
+            idle_timeout: Duration::from_secs(30),
+            ..ServerConfig::default()
+        },
+    );
+    let server = s.server.as_ref().unwrap();
+    let addr = server.local_addr();
+    // Twice as many clients as workers ask for the whole store and never
+    // read a byte of it.
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.connect(&addr.into()).unwrap();
+            let mut c: TcpStream = sock.into();
+            c.write_all(b"GET /search HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    // Every one of them holds a worker, stalled.
+    let t0 = Instant::now();
+    while server.workers() < 2 + stalled.len() && t0.elapsed() < Duration::from_secs(20) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.workers() >= 2 + stalled.len(),
+        "{}",
+        server.workers()
+    );
+    let t0 = Instant::now();
+    assert_eq!(s.get("/health").status, 200);
+    let small = s.get("/search?starts_at=2021-01-02T00:00:00&ends_at=2021-01-02T23:59:59");
+    assert_eq!(small.status, 200);
+    assert!(small.json()["data"]["events"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty()));
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Once the clients go, the spares end and the pool is back to its size.
+    drop(stalled);
+    let t0 = Instant::now();
+    while server.workers() > 2 && t0.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.workers(), 2);
+    assert!(server.is_alive(Duration::from_secs(30)));
+}
