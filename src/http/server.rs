@@ -102,8 +102,8 @@ pub fn default_workers() -> usize {
 }
 
 /// Spare workers by default. Each stalled answer holds a thread, a store
-/// reader with its page cache and a chunk buffer: about 3 MB (measured in
-/// docs/RELIABILITY.md), so ~100 MB at most.
+/// reader with its page cache and a chunk buffer: about 3.5 MB of RSS
+/// (measured in docs/RELIABILITY.md), so ~115 MB at most.
 pub const DEFAULT_MAX_SPARE_WORKERS: usize = 32;
 
 /// Open connections by default (also bounded by the open-files limit, see
