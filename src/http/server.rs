@@ -221,6 +221,9 @@ struct Front {
     stalled: AtomicUsize,
     /// Spare workers running (or starting).
     spares: AtomicUsize,
+    /// When the bound on spares was last logged (ms since `shared.epoch`,
+    /// +1; 0: never).
+    spares_full_logged: AtomicU64,
     /// Milliseconds (since `shared.epoch`) of the last worker progress: a
     /// job taken or finished, bytes written.
     progress: AtomicU64,
@@ -277,12 +280,36 @@ impl Front {
             .spares
             .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1));
         if reserved.is_err() {
+            self.log_spares_full();
             return;
         }
         if let Err(e) = spawn_worker(self, true) {
             self.spares.fetch_sub(1, SeqCst);
             crate::log::error(&format!("cannot start a spare HTTP worker: {e}"));
         }
+    }
+
+    /// Warns, once a minute at most, that requests now wait behind
+    /// clients that do not read.
+    fn log_spares_full(&self) {
+        let now = self.shared.now_ms() + 1;
+        let last = self.spares_full_logged.load(SeqCst);
+        if last != 0 && now.saturating_sub(last) < 60_000
+            || self
+                .spares_full_logged
+                .compare_exchange(last, now, SeqCst, SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        crate::log::log(
+            crate::log::Level::Warn,
+            "every spare worker waits for a client that does not read: requests wait up to the idle timeout",
+            &[
+                ("max_spare_workers", &self.pool.max_spares),
+                ("stalled", &self.stalled.load(SeqCst)),
+            ],
+        );
     }
 
     /// Counts a spare worker out if the pool keeps `base` workers that are
@@ -799,6 +826,7 @@ impl RunningServer {
             workers_alive: AtomicUsize::new(0),
             stalled: AtomicUsize::new(0),
             spares: AtomicUsize::new(0),
+            spares_full_logged: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             probe_sent: AtomicU64::new(0),
             probe_answered: AtomicU64::new(0),
