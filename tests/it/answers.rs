@@ -451,6 +451,8 @@ fn a_client_that_stops_reading_frees_its_worker_after_the_send_timeout() {
         Tz::UTC,
         ServerConfig {
             workers: 1,
+            // No spare worker: the send timeout alone frees the worker.
+            max_spare_workers: 0,
             idle_timeout: Duration::from_millis(700),
             ..ServerConfig::default()
         },
