@@ -12,9 +12,12 @@
 //! connection therefore never waits behind an idle one: it is read as soon
 //! as its bytes arrive.
 //!
-//! Beyond `max_connections` the longest-idle keep-alive connection is
-//! closed to make room; when none is idle (every connection is mid-request
-//! or being answered), the new one gets 503 and is closed. A worker hands
+//! Beyond `max_connections` the longest-idle keep-alive connection (one
+//! answered before) is closed to make room; when none is idle (every
+//! connection is new, mid-request or being answered), the new one gets 503
+//! and is closed. A new connection is never closed for room: its first
+//! request may be on its way, and a client does not retry an empty reply
+//! on a new connection. A worker hands
 //! the connection back when it has answered; a request body is dropped
 //! here, with a fixed buffer, a little at a time as it arrives (bodies over
 //! [`DRAIN_MAX`] close the connection instead). A connection that is
@@ -68,12 +71,30 @@ pub(crate) struct Conn {
     pub(crate) discard: u64,
     /// Set by the worker: close after the answer.
     pub(crate) close: bool,
+    /// Answered at least once and kept open: only such a connection is
+    /// closed to make room at the cap (a new one may have its first
+    /// request on the way, unread).
+    kept: bool,
     /// Where the search for the end of the head goes on.
     scanned: usize,
     token: u64,
 }
 
 impl Conn {
+    fn new(stream: TcpStream, peer: SocketAddr, token: u64) -> Conn {
+        Conn {
+            stream,
+            peer,
+            buf: Vec::new(),
+            head_len: 0,
+            discard: 0,
+            close: false,
+            kept: false,
+            scanned: 0,
+            token,
+        }
+    }
+
     /// Consumes the head a worker has answered and as much of the body as
     /// has arrived; the rest of the body is dropped as it arrives.
     pub(crate) fn consume(&mut self, body: u64) {
@@ -86,6 +107,7 @@ impl Conn {
         }
         self.head_len = 0;
         self.scanned = 0;
+        self.kept = true;
     }
 }
 
@@ -366,13 +388,19 @@ impl Poller {
         if open >= self.limits.max_connections && !self.evict_one() {
             self.shared.refused.fetch_add(1, SeqCst);
             self.shared.counts.closed(Closed::Refused);
+            let bytes = self.dispatch.refusal(Refusal::TooManyConnections);
             // Bounded too: beyond the cap plus a reserve of closing ones,
-            // a connection is closed without an answer.
+            // a connection does not linger. It still gets its answer, and
+            // what it has sent so far is read first, so that the close is
+            // not a reset that destroys the answer.
             if self.closing < self.limits.max_connections / 8 + 16 {
                 if let Some((i, c)) = self.register(stream, peer) {
-                    let bytes = self.dispatch.refusal(Refusal::TooManyConnections);
                     self.close_in(i, c, &bytes);
                 }
+            } else {
+                let _ = (&stream).read(&mut self.scratch);
+                let _ = (&stream).write(&bytes);
+                let _ = stream.shutdown(Shutdown::Write);
             }
             return;
         }
@@ -407,19 +435,7 @@ impl Poller {
             return None;
         }
         e.slot = Slot::Lent;
-        Some((
-            i,
-            Box::new(Conn {
-                stream,
-                peer,
-                buf: Vec::new(),
-                head_len: 0,
-                discard: 0,
-                close: false,
-                scanned: 0,
-                token,
-            }),
-        ))
+        Some((i, Box::new(Conn::new(stream, peer, token))))
     }
 
     /// Says in the log, once a minute at most, that the connection cap is
@@ -444,8 +460,8 @@ impl Poller {
         );
     }
 
-    /// Closes the connection that has been idle longest. False when no
-    /// connection is idle.
+    /// Closes the kept-alive connection that has been idle longest. False
+    /// when none is idle.
     fn evict_one(&mut self) -> bool {
         let oldest = self
             .table
@@ -453,8 +469,10 @@ impl Poller {
             .enumerate()
             .filter_map(|(i, e)| match &e.slot {
                 Slot::Waiting {
-                    idle: Some(since), ..
-                } => Some((*since, i)),
+                    conn,
+                    idle: Some(since),
+                    ..
+                } if conn.kept => Some((*since, i)),
                 _ => None,
             })
             .min();
@@ -503,7 +521,7 @@ impl Poller {
                 idle,
             } => {
                 let before = conn.buf.len() as u64 + conn.discard;
-                match read_some(&mut conn, &mut self.scratch) {
+                match read_some(&mut conn, &mut self.scratch, self.limits.max_head) {
                     Ok(true) => {
                         let now = Instant::now();
                         let moved = conn.buf.len() as u64 + conn.discard != before;
@@ -694,17 +712,23 @@ impl Poller {
     }
 }
 
-/// Reads what is readable into `c.buf` (dropping owed body bytes first).
-/// False when the peer closed.
-fn read_some(c: &mut Conn, scratch: &mut [u8]) -> io::Result<bool> {
+/// Reads what is readable into `c.buf` (dropping owed body bytes first),
+/// and stops once `c.buf` holds more than `keep` bytes: pipelined requests
+/// beyond a head wait in the kernel's socket buffer, so a client that
+/// writes without reading costs at most `keep` + one read here. False when
+/// the peer closed before sending anything more (a close behind new bytes
+/// is seen on the next turn, after they are answered).
+fn read_some(c: &mut Conn, scratch: &mut [u8], keep: usize) -> io::Result<bool> {
+    let mut got = false;
     loop {
         match (&c.stream).read(scratch) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(got),
             Ok(n) => {
+                got = true;
                 let skip = (n as u64).min(c.discard) as usize;
                 c.discard -= skip as u64;
                 c.buf.extend_from_slice(&scratch[skip..n]);
-                if n < scratch.len() {
+                if n < scratch.len() || c.buf.len() > keep {
                     return Ok(true);
                 }
             }
@@ -831,14 +855,9 @@ mod tests {
     fn a_consumed_request_leaves_the_next_one_and_owes_the_rest_of_its_body() {
         let (a, _b) = pair();
         let mut c = Conn {
-            stream: a,
-            peer: "127.0.0.1:1".parse().unwrap(),
             buf: b"POST / HTTP/1.1\r\n\r\n12345".to_vec(),
             head_len: 19,
-            discard: 0,
-            close: false,
-            scanned: 0,
-            token: 0,
+            ..conn_of(a)
         };
         c.consume(10);
         assert!(c.buf.is_empty());
@@ -848,6 +867,71 @@ mod tests {
         c.consume(2);
         assert_eq!(c.buf, b"GET");
         assert_eq!(c.discard, 0);
+    }
+
+    fn conn_of(stream: TcpStream) -> Conn {
+        Conn::new(stream, "127.0.0.1:1".parse().unwrap(), 0)
+    }
+
+    #[test]
+    fn a_client_pipelining_without_reading_is_buffered_one_head_and_one_read_at_most() {
+        // A client that writes requests and never reads the answers: the
+        // rest waits in the kernel's socket buffer (which can grow to
+        // megabytes a connection), not in the poller's.
+        let (mut client, server) = pair();
+        server.set_nonblocking(true).unwrap();
+        let requests = b"GET /health HTTP/1.1\r\n\r\n".repeat(20_000);
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&requests);
+            client
+        });
+        let started = Instant::now();
+        while !writer.is_finished() && started.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut c = conn_of(server);
+        let mut scratch = vec![0; SCRATCH];
+        let max_head = 26 << 10;
+        // One readiness, one call (the poller reads again only once what
+        // it holds has been answered).
+        assert!(read_some(&mut c, &mut scratch, max_head).unwrap());
+        assert!(!c.buf.is_empty());
+        assert!(
+            c.buf.len() <= max_head + SCRATCH,
+            "{} bytes buffered",
+            c.buf.len()
+        );
+        drop(c);
+        drop(writer.join());
+    }
+
+    #[test]
+    fn a_request_that_arrives_with_the_clients_close_is_kept() {
+        // The end of an owed body fills a whole read, the next request
+        // follows it, and the client shuts its write side: the request is
+        // read before the close, and the close seen on the next turn.
+        let (mut client, server) = pair();
+        server.set_nonblocking(true).unwrap();
+        let request = b"GET /health HTTP/1.1\r\n\r\n";
+        let owed = SCRATCH - request.len();
+        let mut bytes = vec![b'x'; owed];
+        bytes.extend_from_slice(request);
+        client.write_all(&bytes).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        // Wait until the close has arrived behind the bytes.
+        let mut p = libc::pollfd {
+            fd: server.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1);
+        let mut c = conn_of(server);
+        c.discard = owed as u64;
+        let mut scratch = vec![0; SCRATCH];
+        assert!(read_some(&mut c, &mut scratch, 26 << 10).unwrap());
+        assert_eq!(c.buf, request);
+        assert!(!read_some(&mut c, &mut scratch, 26 << 10).unwrap());
     }
 
     fn pair() -> (TcpStream, TcpStream) {

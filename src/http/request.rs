@@ -5,6 +5,8 @@
 //!
 //! Must not do I/O or contain API logic.
 
+use std::borrow::Cow;
+
 use super::api::{code, error_response, Response};
 use super::conn::DRAIN_MAX;
 use super::wire::Wire;
@@ -91,6 +93,24 @@ pub(crate) fn framing(head: &Head<'_, '_>) -> Result<Framing, Response> {
             && body <= DRAIN_MAX
             && !(expect && body > 0),
     })
+}
+
+/// The origin-form (`/path?query`) of a request target. An absolute-form
+/// target (`http://host/path?query`), which a server must accept (RFC 9112
+/// §3.2.2) and some proxies send, loses its scheme and authority (an empty
+/// path is `/`); any other target is returned as it is.
+pub(crate) fn origin_form(target: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Cow::Borrowed(target);
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Cow::Borrowed(target);
+    }
+    match rest.find(['/', '?']) {
+        Some(p) if rest.as_bytes()[p] == b'/' => Cow::Borrowed(&rest[p..]),
+        Some(p) => Cow::Owned(format!("/{}", &rest[p..])),
+        None => Cow::Borrowed("/"),
+    }
 }
 
 /// The answer to a `GET` or `HEAD` with a `Transfer-Encoding` body: 411
@@ -198,5 +218,22 @@ mod tests {
         assert_eq!(te("chunked, gzip"), Some(false));
         assert_eq!(unframed_body(Some(true)).status, 411);
         assert_eq!(unframed_body(Some(false)).status, 400);
+    }
+
+    #[test]
+    fn absolute_form_targets_become_their_origin_form() {
+        for (target, origin) in [
+            ("/search?a=1", "/search?a=1"),
+            ("http://h/search?a=1", "/search?a=1"),
+            ("HTTPS://h:8443/health", "/health"),
+            ("http://h", "/"),
+            ("http://h?a=1", "/?a=1"),
+            ("http://u@h/x//y", "/x//y"),
+            ("*", "*"),
+            ("ftp://h/health", "ftp://h/health"),
+            ("/redirect?to=http://h/x", "/redirect?to=http://h/x"),
+        ] {
+            assert_eq!(origin_form(target), origin, "{target}");
+        }
     }
 }

@@ -33,7 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::conn::{self, Conn, Dispatch, Limits, Out, Poller, Refusal, Shared};
 pub use super::limits::{client_ip, RateLimiter, RATE_LIMIT_MAX_CLIENTS};
-use super::request::{bad_request, framing, unframed_body, Head, MAX_HEADERS};
+use super::request::{bad_request, framing, origin_form, unframed_body, Head, MAX_HEADERS};
 pub use super::wire::MIN_STREAM_RATE;
 use super::wire::{write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
@@ -442,7 +442,8 @@ impl WorkerCtx {
     }
 
     fn respond_to(&mut self, head: &Head<'_, '_>, peer: SocketAddr) -> Response {
-        let url = head.url;
+        let target = origin_form(head.url);
+        let url = &*target;
         if url.len() > self.cfg.max_url_bytes {
             return error_response(
                 414,

@@ -56,6 +56,14 @@ fn answer(c: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((head, body))
 }
 
+/// Waits (at most 30 s) until the server holds `n` open connections.
+fn wait_for_open(running: &planbox::server::RunningServer, n: usize) {
+    let started = Instant::now();
+    while running.open_connections() < n && started.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// True when the server closed `c` (EOF or reset) within the read timeout.
 fn closed(c: &mut TcpStream) -> bool {
     let mut buf = [0u8; 1024];
@@ -457,4 +465,84 @@ fn unfinished_heads_over_the_memory_budget_are_closed_largest_first() {
     heads[0].write_all(b"\r\n\r\n").unwrap();
     assert!(answer(&mut heads[0]).unwrap().0.starts_with("HTTP/1.1 200"));
     assert_eq!(s.get("/health").status, 200);
+}
+
+#[test]
+fn an_absolute_form_target_is_answered_as_its_path() {
+    // RFC 9112 §3.2.2: a server must accept `GET http://host/path`, which
+    // some proxies and clients send to an origin server.
+    let (_t, _s, addr) = server_with(ServerConfig::default());
+    let mut c = connect(addr);
+    for (target, status) in [
+        ("http://localhost/health", "200"),
+        ("HTTPS://planbox.example:8443/ready", "200"),
+        ("http://localhost/health?verbose=1", "200"),
+        ("http://localhost/nope", "404"),
+        // Not absolute-form: stays a path that does not exist.
+        ("ftp://localhost/health", "404"),
+    ] {
+        write!(c, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, body) = answer(&mut c).expect("an answer");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{target}: {head}"
+        );
+        if status == "404" {
+            assert!(String::from_utf8_lossy(&body).contains("not_found"));
+        }
+    }
+}
+
+#[test]
+fn at_the_connection_cap_new_connections_are_not_closed_as_idle() {
+    // In a burst at the cap, a connection just accepted has its request on
+    // the way but not read yet: closing it as "idle" would leave that
+    // client an empty reply, which clients do not retry on a new
+    // connection. Only connections answered before are closed for room;
+    // here none is, so the newcomer gets the 503.
+    let (_t, s, addr) = server_with(ServerConfig {
+        workers: 2,
+        max_connections: 4,
+        ..ServerConfig::default()
+    });
+    let running = s.server.as_ref().unwrap();
+    let mut fresh: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    wait_for_open(running, 4);
+    let mut extra = connect(addr);
+    extra.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    let (head, _) = answer(&mut extra).expect("a 503 before the close");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(running.evicted(), 0);
+    // The four let in are answered when their requests come.
+    for c in &mut fresh {
+        c.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        let (head, _) = answer(c).expect("an answer, not a close");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+}
+
+#[test]
+fn every_connection_refused_at_the_cap_gets_its_503() {
+    // Refused connections linger (their input read) in a bounded reserve;
+    // beyond it a refused client is still told why, not just closed.
+    let (_t, s, addr) = server_with(ServerConfig {
+        workers: 2,
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    });
+    let running = s.server.as_ref().unwrap();
+    let _held: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    wait_for_open(running, 4);
+    // More refused clients than the reserve (4 / 8 + 16), all kept open.
+    // (They send nothing: a request arriving after the close could reset
+    // the connection before the answer is read, which is not the point.)
+    let mut refused = Vec::new();
+    for i in 0..24 {
+        let mut c = connect(addr);
+        let (head, body) = answer(&mut c).unwrap_or_else(|| panic!("client {i}: no answer"));
+        assert!(head.starts_with("HTTP/1.1 503"), "client {i}: {head}");
+        assert!(String::from_utf8_lossy(&body).contains("overloaded"));
+        refused.push(c);
+    }
 }
