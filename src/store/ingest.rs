@@ -35,11 +35,16 @@ impl Store {
             })?;
         let known = KnownPlans::load(&tx, provider)?;
         // Rows for `plans_search` wait here (appended in feed order) and
-        // land sorted at the end: see `Ingest::flush_searchable`.
+        // land sorted at the end: see `Ingest::flush_searchable`. The
+        // provider is the ingest's, so it is not staged. One helper thread
+        // for SQLite's sorter: it sorts and writes runs while the writer
+        // feeds it, when the parsing threads are done and a core is free
+        // (0.3 s less of the 1.5 s that landing 900k rows took at 1M plans).
+        tx.pragma_update(None, "threads", 1)?;
         tx.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS plans_search_staged
                  (start_at INTEGER NOT NULL, end_at INTEGER NOT NULL, id BLOB NOT NULL,
-                  provider TEXT NOT NULL, json TEXT NOT NULL);
+                  json TEXT NOT NULL);
              DELETE FROM temp.plans_search_staged;",
         )?;
         Ok(Ingest {
@@ -409,16 +414,10 @@ impl Ingest<'_> {
         let json = p.json(uuid);
         self.tx
             .prepare_cached(
-                "INSERT INTO temp.plans_search_staged (start_at, end_at, id, provider, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO temp.plans_search_staged (start_at, end_at, id, json)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![
-                start_at,
-                end_at,
-                uuid.as_bytes(),
-                self.provider,
-                json
-            ])?;
+            .execute(params![start_at, end_at, uuid.as_bytes(), json])?;
         self.staged += 1;
         Ok(())
     }
@@ -433,12 +432,14 @@ impl Ingest<'_> {
         if self.staged == 0 {
             return Ok(());
         }
-        self.tx.execute_batch(
+        self.tx.execute(
             "INSERT OR REPLACE INTO plans_search (start_at, end_at, id, provider, json)
-                 SELECT start_at, end_at, id, provider, json FROM temp.plans_search_staged
-                 ORDER BY start_at, end_at, id;
-             DELETE FROM temp.plans_search_staged;",
+                 SELECT start_at, end_at, id, ?1, json FROM temp.plans_search_staged
+                 ORDER BY start_at, end_at, id",
+            [&self.provider],
         )?;
+        self.tx
+            .execute_batch("DELETE FROM temp.plans_search_staged")?;
         self.staged = 0;
         Ok(())
     }
