@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,6 +160,11 @@ pub struct ConnCounters {
     /// The cap in force; 0 until the listener starts (its series are left
     /// out until then).
     max: AtomicU64,
+    /// Worker threads running, spare workers included: moved by the pool as
+    /// workers start and end (one add each, never read by the pool).
+    workers: AtomicI64,
+    /// Workers whose write waits for a client that does not read.
+    stalled: AtomicI64,
 }
 
 impl ConnCounters {
@@ -184,6 +189,24 @@ impl ConnCounters {
 
     pub fn closed_for(&self, why: Closed) -> u64 {
         self.closed[why as usize].load(Relaxed)
+    }
+
+    /// A worker thread of this listener's pool started (`1`) or ended (`-1`).
+    pub fn workers_moved(&self, by: i64) {
+        self.workers.fetch_add(by, Relaxed);
+    }
+
+    /// A worker's write began (`1`) or ended (`-1`) waiting for its client.
+    pub fn stalled_moved(&self, by: i64) {
+        self.stalled.fetch_add(by, Relaxed);
+    }
+
+    fn workers(&self) -> u64 {
+        self.workers.load(Relaxed).max(0) as u64
+    }
+
+    fn stalled(&self) -> u64 {
+        self.stalled.load(Relaxed).max(0) as u64
     }
 }
 
@@ -489,7 +512,7 @@ impl Metrics {
         // The HELP and TYPE lines spelled out: the monitoring kit's checks
         // find the families metrics.rs renders by them.
         type Value = fn(&ConnCounters) -> u64;
-        let families: [(&str, &str, Value); 3] = [
+        let families: [(&str, &str, Value); 5] = [
             (
                 "planbox_http_connections_open",
                 "# HELP planbox_http_connections_open Client connections open now (waiting for a request or being answered), by listener.\n\
@@ -507,6 +530,18 @@ impl Metrics {
                 "# HELP planbox_http_connections_accepted_total Client connections accepted since start, by listener (those refused at the cap too).\n\
                  # TYPE planbox_http_connections_accepted_total counter\n",
                 |c| c.accepted.load(Relaxed),
+            ),
+            (
+                "planbox_http_workers",
+                "# HELP planbox_http_workers Worker threads answering requests, spare workers started for clients that do not read included, by listener.\n\
+                 # TYPE planbox_http_workers gauge\n",
+                ConnCounters::workers,
+            ),
+            (
+                "planbox_http_workers_stalled",
+                "# HELP planbox_http_workers_stalled Workers whose write waits for a client that does not read, by listener.\n\
+                 # TYPE planbox_http_workers_stalled gauge\n",
+                ConnCounters::stalled,
             ),
         ];
         for (name, head, value) in families {
@@ -685,6 +720,13 @@ mod tests {
         main.closed(Closed::IdleTimeout);
         m.connections(Listener::Metrics).started(16);
         m.connections(Listener::Metrics).accepted();
+        // Two workers and a spare; the spare's write stalls, then one
+        // worker ends.
+        for _ in 0..3 {
+            main.workers_moved(1);
+        }
+        main.stalled_moved(1);
+        main.workers_moved(-1);
         let text = m.render();
         let has = |s: &str| text.contains(s);
         assert!(has("# TYPE planbox_http_connections_open gauge"));
@@ -692,6 +734,10 @@ mod tests {
         assert!(has("planbox_http_connections_open{listener=\"metrics\"} 1"));
         assert!(!has("listener=\"status\""), "not started: left out");
         assert!(has("planbox_http_connections_max{listener=\"main\"} 4"));
+        assert!(has("# TYPE planbox_http_workers gauge"));
+        assert!(has("planbox_http_workers{listener=\"main\"} 2"));
+        assert!(has("planbox_http_workers_stalled{listener=\"main\"} 1"));
+        assert!(has("planbox_http_workers{listener=\"metrics\"} 0"));
         assert!(has(
             "planbox_http_connections_accepted_total{listener=\"main\"} 5"
         ));

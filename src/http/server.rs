@@ -330,11 +330,13 @@ struct StallWatch<'a>(&'a Arc<Front>);
 impl Stalls for StallWatch<'_> {
     fn stalled(&self) {
         self.0.stalled.fetch_add(1, SeqCst);
+        self.0.shared.counts.stalled_moved(1);
         self.0.start_spare_if_short();
     }
 
     fn resumed(&self) {
         self.0.stalled.fetch_sub(1, SeqCst);
+        self.0.shared.counts.stalled_moved(-1);
     }
 }
 
@@ -696,6 +698,7 @@ impl Drop for Alive<'_> {
     fn drop(&mut self) {
         if self.counted {
             self.front.workers_alive.fetch_sub(1, SeqCst);
+            self.front.shared.counts.workers_moved(-1);
         }
         if self.spare {
             self.front.spares.fetch_sub(1, SeqCst);
@@ -716,6 +719,7 @@ fn spawn_worker(front: &Arc<Front>, spare: bool) -> io::Result<JoinHandle<()>> {
         source: if spare { None } else { (pool.sources)().ok() },
     };
     let n = front.workers_alive.fetch_add(1, SeqCst);
+    front.shared.counts.workers_moved(1);
     let name = if spare {
         "planbox-http-spare".to_owned()
     } else {
@@ -727,6 +731,7 @@ fn spawn_worker(front: &Arc<Front>, spare: bool) -> io::Result<JoinHandle<()>> {
         .spawn(move || worker_loop(f, ctx, spare))
         .inspect_err(|_| {
             front.workers_alive.fetch_sub(1, SeqCst);
+            front.shared.counts.workers_moved(-1);
         })
 }
 
@@ -739,6 +744,7 @@ fn worker_loop(front: Arc<Front>, mut ctx: WorkerCtx, spare: bool) {
     while !front.shared.stopping.load(SeqCst) {
         if spare && front.retire() {
             alive.counted = false;
+            front.shared.counts.workers_moved(-1);
             break;
         }
         let Some(job) = front.pop() else { continue };

@@ -590,6 +590,17 @@ fn clients_that_never_read_a_large_answer_do_not_hold_health_or_small_searches()
     );
     let t0 = Instant::now();
     assert_eq!(s.get("/health").status, 200);
+    // `/metrics` shows the spares and the stalled writes.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        scrape(&mut c, "planbox_http_workers{listener=\"main\"}"),
+        server.workers() as u64
+    );
+    assert_eq!(
+        scrape(&mut c, "planbox_http_workers_stalled{listener=\"main\"}"),
+        stalled.len() as u64
+    );
     let small = s.get("/search?starts_at=2021-01-02T00:00:00&ends_at=2021-01-02T23:59:59");
     assert_eq!(small.status, 200);
     assert!(small.json()["data"]["events"]
@@ -603,5 +614,10 @@ fn clients_that_never_read_a_large_answer_do_not_hold_health_or_small_searches()
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(server.workers(), 2);
+    assert_eq!(scrape(&mut c, "planbox_http_workers{listener=\"main\"}"), 2);
+    assert_eq!(
+        scrape(&mut c, "planbox_http_workers_stalled{listener=\"main\"}"),
+        0
+    );
     assert!(server.is_alive(Duration::from_secs(30)));
 }
