@@ -176,12 +176,9 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     /// Connections open now (waiting, being answered), closing ones aside.
     pub(crate) open: AtomicUsize,
-    /// Idle connections closed to make room under the cap.
-    pub(crate) evicted: AtomicU64,
-    /// Connections refused with 503 because the cap was reached.
-    pub(crate) refused: AtomicU64,
     /// The `/metrics` counters of this listener: every accepted connection
-    /// and every close of one, with its reason.
+    /// and every close of one, with its reason (evictions and refusals at
+    /// the cap among them).
     pub(crate) counts: Arc<ConnCounters>,
 }
 
@@ -195,8 +192,6 @@ impl Shared {
             beat: AtomicU64::new(0),
             epoch: Instant::now(),
             open: AtomicUsize::new(0),
-            evicted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             counts,
         })
     }
@@ -386,7 +381,6 @@ impl Poller {
             self.log_cap();
         }
         if open >= self.limits.max_connections && !self.evict_one() {
-            self.shared.refused.fetch_add(1, SeqCst);
             self.shared.counts.closed(Closed::Refused);
             let bytes = self.dispatch.refusal(Refusal::TooManyConnections);
             // Bounded too: beyond the cap plus a reserve of closing ones,
@@ -454,8 +448,14 @@ impl Poller {
             "connection cap reached: closing the longest-idle connections, then answering 503",
             &[
                 ("max_connections", &self.limits.max_connections),
-                ("idle_closed_so_far", &self.shared.evicted.load(SeqCst)),
-                ("refused_so_far", &self.shared.refused.load(SeqCst)),
+                (
+                    "idle_closed_so_far",
+                    &self.shared.counts.closed_for(Closed::Evicted),
+                ),
+                (
+                    "refused_so_far",
+                    &self.shared.counts.closed_for(Closed::Refused),
+                ),
             ],
         );
     }
@@ -479,7 +479,6 @@ impl Poller {
         match oldest {
             Some((_, i)) => {
                 self.release(i);
-                self.shared.evicted.fetch_add(1, SeqCst);
                 self.shared.counts.closed(Closed::Evicted);
                 true
             }

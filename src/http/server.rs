@@ -43,7 +43,7 @@ pub use super::wire::MIN_STREAM_RATE;
 use super::wire::{write_streamed, write_whole, Wire};
 use crate::api::{self, code, error_response, Api, Response, SearchStream, Source, Streamed};
 use crate::config::{Cidr, RateLimit};
-use crate::metrics::{Listener, Route};
+use crate::metrics::{Closed, Listener, Route};
 use crate::store::{Reader, StoreError};
 
 /// Limits and sizes of the front.
@@ -907,13 +907,13 @@ impl RunningServer {
 
     /// Idle connections closed to make room for new ones, so far.
     pub fn evicted(&self) -> u64 {
-        self.front.shared.evicted.load(SeqCst)
+        self.front.shared.counts.closed_for(Closed::Evicted)
     }
 
     /// New connections answered 503 because the cap was reached and no
     /// connection was idle, so far.
     pub fn refused_connections(&self) -> u64 {
-        self.front.shared.refused.load(SeqCst)
+        self.front.shared.counts.closed_for(Closed::Refused)
     }
 
     /// Clients the rate limiter tracks now (0 when it is off).
